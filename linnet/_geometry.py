@@ -1,0 +1,94 @@
+"""Subspace geometry: projections, principal angles and the feature distance d(B, B*) of Section 3.1."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ._validate import as_float_array, check_shape
+
+
+def orthonormal_basis(A: jax.Array, rtol: float | None = None) -> tuple[jax.Array, jax.Array]:
+    """Orthonormal basis of rowspace(A) by SVD, with a numerical-rank mask.
+
+    **Arguments:**
+
+    - `A`: (p, d) matrix whose rows span the subspace.
+    - `rtol`: singular values below `rtol * s_max` count as zero (default `max(p, d) * machine eps`, as
+      `numpy.linalg.matrix_rank`).
+
+    **Returns:** `(E, mask)` with `E` of shape (d, min(p, d)) holding the right singular vectors as columns and
+    `mask` a boolean (min(p, d),) marking those that span rowspace(A). The shape does not depend on the rank,
+    so the function is jit- and vmap-safe.
+    """
+    _, s, vt = jnp.linalg.svd(A, full_matrices=False)
+    if rtol is None:
+        rtol = max(A.shape) * jnp.finfo(A.dtype).eps
+    mask = s > rtol * jnp.max(s, initial=0.0)
+    return vt.T, mask
+
+
+def projection(A: jax.Array) -> jax.Array:
+    """Orthogonal projection P onto rowspace(A), shape (d, d). For A = X this is P_S."""
+    A = as_float_array(A, "A", 2)
+    E, mask = orthonormal_basis(A)
+    E = E * mask
+    return E @ E.T
+
+
+def complement_projection(A: jax.Array) -> jax.Array:
+    """Orthogonal projection onto the orthogonal complement of rowspace(A) (P_{S⊥} for A = X), shape (d, d)."""
+    A = as_float_array(A, "A", 2)
+    return jnp.eye(A.shape[1], dtype=A.dtype) - projection(A)
+
+
+def principal_cosines(A: jax.Array, B: jax.Array) -> jax.Array:
+    """Cosines of the principal angles between rowspace(A) and rowspace(B), largest first.
+
+    With orthonormal bases E of rowspace(A) (dim p) and F of rowspace(B) (dim q), these are the singular values
+    σ_1 ≥ … ≥ σ_min(p,q) of Eᵀ F. The paper's cos θ_k(R, S⊥) (Definition, Section 3) is entry k-1 of
+    `principal_cosines(B0, P_S⊥)` when dim R = k.
+
+    **Arguments:** `A` (p, d), `B` (q, d) any matrices (rank is detected numerically).
+
+    **Returns:** (min(rank A, rank B),) cosines in [0, 1], decreasing.
+    """
+    A = as_float_array(A, "A", 2)
+    B = as_float_array(B, "B", 2)
+    if A.shape[1] != B.shape[1]:
+        raise ValueError(f"`A` and `B` must have the same number of columns d, got {A.shape[1]} and {B.shape[1]}")
+    E, ma = orthonormal_basis(A)
+    F, mb = orthonormal_basis(B)
+    ra, rb = int(ma.sum()), int(mb.sum())
+    sv = jnp.linalg.svd(E[:, :ra].T @ F[:, :rb], compute_uv=False)
+    return jnp.clip(sv[: min(ra, rb)], 0.0, 1.0)
+
+
+def procrustes_rotation(B: jax.Array, B_star: jax.Array) -> jax.Array:
+    """The orthogonal U (k, k) that aligns B_star to B: the polar factor W Zᵀ of B B_starᵀ = W Σ Zᵀ."""
+    W, _, Zt = jnp.linalg.svd(B @ B_star.T)
+    return W @ Zt
+
+
+def feature_distance(B: jax.Array, B_star: jax.Array) -> jax.Array:
+    """Feature error ε = d(B, B*) = min over orthogonal U of ‖B − U B*‖₂ (spectral norm), Section 3.1.
+
+    The minimiser is taken to be the polar factor U = W Zᵀ of B B*ᵀ = W Σ Zᵀ. When both matrices have
+    orthonormal rows the minimum equals 2 sin(θ_max / 2), θ_max the largest principal angle between their
+    row spaces, and that U attains it (the tests check this against brute-force search over U).
+
+    **Arguments:** `B`, `B_star` of shape (k, d).
+
+    **Returns:** a scalar.
+    """
+    B = as_float_array(B, "B", 2)
+    B_star = as_float_array(B_star, "B_star", 2)
+    check_shape(B_star, "B_star", B.shape, "the same shape as B")
+    U = procrustes_rotation(B, B_star)
+    return jnp.linalg.norm(B - U @ B_star, ord=2)
+
+
+def has_orthonormal_rows(B: jax.Array, atol: float = 1e-8) -> bool:
+    """Whether B Bᵀ = I to `atol` (max-abs), as the theorems assume of B0 and B*."""
+    B = jnp.asarray(B)
+    return bool(jnp.max(jnp.abs(B @ B.T - jnp.eye(B.shape[0], dtype=B.dtype))) <= atol)

@@ -1,0 +1,299 @@
+"""The problem: ID data, pretrained and true features, OOD/ID second moments (Section 3.1), and generators."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._geometry import orthonormal_basis
+from ._validate import as_float_array, check_psd, check_shape, is_traced, warn_regime
+
+_FIELDS = ("X", "y", "B0", "B_star", "v_star", "sigma_ood", "sigma_id")
+_CACHE = ("_s", "_V", "_Uty")
+
+
+@jax.tree_util.register_pytree_node_class
+class Problem:
+    """An instance of the paper's setting: f(x) = vᵀ B x fitted to y = X w⋆ with w⋆ = B⋆ᵀ v⋆.
+
+    Immutable pytree (can be passed through `jax.jit` / `jax.vmap`). Besides the fields below it caches the
+    thin SVD X = U diag(s) Vᵀ (rank-masked), so the factorisation of X is done once per problem.
+
+    **Arguments:**
+
+    - `X`: (n, d) ID training inputs, one per row.
+    - `B0`: (k, d) pretrained features (the theorems assume orthonormal rows; the simulator does not).
+    - `B_star`: (k, d) true features B⋆.
+    - `v_star`: (k,) true head v⋆.
+    - `y`: (n,) targets; default the noiseless `X @ w_star`.
+    - `sigma_ood`: (d, d) PSD OOD second moment Σ_ood; default I, the submission's worst case over the unit
+      ball, so `ood_error` is ‖Bᵀv − w⋆‖².
+    - `sigma_id`: (d, d) PSD ID second moment; default P_S, the projection onto S = rowspace(X), so `id_error`
+      is L_id:subspace = ‖P_S(Bᵀv − w⋆)‖².
+
+    Shapes are checked; NaN/inf and non-PSD Σ raise `ValueError`; k ≥ n, n ≥ d or k ≥ d − n warn
+    (`OverparameterisationWarning`), since the theorems assume 1 ≤ k < n < d, k < d − n.
+    """
+
+    X: jax.Array
+    y: jax.Array
+    B0: jax.Array
+    B_star: jax.Array
+    v_star: jax.Array
+    sigma_ood: jax.Array
+    sigma_id: jax.Array
+
+    def __init__(self, X, B0, B_star, v_star, *, y=None, sigma_ood=None, sigma_id=None):
+        X = as_float_array(X, "X", 2)
+        n, d = X.shape
+        B0 = as_float_array(B0, "B0", 2)
+        if B0.shape[1] != d:
+            raise ValueError(f"`B0` must have shape (k, {d}) (d = X.shape[1]), got {tuple(B0.shape)}")
+        k = B0.shape[0]
+        B_star = as_float_array(B_star, "B_star", 2)
+        check_shape(B_star, "B_star", (k, d), "k x d, the same as B0")
+        v_star = as_float_array(v_star, "v_star", 1)
+        check_shape(v_star, "v_star", (k,), "one entry per feature, k = B0.shape[0]")
+        dtype = jnp.result_type(X, B0, B_star, v_star)
+        X, B0, B_star, v_star = (a.astype(dtype) for a in (X, B0, B_star, v_star))
+        if y is None:
+            y = X @ (B_star.T @ v_star)
+        else:
+            y = as_float_array(y, "y", 1).astype(dtype)
+            check_shape(y, "y", (n,), "one target per row of X")
+        U, s, Vt = jnp.linalg.svd(X, full_matrices=False)
+        _, mask = orthonormal_basis(X)
+        s = jnp.where(mask, s, 0.0)
+        if sigma_ood is None:
+            sigma_ood = jnp.eye(d, dtype=dtype)
+        else:
+            sigma_ood = as_float_array(sigma_ood, "sigma_ood", 2).astype(dtype)
+            check_psd(sigma_ood, "sigma_ood", d)
+        if sigma_id is None:
+            Vm = Vt.T * mask
+            sigma_id = Vm @ Vm.T
+        else:
+            sigma_id = as_float_array(sigma_id, "sigma_id", 2).astype(dtype)
+            check_psd(sigma_id, "sigma_id", d)
+        if not is_traced(X, B0):
+            warn_regime(n, d, k)
+        values = dict(X=X, y=y, B0=B0, B_star=B_star, v_star=v_star, sigma_ood=sigma_ood, sigma_id=sigma_id)
+        values.update(_s=s, _V=Vt.T, _Uty=jnp.where(mask, U.T @ y, 0.0))
+        for name, val in values.items():
+            object.__setattr__(self, name, val)
+
+    # --- pytree protocol -------------------------------------------------------------------------------
+    def tree_flatten(self):
+        return tuple(getattr(self, f) for f in _FIELDS + _CACHE), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        for name, val in zip(_FIELDS + _CACHE, children, strict=True):
+            object.__setattr__(obj, name, val)
+        return obj
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Problem is immutable; use Problem.replace(...) to make a modified copy")
+
+    def replace(self, **changes) -> Problem:
+        """A new Problem with some of (X, B0, B_star, v_star, y, sigma_ood, sigma_id) replaced.
+
+        A changed X re-derives the default `sigma_id` = P_S only when `sigma_id` is not given and the old one
+        was the default; pass `sigma_id` explicitly to control it.
+        """
+        unknown = set(changes) - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"Problem.replace got unknown fields {sorted(unknown)}; allowed: {list(_FIELDS)}")
+        kw = {f: changes.get(f, getattr(self, f)) for f in _FIELDS}
+        if "X" in changes and "sigma_id" not in changes:
+            kw["sigma_id"] = None
+        if ("X" in changes or "B_star" in changes or "v_star" in changes) and "y" not in changes:
+            kw["y"] = None
+        return Problem(kw["X"], kw["B0"], kw["B_star"], kw["v_star"], y=kw["y"], sigma_ood=kw["sigma_ood"],
+                       sigma_id=kw["sigma_id"])
+
+    # --- derived quantities ----------------------------------------------------------------------------
+    @property
+    def w_star(self) -> jax.Array:
+        """w⋆ = B⋆ᵀ v⋆, shape (d,)."""
+        return self.B_star.T @ self.v_star
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def k(self) -> int:
+        return self.B0.shape[0]
+
+    @property
+    def id_basis(self) -> jax.Array:
+        """(d, r) orthonormal eigenbasis V of XᵀX (r = min(n, d)); columns with zero singular value masked to 0."""
+        return self._V * (self._s > 0)
+
+    @property
+    def rank(self) -> int:
+        """dim S = rank(X)."""
+        return int(jnp.sum(self._s > 0))
+
+    def __repr__(self) -> str:
+        return f"Problem(n={self.n}, d={self.d}, k={self.k}, dtype={self.X.dtype})"
+
+
+# ------------------------------------------------------------------------------------------------------
+# Generators
+# ------------------------------------------------------------------------------------------------------
+
+
+def _orthonormal_columns(key, d: int, p: int, dtype, against: jax.Array | None = None) -> jax.Array:
+    """(d, p) orthonormal columns drawn uniformly (Haar), orthogonal to the columns of `against` if given."""
+    g = jax.random.normal(key, (d, p), dtype=dtype)
+    if against is not None:
+        g = g - against @ (against.T @ g)
+    q, r = jnp.linalg.qr(g)
+    # fix signs so the draw is Haar-distributed rather than biased by the QR convention
+    return q * jnp.sign(jnp.diag(r))
+
+
+def random_orthogonal(key, k: int, dtype=None) -> jax.Array:
+    """A Haar-random (k, k) orthogonal matrix."""
+    dtype = dtype or jnp.result_type(float)
+    return _orthonormal_columns(key, k, k, dtype)
+
+
+def random_head(key, k: int, scale: float = 1.0) -> jax.Array:
+    """A random head v0 ~ N(0, scale² I_k), the random initialisation covered by the theory.
+
+    **Arguments:** `key` a `jax.random` key, `k` the number of features, `scale` the standard deviation σ ≥ 0.
+
+    **Returns:** (k,) array in the default float dtype.
+    """
+    if int(k) != k or k < 1:
+        raise ValueError(f"`k` must be a positive integer, got {k}")
+    if not (np.isfinite(scale) and scale >= 0):
+        raise ValueError(f"`scale` must be a finite number >= 0, got {scale}")
+    return scale * jax.random.normal(key, (int(k),), dtype=jnp.result_type(float))
+
+
+_OOD_KINDS = ("isotropic", "orthogonal", "mixture", "id")
+
+
+def subspace_shift(
+    key,
+    *,
+    d: int,
+    k: int,
+    n: int,
+    eps: float,
+    m: int | None = None,
+    ood: str | jax.Array = "isotropic",
+    shift: float = 1.0,
+    v_star_scale: float = 1.0,
+    rotate: bool = True,
+    dtype=None,
+) -> Problem:
+    """A synthetic subspace shift with feature error set exactly.
+
+    Construction: S is a Haar-random m-dimensional subspace of R^d with orthonormal basis V_S (d, m); the n ID
+    inputs are rows of Z V_Sᵀ with Z ~ N(0, I) of shape (n, m), so rowspace(X) = S almost surely when m ≤ n.
+    B⋆ has Haar-random orthonormal rows; v⋆ ~ N(0, v_star_scale² I_k). The pretrained features are
+    B0 = U (cos θ B⋆ + sin θ E) with E orthonormal rows orthogonal to rowspace(B⋆), U a Haar-random rotation
+    (the ground truth is only defined up to U; `rotate=False` gives U = I) and every principal angle
+    θ = 2 arcsin(ε/2), so that B0 has orthonormal rows and `feature_distance(B0, B_star) == eps`.
+
+    **Arguments:**
+
+    - `key`: a `jax.random` key.
+    - `d`, `k`, `n`: input dimension, number of features, number of training points.
+    - `eps`: feature error ε ∈ [0, √2] (√2 is the largest distance between k-frames, θ = π/2).
+    - `m`: dim S (default n).
+    - `ood`: the OOD second moment Σ_ood: `"isotropic"` (I, the paper's worst case), `"orthogonal"` (P_S⊥:
+      test inputs orthogonal to the training data), `"id"` (P_S), `"mixture"` ((1 − shift) P_S + shift P_S⊥),
+      or a (d, d) PSD array.
+    - `shift`: the shift strength in [0, 1] for `"mixture"`.
+    - `v_star_scale`: standard deviation of v⋆.
+    - `rotate`: whether to apply the random rotation U to B0.
+    - `dtype`: float dtype (default float64 when x64 is on).
+
+    **Returns:** a `Problem`.
+    """
+    for name, val in (("d", d), ("k", k), ("n", n)):
+        if int(val) != val or val < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {val}")
+    m = n if m is None else m
+    if int(m) != m or not 1 <= m <= d:
+        raise ValueError(f"`m` (dim S) must be an integer in [1, d = {d}], got {m}")
+    if not (0 <= eps <= math.sqrt(2)):
+        raise ValueError(f"`eps` must be in [0, sqrt(2)] (feature distance between orthonormal frames), got {eps}")
+    if 2 * k > d:
+        raise ValueError(f"`k` must satisfy 2k <= d so that B0 can be rotated away from B_star, got k={k}, d={d}")
+    if not 0 <= shift <= 1:
+        raise ValueError(f"`shift` must be in [0, 1], got {shift}")
+    dtype = dtype or jnp.result_type(float)
+    kS, kB, kE, kU, kv, kZ = jax.random.split(key, 6)
+    VS = _orthonormal_columns(kS, d, m, dtype)
+    Bs = _orthonormal_columns(kB, d, k, dtype).T
+    E = _orthonormal_columns(kE, d, k, dtype, against=Bs.T).T
+    theta = 2 * math.asin(eps / 2)
+    B0 = math.cos(theta) * Bs + math.sin(theta) * E
+    if rotate:
+        B0 = random_orthogonal(kU, k, dtype) @ B0
+    v_star = v_star_scale * jax.random.normal(kv, (k,), dtype=dtype)
+    X = jax.random.normal(kZ, (n, m), dtype=dtype) @ VS.T
+    PS = VS @ VS.T
+    if isinstance(ood, str):
+        if ood not in _OOD_KINDS:
+            raise ValueError(f"`ood` must be one of {_OOD_KINDS} or a (d, d) PSD array, got {ood!r}")
+        sigma = {
+            "isotropic": jnp.eye(d, dtype=dtype),
+            "orthogonal": jnp.eye(d, dtype=dtype) - PS,
+            "id": PS,
+            "mixture": (1 - shift) * PS + shift * (jnp.eye(d, dtype=dtype) - PS),
+        }[ood]
+    else:
+        sigma = ood
+    return Problem(X, B0, Bs, v_star, sigma_ood=sigma)
+
+
+def figure2_toy(
+    *,
+    x_id=(1.0, 0.0),
+    b_star_angle: float = math.pi / 4,
+    b0_angle: float = math.pi / 4 + math.pi / 6,
+    v_star: float = 1.0,
+    sigma_ood=None,
+) -> Problem:
+    """The paper's Figure 2 toy: d = 2, k = 1, one training point x_id.
+
+    B⋆ = [cos α⋆, sin α⋆], B0 = [cos α0, sin α0] (unit rows, so ε = 2 sin(|α0 − α⋆|/2)), v⋆ scalar,
+    X = [x_id]. The OOD direction of the figure is the unit vector orthogonal to x_id; the default Σ_ood = I
+    measures the worst case, and `sigma_ood = outer(x_ood, x_ood)` measures the error on x_ood alone.
+
+    **Returns:** a `Problem` with n = 1, d = 2, k = 1 (outside k < n, so the regime warning is silenced).
+    """
+    import warnings
+
+    from ._validate import OverparameterisationWarning
+
+    X = jnp.asarray([x_id], dtype=jnp.result_type(float))
+    if X.shape != (1, 2):
+        raise ValueError(f"`x_id` must be a 2-vector, got {x_id}")
+    Bs = jnp.asarray([[math.cos(b_star_angle), math.sin(b_star_angle)]])
+    B0 = jnp.asarray([[math.cos(b0_angle), math.sin(b0_angle)]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OverparameterisationWarning)
+        return Problem(X, B0, Bs, jnp.asarray([v_star]), sigma_ood=sigma_ood)
+
+
+def figure2_ood_point(problem: Problem) -> jax.Array:
+    """The OOD point of Figure 2: the unit vector orthogonal to x_id (d = 2)."""
+    x = problem.X[0] / jnp.linalg.norm(problem.X[0])
+    return jnp.asarray([-x[1], x[0]])
