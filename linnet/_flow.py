@@ -88,12 +88,14 @@ def solve_reduced(s, a, v0, G0, ts, *, to_inf: bool, rtol, atol, max_steps: int,
         max_steps=max_steps,
         throw=False,
     )
+    # diffrax packs saves contiguously: the requested ts reached before a steady-state stop come first, then the
+    # final (t1 or event) state, then unfilled slots (t = inf). Requested times after the stop get the final state.
     v, G = sol.ys
-    v_end, G_end = v[-1], G[-1]
-    # entries of ts after an early (steady-state) stop are returned by diffrax as inf: use the steady state
-    ok = jnp.isfinite(sol.ts)[:, None]
-    v = jnp.where(ok, v, v_end)
-    G = jnp.where(ok[:, :, None], G, G_end)
+    n_saved = jnp.sum(jnp.isfinite(sol.ts))
+    v_end, G_end = v[n_saved - 1], G[n_saved - 1]
+    reached = (jnp.arange(v.shape[0]) < n_saved - 1)[:, None]
+    v = jnp.where(reached, v, v_end)
+    G = jnp.where(reached[:, :, None], G, G_end)
     if not to_inf:
         v, G = v[:-1], G[:-1]
-    return v, G, sol.result, sol.stats["num_steps"], sol.ts[-1]
+    return v, G, sol.result, sol.stats["num_steps"], sol.ts[n_saved - 1]

@@ -173,8 +173,16 @@ def _fine_tune(problem: Problem, v0, times, *, rtol, atol, max_steps, solver, me
     dtype = v0.dtype
     G0 = problem.B0 @ problem._V
     v, G, result, num_steps, t_stop = _flow.solve_reduced(
-        problem._s, problem._Uty, v0, G0, jnp.asarray(finite, dtype),
-        to_inf=to_inf, rtol=rtol, atol=atol, max_steps=int(max_steps), solver=solver,
+        problem._s,
+        problem._Uty,
+        v0,
+        G0,
+        jnp.asarray(finite, dtype),
+        to_inf=to_inf,
+        rtol=rtol,
+        atol=atol,
+        max_steps=int(max_steps),
+        solver=solver,
     )
     if result not in (dfx.RESULTS.successful, dfx.RESULTS.event_occurred):
         reason = dfx.RESULTS[result] if hasattr(dfx.RESULTS, "__getitem__") else str(result)

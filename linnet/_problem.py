@@ -113,8 +113,9 @@ class Problem:
             kw["sigma_id"] = None
         if ("X" in changes or "B_star" in changes or "v_star" in changes) and "y" not in changes:
             kw["y"] = None
-        return Problem(kw["X"], kw["B0"], kw["B_star"], kw["v_star"], y=kw["y"], sigma_ood=kw["sigma_ood"],
-                       sigma_id=kw["sigma_id"])
+        return Problem(
+            kw["X"], kw["B0"], kw["B_star"], kw["v_star"], y=kw["y"], sigma_ood=kw["sigma_ood"], sigma_id=kw["sigma_id"]
+        )
 
     # --- derived quantities ----------------------------------------------------------------------------
     @property

@@ -1,0 +1,186 @@
+"""The `linnet` command line. Every subcommand calls the library; nothing here computes theory of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line and exit status 2, without a usage dump."""
+
+    def error(self, message):
+        sys.stderr.write(f"linnet: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _positive_int(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _float_in(lo, hi):
+    def parse(s):
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {s!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {s!r}")
+        return v
+
+    return parse
+
+
+def _table(rows, headers):
+    cols = list(zip(*([headers, *rows]), strict=True))
+    widths = [max(len(str(c)) for c in col) for col in cols]
+    line = "  ".join(f"{h:>{w}}" for h, w in zip(headers, widths, strict=True))
+    out = [line, "-" * len(line)]
+    out += ["  ".join(f"{c:>{w}}" for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def _fmt(x):
+    return f"{x:.4g}" if np.isfinite(x) else str(x)
+
+
+def _build_problem(args):
+    import jax
+
+    import linnet
+
+    key = jax.random.PRNGKey(args.seed)
+    kp, kh = jax.random.split(key)
+    problem = linnet.subspace_shift(kp, d=args.d, k=args.k, n=args.n, eps=args.eps, ood=args.ood)
+    if args.head == "zero":
+        v0 = np.zeros(args.k)
+    else:
+        v0 = np.asarray(linnet.random_head(kh, args.k, args.head_scale))
+    return problem, v0
+
+
+def _add_problem_args(p, *, d=200, k=3, n=40, eps=0.1):
+    p.add_argument("--d", type=_positive_int, default=d, help="input dimension d")
+    p.add_argument("--k", type=_positive_int, default=k, help="number of features k")
+    p.add_argument("--n", type=_positive_int, default=n, help="number of ID training points n")
+    p.add_argument("--eps", type=_float_in(0.0, 2**0.5), default=eps, help="feature error ε in [0, √2]")
+    p.add_argument(
+        "--ood",
+        choices=["isotropic", "orthogonal", "mixture", "id"],
+        default="isotropic",
+        help="OOD second moment (default: isotropic, the paper's worst case)",
+    )
+    p.add_argument("--head", choices=["zero", "random"], default="random", help="head initialisation v0")
+    p.add_argument("--head-scale", type=_float_in(0.0, 1e6), default=1.0, help="σ of a random head")
+    p.add_argument("--seed", type=int, default=0, help="jax.random seed")
+
+
+def cmd_compare(args):
+    """FT, LP and LP-FT on one subspace shift: errors at a few times and at the limit."""
+    import linnet
+
+    problem, v0 = _build_problem(args)
+    times = np.array([0.0, 0.1, 1.0, 10.0, np.inf])
+    t0 = time.perf_counter()
+    trajs = {
+        "LP": linnet.linear_probe(problem, v0, times),
+        "FT": linnet.fine_tune(problem, v0, times),
+        "LP-FT": linnet.lp_ft(problem, v0, times),
+    }
+    elapsed = time.perf_counter() - t0
+    print(
+        f"subspace shift: d={args.d} k={args.k} n={args.n} eps={args.eps} ood={args.ood} "
+        f"head={args.head} seed={args.seed}"
+    )
+    rows = []
+    for name, tr in trajs.items():
+        for i, t in enumerate(times):
+            rows.append(
+                [
+                    name,
+                    _fmt(t),
+                    _fmt(float(tr.train_loss[i])),
+                    _fmt(float(tr.id_error[i])),
+                    _fmt(float(tr.ood_error[i])),
+                    _fmt(float(tr.feature_change[i])),
+                ]
+            )
+    print(_table(rows, ["method", "t", "train loss", "ID error", "OOD error", "|B - B0|_F"]))
+    best = min(trajs, key=lambda m: float(trajs[m].ood_error[-1]))
+    print(f"\nlowest OOD error at t = inf: {best}   ({elapsed:.1f} s, including compilation)")
+    return 0
+
+
+def cmd_run(args):
+    """One method, one problem: a table over time, optionally saved as JSON."""
+    import linnet
+
+    problem, v0 = _build_problem(args)
+    times = np.concatenate([[0.0], np.logspace(-2, 3, args.num_times - 1), [np.inf]])
+    method = {"ft": linnet.fine_tune, "lp": linnet.linear_probe, "lpft": linnet.lp_ft}[args.method]
+    tr = method(problem, v0, times)
+    rows = [
+        [_fmt(t), _fmt(float(a)), _fmt(float(b)), _fmt(float(c))]
+        for t, a, b, c in zip(times, tr.train_loss, tr.id_error, tr.ood_error, strict=True)
+    ]
+    print(_table(rows, ["t", "train loss", "ID error", "OOD error"]))
+    if args.save:
+        data = {
+            "args": vars(args) | {"save": str(args.save)},
+            "times": [float(t) for t in times],
+            "train_loss": np.asarray(tr.train_loss).tolist(),
+            "id_error": np.asarray(tr.id_error).tolist(),
+            "ood_error": np.asarray(tr.ood_error).tolist(),
+        }
+        with open(args.save, "w") as f:
+            json.dump(data, f, indent=1)
+        print(f"saved {args.save}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="linnet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    p = sub.add_parser("compare", help="FT vs LP vs LP-FT on one subspace shift (the default main job)")
+    _add_problem_args(p)
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("run", help="one simulation, printed as a table")
+    p.add_argument("--method", choices=["ft", "lp", "lpft"], required=True)
+    _add_problem_args(p)
+    p.add_argument("--num-times", type=_positive_int, default=8, help="number of saved times (log-spaced)")
+    p.add_argument("--save", default=None, help="write the table to this JSON file")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["compare", *(argv or [])])
+    try:
+        return args.func(args)
+    except (ValueError, TypeError) as e:  # bad combinations the parser cannot see (e.g. k > n)
+        sys.stderr.write(f"linnet: error: {e}\n")
+        return 2
+    except Exception as e:
+        from ._methods import ConvergenceError
+
+        if isinstance(e, ConvergenceError):
+            sys.stderr.write(f"linnet: error: {e}\n")
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

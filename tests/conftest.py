@@ -1,0 +1,30 @@
+"""Test configuration: float64 everywhere (tolerances below 1e-8 need it), and shared small problems."""
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+import linnet  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def small_problem():
+    """d = 30, k = 2, n = 10, ε = 0.3: small enough for a full-state scipy reference."""
+    return linnet.subspace_shift(jax.random.PRNGKey(0), d=30, k=2, n=10, eps=0.3)
+
+
+def full_ft_rhs(X, y, k, d):
+    """The fine-tuning ODE on the full state θ = (v, vec B) ∈ R^{k + k d}, written from THEORY.md:
+    r = X Bᵀ v − y, ∂v = −2 B Xᵀ r, ∂B = −2 v (Xᵀ r)ᵀ. Independent of linnet's reduced coordinates."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+
+    def rhs(t, th):
+        v = th[:k]
+        B = th[k:].reshape(k, d)
+        g = X.T @ (X @ (B.T @ v) - y)
+        return np.concatenate([-2.0 * B @ g, (-2.0 * np.outer(v, g)).ravel()])
+
+    return rhs

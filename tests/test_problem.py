@@ -1,0 +1,117 @@
+"""Problem construction, defaults and the synthetic generators, against scipy/numpy references."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg as sla
+
+import linnet
+
+
+def _proj_scipy(A):
+    Q = sla.orth(np.asarray(A).T)
+    return Q @ Q.T
+
+
+def test_defaults_match_definitions():
+    """y = X B*ᵀ v*, Σ_ood = I, Σ_id = P_S with P_S built by scipy.linalg.orth."""
+    rng = np.random.default_rng(1)
+    n, d, k = 6, 15, 2
+    X = rng.standard_normal((n, d))
+    B0 = np.linalg.qr(rng.standard_normal((d, k)))[0].T
+    Bs = np.linalg.qr(rng.standard_normal((d, k)))[0].T
+    vs = rng.standard_normal(k)
+    p = linnet.Problem(X, B0, Bs, vs)
+    np.testing.assert_allclose(p.w_star, Bs.T @ vs, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(p.y, X @ Bs.T @ vs, rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(p.sigma_ood, np.eye(d))
+    np.testing.assert_allclose(p.sigma_id, _proj_scipy(X), atol=1e-12)
+    assert (p.n, p.d, p.k, p.rank) == (n, d, k, n)
+    assert p.X.dtype == jnp.float64
+
+
+def test_explicit_y_and_sigmas_are_kept():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((4, 12))
+    B = np.linalg.qr(rng.standard_normal((12, 1)))[0].T
+    y = rng.standard_normal(4)
+    S = np.diag(np.arange(12.0))
+    p = linnet.Problem(X, B, B, np.ones(1), y=y, sigma_ood=S, sigma_id=np.eye(12))
+    np.testing.assert_array_equal(p.y, y)
+    np.testing.assert_array_equal(p.sigma_ood, S)
+    np.testing.assert_array_equal(p.sigma_id, np.eye(12))
+
+
+def test_problem_is_an_immutable_pytree(small_problem):
+    with pytest.raises(AttributeError, match="immutable"):
+        small_problem.X = 0
+    leaves, tree = jax.tree_util.tree_flatten(small_problem)
+    back = jax.tree_util.tree_unflatten(tree, leaves)
+    np.testing.assert_array_equal(back.B0, small_problem.B0)
+    # passes through jit as an argument
+    out = jax.jit(lambda p: p.w_star @ p.w_star)(small_problem)
+    assert np.isclose(out, np.sum(np.asarray(small_problem.w_star) ** 2))
+
+
+def test_replace_rederives_defaults(small_problem):
+    p2 = small_problem.replace(v_star=2 * small_problem.v_star)
+    np.testing.assert_allclose(p2.y, 2 * small_problem.y, rtol=1e-12)
+    with pytest.raises(TypeError, match="unknown fields"):
+        small_problem.replace(Z=1)
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-6, 1e-3, 0.1, 0.5, 1.0, 1.4])
+def test_subspace_shift_sets_feature_error_exactly(eps):
+    """feature_distance(B0, B*) == eps to 1e-12, and 2 sin(θ_max/2) with scipy's principal angles agrees."""
+    p = linnet.subspace_shift(jax.random.PRNGKey(3), d=40, k=3, n=12, eps=eps)
+    assert abs(float(linnet.feature_distance(p.B0, p.B_star)) - eps) < 1e-12
+    theta = sla.subspace_angles(np.asarray(p.B0).T, np.asarray(p.B_star).T).max()
+    assert abs(2 * math.sin(theta / 2) - eps) < 1e-10
+    for B in (p.B0, p.B_star):
+        np.testing.assert_allclose(B @ B.T, np.eye(3), atol=1e-13)
+
+
+def test_subspace_shift_geometry():
+    """rowspace(X) has dimension m; the OOD options are I, P_S⊥, P_S and the stated mixture (P_S via scipy)."""
+    key = jax.random.PRNGKey(4)
+    d, k, n, m = 40, 2, 12, 7
+    p = linnet.subspace_shift(key, d=d, k=k, n=n, m=m, eps=0.2, ood="orthogonal")
+    assert np.linalg.matrix_rank(np.asarray(p.X)) == m
+    PS = _proj_scipy(p.X)
+    np.testing.assert_allclose(p.sigma_ood, np.eye(d) - PS, atol=1e-12)
+    np.testing.assert_allclose(p.sigma_id, PS, atol=1e-12)
+    pm = linnet.subspace_shift(key, d=d, k=k, n=n, m=m, eps=0.2, ood="mixture", shift=0.25)
+    np.testing.assert_allclose(pm.sigma_ood, 0.75 * PS + 0.25 * (np.eye(d) - PS), atol=1e-12)
+    pi = linnet.subspace_shift(key, d=d, k=k, n=n, m=m, eps=0.2)
+    np.testing.assert_array_equal(pi.sigma_ood, np.eye(d))
+    S = np.diag(np.linspace(0, 1, d))
+    pg = linnet.subspace_shift(key, d=d, k=k, n=n, eps=0.2, ood=S)
+    np.testing.assert_array_equal(pg.sigma_ood, S)
+
+
+def test_subspace_shift_is_deterministic_in_key():
+    a = linnet.subspace_shift(jax.random.PRNGKey(5), d=20, k=2, n=5, eps=0.1)
+    b = linnet.subspace_shift(jax.random.PRNGKey(5), d=20, k=2, n=5, eps=0.1)
+    c = linnet.subspace_shift(jax.random.PRNGKey(6), d=20, k=2, n=5, eps=0.1)
+    np.testing.assert_array_equal(a.X, b.X)
+    assert not np.allclose(a.X, c.X)
+
+
+def test_figure2_toy():
+    p = linnet.figure2_toy(b_star_angle=0.3, b0_angle=0.8)
+    assert (p.n, p.d, p.k) == (1, 2, 1)
+    assert abs(float(linnet.feature_distance(p.B0, p.B_star)) - 2 * math.sin(0.25)) < 1e-14
+    x_ood = linnet.figure2_ood_point(p)
+    assert abs(float(x_ood @ p.X[0])) < 1e-15 and abs(float(jnp.linalg.norm(x_ood)) - 1) < 1e-15
+
+
+def test_random_head_distribution():
+    """v0 ~ N(0, σ² I): sample mean and variance over many keys (4 standard errors)."""
+    keys = jax.random.split(jax.random.PRNGKey(7), 4000)
+    heads = jax.vmap(lambda kk: linnet.random_head(kk, 3, 0.7))(keys)
+    assert heads.shape == (4000, 3)
+    assert np.all(np.abs(np.mean(heads, 0)) < 4 * 0.7 / np.sqrt(4000))
+    assert np.all(np.abs(np.var(heads, 0) - 0.49) < 4 * 0.49 * np.sqrt(2 / 4000))

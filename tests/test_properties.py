@@ -1,0 +1,58 @@
+"""Hypothesis property tests over random small shapes: invariants of the flow and the closed-form errors."""
+
+import jax
+import numpy as np
+import scipy.linalg as sla
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import linnet
+
+
+@st.composite
+def instances(draw):
+    k = draw(st.integers(1, 3))
+    n = draw(st.integers(k + 1, k + 4))
+    d = draw(st.integers(n + k + 1, n + k + 6))
+    eps = draw(st.floats(0.0, 1.4))
+    seed = draw(st.integers(0, 2**31 - 1))
+    scale = draw(st.sampled_from([0.0, 0.3, 1.0]))
+    return k, n, d, eps, seed, scale
+
+
+@settings(max_examples=12, deadline=None)
+@given(instances())
+def test_flow_invariants(inst):
+    """Facts 1–2 on random shapes: B(t) = B0 on S⊥ (scipy null_space, 1e-10); v vᵀ − B Bᵀ constant (1e-6)."""
+    k, n, d, eps, seed, scale = inst
+    key1, key2 = jax.random.split(jax.random.PRNGKey(seed))
+    p = linnet.subspace_shift(key1, d=d, k=k, n=n, eps=eps)
+    v0 = linnet.random_head(key2, k, scale)
+    traj = linnet.fine_tune(p, v0, [0.0, 0.5, 5.0])
+    N = sla.null_space(np.asarray(p.X))
+    B = np.asarray(traj.B)
+    np.testing.assert_allclose(
+        B @ N, np.broadcast_to(np.asarray(p.B0) @ N, (*B.shape[:1], k, N.shape[1])), rtol=0, atol=1e-10
+    )
+    inv = np.einsum("ti,tj->tij", traj.v, traj.v) - np.einsum("tid,tjd->tij", B, B)
+    np.testing.assert_allclose(inv - inv[0], 0.0, atol=1e-6)
+    # gradient flow decreases the loss
+    assert np.all(np.diff(np.asarray(traj.train_loss)) <= 1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(instances(), st.integers(0, 2**31 - 1))
+def test_closed_form_errors(inst, seed2):
+    """ood/id/train errors equal their definitions evaluated directly in numpy."""
+    k, n, d, eps, seed, _ = inst
+    p = linnet.subspace_shift(jax.random.PRNGKey(seed), d=d, k=k, n=n, eps=eps, ood="mixture", shift=0.3)
+    rng = np.random.default_rng(seed2)
+    v = rng.standard_normal(k)
+    B = rng.standard_normal((k, d))
+    e = B.T @ v - np.asarray(p.w_star)
+    Q = sla.orth(np.asarray(p.X).T)
+    PS = Q @ Q.T
+    assert np.isclose(float(linnet.ood_error(p, v, B)), e @ (0.7 * PS + 0.3 * (np.eye(d) - PS)) @ e, rtol=1e-10)
+    assert np.isclose(float(linnet.id_error(p, v, B)), np.sum((PS @ e) ** 2), rtol=1e-10, atol=1e-14)
+    r = np.asarray(p.X) @ B.T @ v - np.asarray(p.y)
+    assert np.isclose(float(linnet.train_loss(p, v, B)), r @ r, rtol=1e-10)
