@@ -121,7 +121,7 @@ class Problem:
     @property
     def w_star(self) -> jax.Array:
         """w⋆ = B⋆ᵀ v⋆, shape (d,)."""
-        return self.B_star.T @ self.v_star
+        return jnp.einsum("...kd,...k->...d", self.B_star, self.v_star)
 
     @property
     def n(self) -> int:
@@ -232,22 +232,22 @@ def subspace_shift(
     m = n if m is None else m
     if int(m) != m or not 1 <= m <= d:
         raise ValueError(f"`m` (dim S) must be an integer in [1, d = {d}], got {m}")
-    if not (0 <= eps <= math.sqrt(2)):
+    if not is_traced(eps) and not (0 <= eps <= math.sqrt(2)):
         raise ValueError(f"`eps` must be in [0, sqrt(2)] (feature distance between orthonormal frames), got {eps}")
     if 2 * k > d:
         raise ValueError(f"`k` must satisfy 2k <= d so that B0 can be rotated away from B_star, got k={k}, d={d}")
-    if not 0 <= shift <= 1:
+    if not is_traced(shift) and not 0 <= shift <= 1:
         raise ValueError(f"`shift` must be in [0, 1], got {shift}")
     dtype = dtype or jnp.result_type(float)
     kS, kB, kE, kU, kv, kZ = jax.random.split(key, 6)
     VS = _orthonormal_columns(kS, d, m, dtype)
     Bs = _orthonormal_columns(kB, d, k, dtype).T
     E = _orthonormal_columns(kE, d, k, dtype, against=Bs.T).T
-    theta = 2 * math.asin(eps / 2)
-    B0 = math.cos(theta) * Bs + math.sin(theta) * E
+    theta = 2 * jnp.arcsin(jnp.asarray(eps, dtype) / 2)
+    B0 = jnp.cos(theta) * Bs + jnp.sin(theta) * E
     if rotate:
         B0 = random_orthogonal(kU, k, dtype) @ B0
-    v_star = v_star_scale * jax.random.normal(kv, (k,), dtype=dtype)
+    v_star = jnp.asarray(v_star_scale, dtype) * jax.random.normal(kv, (k,), dtype=dtype)
     X = jax.random.normal(kZ, (n, m), dtype=dtype) @ VS.T
     PS = VS @ VS.T
     if isinstance(ood, str):

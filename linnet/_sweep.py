@@ -1,0 +1,68 @@
+"""Batched (vmapped) simulation of many instances of one shape: the machinery behind stress searches and sweeps."""
+
+from __future__ import annotations
+
+import diffrax as dfx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _flow
+from ._methods import ConvergenceError, _lp_heads
+from ._problem import Problem, subspace_shift
+from ._validate import check_times
+
+
+def batched_subspace_shifts(keys, eps, *, d: int, k: int, n: int, m: int | None = None, v_star_scale=None):
+    """A batch of `subspace_shift` problems of one shape, one per key and ε (a batched `Problem` pytree).
+
+    **Arguments:** `keys` (N,) keys, `eps` (N,) feature errors, `v_star_scale` (N,) or None (1).
+    """
+    scale = jnp.ones_like(eps) if v_star_scale is None else v_star_scale
+
+    def one(key, e, s):
+        return subspace_shift(key, d=d, k=k, n=n, m=m, eps=e, v_star_scale=s)
+
+    return jax.jit(jax.vmap(one))(keys, eps, scale)
+
+
+def _ft_batch(problems: Problem, v0s, ts, to_inf, rtol, atol, max_steps):
+    def one(p, v0):
+        G0 = p.B0 @ p._V
+        v, G, result, steps, _ = _flow.solve_reduced(
+            p._s, p._Uty, v0, G0, ts, to_inf=to_inf, rtol=rtol, atol=atol, max_steps=max_steps
+        )
+        w = v @ p.B0 + jnp.einsum("tkr,tk,dr->td", G - G0, v, p._V)
+        return v, w, result, steps
+
+    return jax.jit(jax.vmap(one))(problems, v0s)
+
+
+def batched_predictors(problems: Problem, v0s, times, *, method: str = "ft", rtol=1e-8, atol=1e-10,
+                       max_steps=100_000):
+    """Predictors w(t) = B(t)ᵀ v(t) for a batch of problems of one shape.
+
+    **Arguments:** `problems` a batched `Problem`, `v0s` (N, k), `times` as in `fine_tune`, `method` in
+    {"ft", "lp", "lpft"}.
+
+    **Returns:** `(v (N, T, k), w (N, T, d))`. Raises `ConvergenceError` naming how many instances failed.
+    """
+    finite, to_inf = check_times(times)
+    dtype = problems.X.dtype
+    t_all = jnp.asarray(np.asarray(times, dtype=np.float64), dtype)
+    if method == "lp":
+        v = jax.vmap(_lp_heads, in_axes=(0, 0, None))(problems, v0s, t_all)
+        return v, jnp.einsum("ntk,nkd->ntd", v, problems.B0)
+    if method == "lpft":
+        v0s = jax.vmap(_lp_heads, in_axes=(0, 0, None))(problems, v0s, jnp.asarray([jnp.inf], dtype))[:, 0]
+    elif method != "ft":
+        raise ValueError(f"`method` must be 'ft', 'lp' or 'lpft', got {method!r}")
+    v, w, result, steps = _ft_batch(problems, v0s, jnp.asarray(finite, dtype), to_inf, rtol, atol, int(max_steps))
+    ok = (result == dfx.RESULTS.successful) | (result == dfx.RESULTS.event_occurred)
+    if not bool(jnp.all(ok)):
+        bad = np.flatnonzero(~np.asarray(ok))
+        raise ConvergenceError(
+            f"{bad.size} of {ok.shape[0]} instances did not converge (first: index {bad[0]}); "
+            f"increase `max_steps` (now {max_steps})"
+        )
+    return v, w

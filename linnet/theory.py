@@ -1,0 +1,328 @@
+"""The paper's results as executable predictions.
+
+One function per quantity or statement of THEORY.md. Numbering: "submission" is the OpenReview version
+(Theorem 3.1, Theorem 3.2, Proposition 3.1, Proposition 3.2); "camera-ready" is the ICLR 2022 version (Theorem
+3.2, Theorem 3.4, Proposition 3.5, Theorem 3.6). Every bound is implemented exactly as printed, with the typos
+listed in THEORY.md corrected and said so in the docstring; whether it holds is a question for the tests and for
+`linnet.stress`, never assumed here.
+
+Quantities that depend only on the problem and the initial head are pure `jax.numpy` (jit-, vmap- and
+grad-safe); the statements that need trajectories call `linear_probe` / `fine_tune` / `lp_ft`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._errors import id_error_of_predictor, ood_error_of_predictor
+from ._geometry import feature_distance, has_orthonormal_rows, principal_cosines
+from ._methods import fine_tune, linear_probe, lp_ft, lp_limit_head
+from ._problem import Problem
+
+__all__ = [
+    "Assumptions",
+    "check_assumptions",
+    "cos_theta_k",
+    "feature_error",
+    "ft_limit_k1",
+    "ft_ood_lower_bound",
+    "head_alignment_error",
+    "head_alignment_sq",
+    "id_comparison",
+    "lp_ft_statement",
+    "lp_ft_ood_ratio",
+    "lp_limit",
+    "lp_ood_error",
+    "principal_cosines",
+    "prob_head_alignment_below",
+]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Quantities
+# ------------------------------------------------------------------------------------------------------
+
+
+def head_alignment_sq(v0: jax.Array, v_star: jax.Array) -> jax.Array:
+    """φ² as printed in Theorem 3.1 (submission; camera-ready Theorem 3.2): (v0ᵀv⋆)² − (v⋆ᵀv⋆)².
+
+    It is negative whenever |v0ᵀv⋆| < ‖v⋆‖², a zero head included, so φ is then not real (THEORY.md).
+    """
+    return (v0 @ v_star) ** 2 - (v_star @ v_star) ** 2
+
+
+def head_alignment_error(v0: jax.Array, v_star: jax.Array, *, form: str = "abs") -> jax.Array:
+    """The head alignment error φ of Theorem 3.1 (submission; camera-ready Theorem 3.2).
+
+    - `form="abs"` (default, camera-ready *(unverified)* and linnet's convention): φ = √|(v0ᵀv⋆)² − (v⋆ᵀv⋆)²|.
+    - `form="printed"`: φ = √((v0ᵀv⋆)² − (v⋆ᵀv⋆)²) exactly as printed in the submission: NaN where the
+      square is negative (φ not real), so a bound built from it is visibly undefined there.
+
+    **Arguments:** `v0`, `v_star` of shape (k,). **Returns:** a scalar.
+    """
+    sq = head_alignment_sq(v0, v_star)
+    if form == "abs":
+        return jnp.sqrt(jnp.abs(sq))
+    if form == "printed":
+        return jnp.where(sq >= 0, jnp.sqrt(jnp.where(sq >= 0, sq, 0.0)), jnp.nan)
+    raise ValueError(f"`form` must be 'abs' or 'printed', got {form!r}")
+
+
+def prob_head_alignment_below(delta: float, v_star, scale: float) -> float:
+    """P(φ² < δ) for a random head v0 ~ N(0, scale² I), in closed form (φ in the absolute-value form).
+
+    v0ᵀv⋆ ~ N(0, scale² ‖v⋆‖²), and φ² < δ iff (v0ᵀv⋆)² lies within δ of ‖v⋆‖⁴; the probability is a difference
+    of normal CDFs. It tends to 0 as δ → 0: φ is bounded away from 0 with high probability (the random-head
+    corollary, camera-ready Corollary 3.3). For a zero head φ² = ‖v⋆‖⁴ deterministically.
+    """
+    from scipy.stats import norm
+
+    a = float(np.sum(np.asarray(v_star) ** 2))  # ‖v⋆‖²
+    if scale == 0:
+        return float(a**2 < delta)
+    sd = scale * math.sqrt(a)
+    lo = math.sqrt(max(a**2 - delta, 0.0))
+    hi = math.sqrt(a**2 + delta)
+    return float(2 * (norm.cdf(hi / sd) - norm.cdf(lo / sd)))
+
+
+def feature_error(problem: Problem) -> jax.Array:
+    """ε = d(B0, B⋆) = min over orthogonal U of ‖B0 − U B⋆‖₂ (Section 3.1)."""
+    return feature_distance(problem.B0, problem.B_star)
+
+
+def _row_basis(B: jax.Array) -> jax.Array:
+    """(d, k) orthonormal basis of rowspace(B) (B of full row rank)."""
+    _, _, vt = jnp.linalg.svd(B, full_matrices=False)
+    return vt.T
+
+
+def cos_theta_k(problem: Problem, against: str = "complement") -> jax.Array:
+    """cos θ_k(R, S⊥) (`against="complement"`) or cos θ_k(R, S) (`against="id"`), R = rowspace(B0).
+
+    Definition (principal angles, Section 3): the k-th largest singular value of Eᵀ F for orthonormal bases E of R
+    (dim k) and F of the other subspace; 0 when that subspace has dimension < k. Computed without a basis of S⊥:
+    Eᵀ F Fᵀ E = Eᵀ P_S⊥ E, so cos θ_k(R, S⊥) = σ_k(P_S⊥ E) = σ_k(E − V Vᵀ E) (V a basis of S), and
+    cos θ_k(R, S) = σ_k(Eᵀ V). Camera-ready writes cos θ_max(R0, S⊥) for the former.
+    """
+    E = _row_basis(problem.B0)
+    V = problem.id_basis
+    k = problem.k
+    if against == "complement":
+        # σ_min(P_S⊥ E): the columns of P_S⊥ E have Gram matrix Eᵀ P_S⊥ E; no cancellation as in √(1 − σ²)
+        return jnp.linalg.svd(E - V @ (V.T @ E), compute_uv=False)[k - 1]
+    if against == "id":
+        sv = jnp.linalg.svd(E.T @ V, compute_uv=False)
+        return sv[k - 1] if sv.shape[0] >= k else jnp.zeros((), E.dtype)
+    raise ValueError(f"`against` must be 'complement' (S⊥) or 'id' (S), got {against!r}")
+
+
+def _sigma_min(sigma: jax.Array) -> jax.Array:
+    return jnp.clip(jnp.linalg.eigvalsh(sigma)[0], 0.0, None)
+
+
+def ft_ood_lower_bound(problem: Problem, v0: jax.Array, *, form: str = "abs", camera_ready: bool = False):
+    """Theorem 3.1 (submission; camera-ready Theorem 3.2): a lower bound on √L_ood(v_ft(t), B_ft(t)) for all t.
+
+        √L_ood ≥ (cos θ_k(R, S⊥) / √k) · min(φ, φ² / ‖w⋆‖₂) / (1 + ‖w⋆‖₂)² − ε
+
+    with R = rowspace(B0), ε = d(B0, B⋆) and φ the head alignment error (`form` as in `head_alignment_error`:
+    "abs" is linnet's reading, "printed" gives NaN where the printed φ² is negative). Assumptions (see
+    `check_assumptions`): B0, B⋆ orthonormal rows, cos θ_k(R, S⊥) > 0, 1 ≤ k < n < d, k < d − n.
+
+    `camera_ready=True` multiplies the right side by √σ_min(Σ_ood) *(unverified camera-ready form)*, for
+    L_ood = (Bᵀv − w⋆)ᵀ Σ_ood (Bᵀv − w⋆). The default (submission) form is meant for Σ_ood = I.
+
+    **Returns:** a scalar (may be negative: then the bound says nothing).
+    """
+    w_norm = jnp.linalg.norm(problem.w_star)
+    phi = head_alignment_error(v0, problem.v_star, form=form)
+    term = cos_theta_k(problem) / math.sqrt(problem.k) * jnp.minimum(phi, phi**2 / w_norm) / (1 + w_norm) ** 2
+    bound = term - feature_error(problem)
+    if camera_ready:
+        bound = jnp.sqrt(_sigma_min(problem.sigma_ood)) * bound
+    return bound
+
+
+def lp_limit(problem: Problem, v0: jax.Array) -> jax.Array:
+    """v_lp^∞, the limit of linear probing from v0 (THEORY.md fact 3): v0's component in null(F) plus F⁺ y,
+    F = X B0ᵀ. The LP predictor is B0ᵀ v_lp^∞."""
+    return lp_limit_head(problem, jnp.asarray(v0, problem.X.dtype))
+
+
+def lp_ood_error(problem: Problem, v0: jax.Array) -> jax.Array:
+    """Exact L_ood(v_lp^∞, B0). Evaluated over a family of problems at several ε it gives LP's OOD error as a
+    function of ε (Theorem 3.2 predicts it vanishes as ε → 0; the tests measure the rate)."""
+    return ood_error_of_predictor(problem, problem.B0.T @ lp_limit(problem, v0))
+
+
+def ft_limit_k1(problem: Problem, v0: jax.Array, *, sign: float | None = None):
+    """The exact fine-tuning limit for k = 1 (THEORY.md fact 5).
+
+    With b0 the row of B0, c = v0² − ‖P_S b0‖² and a = ‖P_S w⋆‖, facts 1, 2 and 4 give
+    v∞² − a²/v∞² = c, so v∞² = (c + √(c² + 4a²))/2, and B∞ᵀv∞ = P_S w⋆ + v∞ P_S⊥ b0; the features are
+    B∞ = P_S⊥ b0 + P_S w⋆ / v∞ (one row). When c > 0, v never crosses 0 and the sign is v0's. When c ≤ 0 the
+    sign is decided by the path: pass `sign` if known, else it is read from a `fine_tune` run (not closed form).
+
+    **Returns:** `(v_inf (1,), B_inf (1, d))`.
+    """
+    if problem.k != 1:
+        raise ValueError(f"ft_limit_k1 needs k = 1, got k = {problem.k}")
+    v0 = jnp.asarray(v0, problem.X.dtype).reshape(1)
+    V = problem.id_basis
+    b0 = problem.B0[0]
+    ps_b0 = V @ (V.T @ b0)
+    ps_w = V @ (V.T @ problem.w_star)
+    c = v0[0] ** 2 - ps_b0 @ ps_b0
+    a2 = ps_w @ ps_w
+    v_abs = jnp.sqrt((c + jnp.sqrt(c**2 + 4 * a2)) / 2)
+    if sign is None:
+        if isinstance(c, jax.core.Tracer):
+            s = jnp.sign(v0[0])  # inside jit/grad: valid where c > 0, which callers must ensure
+        elif float(c) > 0:
+            s = jnp.sign(v0[0])
+        else:
+            s = jnp.sign(fine_tune(problem, v0, [jnp.inf]).v[-1, 0])
+    else:
+        s = jnp.asarray(sign, problem.X.dtype)
+    v_inf = s * v_abs
+    B_inf = (b0 - ps_b0) + ps_w / v_inf
+    return v_inf.reshape(1), B_inf.reshape(1, -1)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Statements that compare methods
+# ------------------------------------------------------------------------------------------------------
+
+
+def lp_ft_ood_ratio(problem: Problem, v0: jax.Array, times) -> jax.Array:
+    """Theorem 3.2 (submission; camera-ready Theorem 3.4): L_ood(v_lp^∞, B0) / L_ood(v_ft(t), B_ft(t)) at each t.
+
+    The theorem says this ratio → 0 in probability as ε → 0, for Gaussian ID inputs and every t (the FT limit
+    included). **Returns:** (T,) ratios.
+    """
+    ft = fine_tune(problem, v0, times)
+    return lp_ood_error(problem, v0) / ft.ood_error
+
+
+@dataclasses.dataclass(frozen=True)
+class IdComparison:
+    """Proposition 3.1 (submission; camera-ready Proposition 3.5): ID-subspace errors at the FT and LP limits."""
+
+    ft_id_error: float
+    lp_id_error: float
+    w_star_in_rowspace_B0: bool
+
+    @property
+    def ft_better(self) -> bool:
+        return self.ft_id_error < self.lp_id_error
+
+
+def id_comparison(problem: Problem, v0: jax.Array) -> IdComparison:
+    """Proposition 3.1: if w⋆ ∉ rowspace(B0) and FT converges to a global minimum, then
+    L_id:subspace(FT limit) < L_id:subspace(LP limit). Computes both sides (FT by `fine_tune` to t = ∞, LP exactly)
+    and the hypothesis."""
+    ft = fine_tune(problem, v0, [jnp.inf])
+    lp_err = id_error_of_predictor(problem, problem.B0.T @ lp_limit(problem, v0))
+    return IdComparison(float(ft.id_error[-1]), float(lp_err), _w_star_in_rowspace(problem))
+
+
+@dataclasses.dataclass(frozen=True)
+class LpFtComparison:
+    """Proposition 3.2 (submission; camera-ready Theorem 3.6): OOD errors of LP-FT and FT along time."""
+
+    times: np.ndarray
+    lpft_ood: np.ndarray
+    ft_ood: np.ndarray
+
+
+def lp_ft_statement(problem: Problem, v0: jax.Array, times) -> LpFtComparison:
+    """Proposition 3.2: if B0 = U B⋆ (ε = 0), cos θ_k(R, S) ≠ 0 and cos θ_k(R, S⊥) ≠ 0, then FT from v0 ~ N(0, σ²I)
+    has L_ood > 0 for all t (almost surely) while LP-FT has L_ood = 0 for all t. Returns both error curves."""
+    a = lp_ft(problem, v0, times)
+    b = fine_tune(problem, v0, times)
+    return LpFtComparison(np.asarray(a.times), np.asarray(a.ood_error), np.asarray(b.ood_error))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Hypotheses
+# ------------------------------------------------------------------------------------------------------
+
+
+def _w_star_in_rowspace(problem: Problem, rtol: float = 1e-8) -> bool:
+    E = _row_basis(problem.B0)
+    w = problem.w_star
+    resid = w - E @ (E.T @ w)
+    return bool(jnp.linalg.norm(resid) <= rtol * jnp.linalg.norm(w))
+
+
+@dataclasses.dataclass(frozen=True)
+class Assumptions:
+    """Which hypotheses hold for one instance. `holds[result]` is True when every hypothesis of that result
+    holds; `details[result]` maps each hypothesis (in words) to a bool."""
+
+    details: dict[str, dict[str, bool]]
+
+    @property
+    def holds(self) -> dict[str, bool]:
+        return {r: all(h.values()) for r, h in self.details.items()}
+
+    def failing(self, result: str) -> list[str]:
+        return [h for h, ok in self.details[result].items() if not ok]
+
+    def __str__(self) -> str:
+        lines = []
+        for r, hs in self.details.items():
+            lines.append(f"{r}: {'holds' if all(hs.values()) else 'NOT satisfied'}")
+            lines += [f"  [{'x' if ok else ' '}] {h}" for h, ok in hs.items()]
+        return "\n".join(lines)
+
+
+def check_assumptions(problem: Problem, v0: jax.Array | None = None, *, atol: float = 1e-8) -> Assumptions:
+    """Report which hypotheses of each result hold for `problem` (and head `v0`, where a result needs one), so a
+    bound is never read outside its hypotheses without being told.
+
+    Results: "theorem_3_1", "theorem_3_2", "proposition_3_1", "proposition_3_2" (submission numbering).
+    """
+    n, d, k = problem.n, problem.d, problem.k
+    ortho = has_orthonormal_rows(problem.B0, atol) and has_orthonormal_rows(problem.B_star, atol)
+    regime = {"1 <= k < n < d": 1 <= k < n < d, "k < d - n": k < d - n}
+    cos_perp = float(cos_theta_k(problem, "complement"))
+    cos_id = float(cos_theta_k(problem, "id"))
+    eps = float(feature_error(problem))
+    sig_ood_is_identity = bool(jnp.allclose(problem.sigma_ood, jnp.eye(d, dtype=problem.X.dtype), atol=atol))
+    details = {
+        "theorem_3_1": {
+            **regime,
+            "B0, B_star have orthonormal rows": ortho,
+            "cos θ_k(R, S⊥) > 0": cos_perp > atol,
+            "Σ_ood = I (else use camera_ready=True)": sig_ood_is_identity,
+        },
+        "theorem_3_2": {
+            **regime,
+            "B0, B_star have orthonormal rows": ortho,
+            "ID inputs Gaussian N(0, I) (not checkable on one instance; subspace_shift draws them in S)": True,
+        },
+        "proposition_3_1": {
+            "w* not in rowspace(B0)": not _w_star_in_rowspace(problem),
+            "y = X w* (noiseless, so FT's global minimum fits)": bool(
+                jnp.allclose(problem.y, problem.X @ problem.w_star, atol=atol * (1 + jnp.abs(problem.y).max()))
+            ),
+        },
+        "proposition_3_2": {
+            **regime,
+            "B0 = U B* (ε = 0)": eps <= atol,
+            "cos θ_k(R, S) ≠ 0": cos_id > atol,
+            "cos θ_k(R, S⊥) ≠ 0": cos_perp > atol,
+        },
+    }
+    if v0 is not None:
+        phi = float(head_alignment_error(jnp.asarray(v0), problem.v_star))
+        details["theorem_3_1"]["φ > 0"] = phi > atol
+    return Assumptions(details)
+
