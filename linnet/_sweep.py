@@ -38,8 +38,7 @@ def _ft_batch(problems: Problem, v0s, ts, to_inf, rtol, atol, max_steps):
     return jax.jit(jax.vmap(one))(problems, v0s)
 
 
-def batched_predictors(problems: Problem, v0s, times, *, method: str = "ft", rtol=1e-8, atol=1e-10,
-                       max_steps=100_000):
+def batched_predictors(problems: Problem, v0s, times, *, method: str = "ft", rtol=1e-8, atol=1e-10, max_steps=100_000):
     """Predictors w(t) = B(t)ᵀ v(t) for a batch of problems of one shape.
 
     **Arguments:** `problems` a batched `Problem`, `v0s` (N, k), `times` as in `fine_tune`, `method` in
@@ -57,7 +56,7 @@ def batched_predictors(problems: Problem, v0s, times, *, method: str = "ft", rto
         v0s = jax.vmap(_lp_heads, in_axes=(0, 0, None))(problems, v0s, jnp.asarray([jnp.inf], dtype))[:, 0]
     elif method != "ft":
         raise ValueError(f"`method` must be 'ft', 'lp' or 'lpft', got {method!r}")
-    v, w, result, steps = _ft_batch(problems, v0s, jnp.asarray(finite, dtype), to_inf, rtol, atol, int(max_steps))
+    v, w, result, _ = _ft_batch(problems, v0s, jnp.asarray(finite, dtype), to_inf, rtol, atol, int(max_steps))
     ok = (result == dfx.RESULTS.successful) | (result == dfx.RESULTS.event_occurred)
     if not bool(jnp.all(ok)):
         bad = np.flatnonzero(~np.asarray(ok))

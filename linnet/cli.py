@@ -148,6 +148,34 @@ def cmd_run(args):
     return 0
 
 
+def cmd_stress(args):
+    """Counterexample search over the paper's inequalities (linnet.stress)."""
+    from . import stress
+
+    summary = stress.stress(
+        args.seed,
+        instances=args.instances,
+        batch=args.batch,
+        starts=args.starts,
+        progress=not args.no_progress,
+        out=args.out,
+    )
+    rows = []
+    for name, r in summary["random"].items():
+        rows.append([name, "random", str(r["tried"]), str(r["violations"]), _fmt(r["min_slack"])])
+    for name, g in summary["gradient"].items():
+        best = g["replayed"][0]["simulated_min_slack"] if g["replayed"] else float("nan")
+        rows.append([name, "gradient (k=1)", str(g["starts"]), str(g["violations"]), _fmt(best)])
+    print(_table(rows, ["statement", "search", "tried", "violations", "min slack"]))
+    print(
+        f"\n{summary['seconds_total']:.0f} s; gradient rows: violations among BFGS minimisers, min slack of the "
+        "best one replayed by the ODE simulator"
+    )
+    if args.out:
+        print(f"worst instances saved to {args.out} (replay with linnet.stress.replay)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="linnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -160,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-times", type=_positive_int, default=8, help="number of saved times (log-spaced)")
     p.add_argument("--save", default=None, help="write the table to this JSON file")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("stress", help="counterexample search for the paper's inequalities")
+    p.add_argument("--instances", type=_positive_int, default=10_000, help="random instances (default 10 000)")
+    p.add_argument("--batch", type=_positive_int, default=250, help="instances per vmapped batch")
+    p.add_argument("--starts", type=_positive_int, default=64, help="BFGS starts of the gradient search")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="figures/stress.json", help="JSON report with the worst instances")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_stress)
     return parser
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ._errors import id_error_of_predictor, ood_error_of_predictor
 from ._geometry import feature_distance, has_orthonormal_rows, principal_cosines
-from ._methods import fine_tune, linear_probe, lp_ft, lp_limit_head
+from ._methods import fine_tune, lp_ft, lp_limit_head
 from ._problem import Problem
 
 __all__ = [
@@ -34,8 +34,8 @@ __all__ = [
     "head_alignment_error",
     "head_alignment_sq",
     "id_comparison",
-    "lp_ft_statement",
     "lp_ft_ood_ratio",
+    "lp_ft_statement",
     "lp_limit",
     "lp_ood_error",
     "principal_cosines",
@@ -325,4 +325,3 @@ def check_assumptions(problem: Problem, v0: jax.Array | None = None, *, atol: fl
         phi = float(head_alignment_error(jnp.asarray(v0), problem.v_star))
         details["theorem_3_1"]["φ > 0"] = phi > atol
     return Assumptions(details)
-

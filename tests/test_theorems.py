@@ -139,5 +139,6 @@ def test_fact_4_ft_limit_decided_by_head_and_frozen_complement():
     PS = Q @ Q.T
     w = np.asarray(tr.predictor[-1])
     np.testing.assert_allclose(PS @ w, PS @ np.asarray(p.w_star), atol=1e-8)
-    np.testing.assert_allclose((np.eye(24) - PS) @ w, (np.eye(24) - PS) @ np.asarray(p.B0).T @ np.asarray(tr.v[-1]),
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        (np.eye(24) - PS) @ w, (np.eye(24) - PS) @ np.asarray(p.B0).T @ np.asarray(tr.v[-1]), atol=1e-10
+    )
