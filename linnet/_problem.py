@@ -199,6 +199,7 @@ def subspace_shift(
     shift: float = 1.0,
     v_star_scale: float = 1.0,
     rotate: bool = True,
+    inputs: str = "subspace",
     dtype=None,
 ) -> Problem:
     """A synthetic subspace shift with feature error set exactly.
@@ -222,6 +223,9 @@ def subspace_shift(
     - `shift`: the shift strength in [0, 1] for `"mixture"`.
     - `v_star_scale`: standard deviation of v⋆.
     - `rotate`: whether to apply the random rotation U to B0.
+    - `inputs`: `"subspace"` (default: rows N(0, P_S) in a drawn m-dimensional S, as above) or `"isotropic"`:
+      rows X_i ~ N(0, I_d), the Gaussian inputs of Theorem 3.2, with S = rowspace(X) (then m = n, and X is far
+      better conditioned than a square Gaussian inside S, so the flow is much less stiff).
     - `dtype`: float dtype (default float64 when x64 is on).
 
     **Returns:** a `Problem`.
@@ -248,7 +252,15 @@ def subspace_shift(
     if rotate:
         B0 = random_orthogonal(kU, k, dtype) @ B0
     v_star = jnp.asarray(v_star_scale, dtype) * jax.random.normal(kv, (k,), dtype=dtype)
-    X = jax.random.normal(kZ, (n, m), dtype=dtype) @ VS.T
+    if inputs == "subspace":
+        X = jax.random.normal(kZ, (n, m), dtype=dtype) @ VS.T
+    elif inputs == "isotropic":
+        if m != n:
+            raise ValueError(f"`inputs='isotropic'` draws rows N(0, I_d), so dim S = n; got m = {m} != n = {n}")
+        X = jax.random.normal(kZ, (n, d), dtype=dtype)
+        VS = jnp.linalg.qr(X.T)[0]
+    else:
+        raise ValueError(f"`inputs` must be 'subspace' or 'isotropic', got {inputs!r}")
     PS = VS @ VS.T
     if isinstance(ood, str):
         if ood not in _OOD_KINDS:
@@ -268,14 +280,15 @@ def figure2_toy(
     *,
     x_id=(1.0, 0.0),
     b_star_angle: float = math.pi / 4,
-    b0_angle: float = math.pi / 4 + math.pi / 6,
+    b0_angle: float = math.pi / 4 + math.pi / 36,
     v_star: float = 1.0,
     sigma_ood=None,
 ) -> Problem:
     """The paper's Figure 2 toy: d = 2, k = 1, one training point x_id.
 
     B⋆ = [cos α⋆, sin α⋆], B0 = [cos α0, sin α0] (unit rows, so ε = 2 sin(|α0 − α⋆|/2)), v⋆ scalar,
-    X = [x_id]. The OOD direction of the figure is the unit vector orthogonal to x_id; the default Σ_ood = I
+    X = [x_id]. The defaults (B⋆ at 45°, B0 5° away, ε ≈ 0.087) are the figure's regime of good features. The OOD
+    direction of the figure is the unit vector orthogonal to x_id; the default Σ_ood = I
     measures the worst case, and `sigma_ood = outer(x_ood, x_ood)` measures the error on x_ood alone.
 
     **Returns:** a `Problem` with n = 1, d = 2, k = 1 (outside k < n, so the regime warning is silenced).

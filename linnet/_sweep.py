@@ -13,7 +13,9 @@ from ._problem import Problem, subspace_shift
 from ._validate import check_times
 
 
-def batched_subspace_shifts(keys, eps, *, d: int, k: int, n: int, m: int | None = None, v_star_scale=None):
+def batched_subspace_shifts(
+    keys, eps, *, d: int, k: int, n: int, m: int | None = None, v_star_scale=None, inputs: str = "subspace"
+):
     """A batch of `subspace_shift` problems of one shape, one per key and ε (a batched `Problem` pytree).
 
     **Arguments:** `keys` (N,) keys, `eps` (N,) feature errors, `v_star_scale` (N,) or None (1).
@@ -21,7 +23,7 @@ def batched_subspace_shifts(keys, eps, *, d: int, k: int, n: int, m: int | None 
     scale = jnp.ones_like(eps) if v_star_scale is None else v_star_scale
 
     def one(key, e, s):
-        return subspace_shift(key, d=d, k=k, n=n, m=m, eps=e, v_star_scale=s)
+        return subspace_shift(key, d=d, k=k, n=n, m=m, eps=e, v_star_scale=s, inputs=inputs)
 
     return jax.jit(jax.vmap(one))(keys, eps, scale)
 

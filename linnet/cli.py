@@ -136,7 +136,7 @@ def cmd_run(args):
     print(_table(rows, ["t", "train loss", "ID error", "OOD error"]))
     if args.save:
         data = {
-            "args": vars(args) | {"save": str(args.save)},
+            "args": {k: v for k, v in vars(args).items() if k != "func"},
             "times": [float(t) for t in times],
             "train_loss": np.asarray(tr.train_loss).tolist(),
             "id_error": np.asarray(tr.id_error).tolist(),
@@ -176,6 +176,27 @@ def cmd_stress(args):
     return 0
 
 
+def cmd_reproduce(args):
+    """Regenerate every theory figure (PNG + PDF + JSON) and print the headline numbers."""
+    from tqdm.auto import tqdm
+
+    from . import figures
+
+    names = args.only or list(figures.FIGURES)
+    rows = []
+    t0 = time.perf_counter()
+    bar = tqdm(names, desc="figures", unit="fig")
+    for name in bar:
+        bar.set_postfix(figure=name)
+        fn = figures.REGISTRY[name]
+        kw = dict(progress=True) if name == "stress_slack" else {}
+        data = fn(args.out, quick=args.quick, **kw)
+        rows += [[name, label, value] for label, value in figures.headline(name, data)]
+    print(_table(rows, ["figure", "quantity", "value"]))
+    print(f"\nwrote {len(names)} figures (PNG, PDF, JSON) to {args.out}/ in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="linnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -188,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-times", type=_positive_int, default=8, help="number of saved times (log-spaced)")
     p.add_argument("--save", default=None, help="write the table to this JSON file")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("reproduce", help="regenerate every theory figure and print the headline numbers")
+    p.add_argument("--out", default="figures", help="output folder (default: figures)")
+    p.add_argument("--quick", action="store_true", help="small sweeps (well under a minute; used by the tests)")
+    from .figures import FIGURES
+
+    p.add_argument(
+        "--only", nargs="+", choices=FIGURES, metavar="NAME", help=f"only these figures, from: {', '.join(FIGURES)}"
+    )
+    p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("stress", help="counterexample search for the paper's inequalities")
     p.add_argument("--instances", type=_positive_int, default=10_000, help="random instances (default 10 000)")
     p.add_argument("--batch", type=_positive_int, default=250, help="instances per vmapped batch")

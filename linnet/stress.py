@@ -48,10 +48,13 @@ class StatementReport:
     violations: int = 0
     min_slack: float = math.inf
     worst: dict | None = None
+    slacks: list | None = None  # every instance's slack, when the search is asked to collect them
 
     def update(self, slack: np.ndarray, describe) -> None:
         slack = np.asarray(slack, dtype=np.float64)
         valid = np.isfinite(slack)
+        if self.slacks is not None:
+            self.slacks.extend(slack[valid].tolist())
         self.tried += int(valid.sum())
         self.violations += int(np.sum(slack[valid] < 0))
         if valid.any():
@@ -125,12 +128,13 @@ def random_search(
     shapes=DEFAULT_SHAPES,
     times=TIMES,
     progress: bool = True,
-    reports: dict | None = None,
+    collect: bool = False,
 ) -> dict[str, StatementReport]:
-    """(a) Random sweep: `instances` instances in batches, cycling through `shapes` (d, k, n, dim S)."""
+    """(a) Random sweep: `instances` instances in batches, cycling through `shapes` (d, k, n, dim S).
+    `collect=True` keeps every instance's slack in `StatementReport.slacks` (for the slack-distribution figure)."""
     from tqdm.auto import tqdm
 
-    reports = reports or {s: StatementReport(s) for s in STATEMENTS}
+    reports = {s: StatementReport(s, slacks=[] if collect else None) for s in STATEMENTS}
     n_batches = max(1, math.ceil(instances / batch))
     bar = tqdm(range(n_batches), desc="random search", unit="batch", disable=not progress)
     done = 0

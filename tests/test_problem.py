@@ -115,3 +115,14 @@ def test_random_head_distribution():
     assert heads.shape == (4000, 3)
     assert np.all(np.abs(np.mean(heads, 0)) < 4 * 0.7 / np.sqrt(4000))
     assert np.all(np.abs(np.var(heads, 0) - 0.49) < 4 * 0.49 * np.sqrt(2 / 4000))
+
+
+def test_isotropic_inputs_span_a_random_n_dim_subspace():
+    """inputs='isotropic': X has iid N(0, 1) entries (Theorem 3.2's setting); Σ options use P_S of rowspace(X)."""
+    p = linnet.subspace_shift(jax.random.PRNGKey(8), d=40, k=2, n=10, eps=0.2, inputs="isotropic", ood="orthogonal")
+    X = np.asarray(p.X)
+    assert np.linalg.matrix_rank(X) == 10
+    np.testing.assert_allclose(p.sigma_ood, np.eye(40) - _proj_scipy(X), atol=1e-12)
+    assert abs(X.std() - 1) < 0.1
+    with pytest.raises(ValueError, match="`inputs`"):
+        linnet.subspace_shift(jax.random.PRNGKey(8), d=40, k=2, n=10, eps=0.2, inputs="uniform")
