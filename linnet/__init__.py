@@ -5,7 +5,12 @@ Reproduces Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underp
 errors and `linnet.theory`.
 """
 
-from . import _config  # noqa: F401  (turns on float64 unless the user chose otherwise)
+from . import (
+    _config,  # noqa: F401  (turns on float64 unless the user chose otherwise)
+    figures,
+    stress,
+    theory,
+)
 from ._errors import id_error, ood_error, predictor, train_loss
 from ._geometry import (
     complement_projection,
@@ -28,6 +33,7 @@ __all__ = [
     "feature_distance",
     "figure2_ood_point",
     "figure2_toy",
+    "figures",
     "fine_tune",
     "id_error",
     "linear_probe",
@@ -38,6 +44,8 @@ __all__ = [
     "projection",
     "random_head",
     "random_orthogonal",
+    "stress",
     "subspace_shift",
+    "theory",
     "train_loss",
 ]

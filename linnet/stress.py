@@ -15,7 +15,7 @@ Statements searched:
 - "theorem_3_1_camera_ready": the camera-ready Σ-weighted form on random mixtures Σ = (1 − u) P_S + u P_S⊥.
 - "theorem_3_1_halved": the candidate correction with (1 + ‖w⋆‖)² replaced by 2 (1 + ‖w⋆‖)² (see paper_repro.md).
 - "proposition_3_1": L_id:subspace(LP∞) − L_id:subspace(FT∞) (differences within the solver tolerance
-  1e-10 (1 + ‖w⋆‖²) count as ties).
+  1e-8 (1 + ‖w⋆‖²) count as ties).
 Every worst instance is saved with what is needed to replay it (`replay`).
 """
 
@@ -175,9 +175,10 @@ def random_search(
         reports["theorem_3_1_camera_ready"].update(
             np.min(np.asarray(sq_sig - bound_cr[:, None]), 1), lambda i: describe(i, True)
         )
-        # FT's ID error at its limit is 0 up to the steady-state tolerance (≈ (rtol ‖θ‖)²); a difference inside it
-        # is not evidence either way, so it is counted as a tie (slack 0), not as a violation
-        tol = 1e-10 * (1.0 + jnp.sum(probs.w_star**2, -1))
+        # FT's ID error at its limit is 0 up to the steady-state tolerance: at this search's rtol = 1e-7 it is resolved
+        # to ~1e-8 ‖w⋆‖² (replays at rtol = 1e-12 give ~1e-15). A difference inside that is not evidence either way,
+        # so it is counted as a tie (slack 0), not as a violation.
+        tol = 1e-8 * (1.0 + jnp.sum(probs.w_star**2, -1))
         diff = lp_id - ft_id
         reports["proposition_3_1"].update(np.asarray(jnp.where(jnp.abs(diff) <= tol, 0.0, diff)), describe)
         done += size
