@@ -12,9 +12,11 @@ The flow is stiff: near a fit, the residual in eigen-direction j decays at a rat
 rates span cond(X)², and for the default square-Gaussian inputs in S cond(X)² is 10⁴–10⁶. An explicit solver
 (Tsit5) is step-limited by the fastest rate and needs 10⁵+ steps to reach t = ∞ (measured: 2·10⁵ steps did not
 reach a steady state for n = 20). We therefore use diffrax's L-stable ESDIRK method Kvaerno5 with an adaptive
-PID controller: its step grows with the slowest rate, and t = ∞ is reached in ~10³ steps. Its Newton solves are
-dense in the k (r + 1) state, which suits the small and medium problems the theory is checked on; `solver=`
-accepts any diffrax solver for other trade-offs.
+PID controller: its step grows with the slowest rate, and t = ∞ is reached in a few hundred steps. Each step's
+Newton systems (I − γ J) are solved by `ArrowheadSolver` (`_structured.py`): the Jacobian of this flow is
+arrowhead-shaped in (v, columns of G), so a solve costs O(r k³) instead of the O((k r)³) of the dense LU diffrax
+would use (measured at d = 2000, k = 10, n = 400: 1.8 s to t = ∞ against 278 s with the dense LU, same 262
+steps). `solver=` accepts any diffrax solver for other trade-offs.
 
 Steady state (t = ∞). The solve stops when the vector field f satisfies
 ‖f‖ ≤ 2 s_min² ‖v‖² (atol + rtol ‖θ‖): the slowest relaxation rate of the flow near a fit is at least
@@ -29,6 +31,8 @@ from functools import partial
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
+
+from ._structured import ArrowheadSolver
 
 
 def ft_vector_field(t, state, args):
@@ -56,8 +60,10 @@ def _steady_state(rtol, atol):
 
 
 def default_solver():
-    """Kvaerno5 (L-stable ESDIRK, 5th order); see the module docstring for why an implicit method."""
-    return dfx.Kvaerno5()
+    """Kvaerno5 (L-stable ESDIRK, 5th order) whose Newton systems are solved by `ArrowheadSolver`, which uses the
+    exact block structure of the flow's Jacobian instead of a dense LU of the k (r + 1) state."""
+    root_finder = dfx.with_stepsize_controller_tols(dfx.VeryChord)(linear_solver=ArrowheadSolver())
+    return dfx.Kvaerno5(root_finder=root_finder)
 
 
 @partial(jax.jit, static_argnames=("to_inf", "max_steps", "solver"))
