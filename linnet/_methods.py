@@ -185,11 +185,15 @@ def _fine_tune(problem: Problem, v0, times, *, rtol, atol, max_steps, solver, me
         solver=solver,
     )
     if result not in (dfx.RESULTS.successful, dfx.RESULTS.event_occurred):
-        reason = dfx.RESULTS[result] if hasattr(dfx.RESULTS, "__getitem__") else str(result)
         target = "a steady state (t = inf)" if to_inf else f"t = {finite[-1]:g}"
+        reached = (
+            f"the last requested time reached was t = {float(t_stop):.6g}"
+            if np.isfinite(t_stop)
+            else ("no requested time was reached")
+        )
         raise ConvergenceError(
-            f"fine-tuning gradient flow did not reach {target}: stopped at t = {float(t_stop):.6g} after "
-            f"{int(num_steps)} steps ({reason}). Increase `max_steps` (now {max_steps}) or loosen `rtol`/`atol`."
+            f"fine-tuning gradient flow did not reach {target} within {int(num_steps)} steps ({result}); {reached}. "
+            f"Increase `max_steps` (now {max_steps}) or loosen `rtol`/`atol`."
         )
     return _make_trajectory(problem, np.asarray(times, dtype=np.float64), v, G - G0, num_steps, method)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 
 import diffrax as dfx
@@ -23,11 +24,25 @@ def batched_subspace_shifts(
     **Arguments:** `keys` (N,) keys, `eps` (N,) feature errors, `v_star_scale` (N,) or None (1).
     """
     scale = jnp.ones_like(eps) if v_star_scale is None else v_star_scale
+    make = _batched_generator(d, k, n, m, inputs)
+    # Generated in vmapped chunks of at most _GEN_CHUNK: on this project's CPU machines one vmapped call over 64 or
+    # more problems of d = 200 hung inside XLA (no CPU use, reproducibly at N = 64, never at N = 32).
+    parts = [
+        make(keys[i : i + _GEN_CHUNK], eps[i : i + _GEN_CHUNK], scale[i : i + _GEN_CHUNK])
+        for i in range(0, keys.shape[0], _GEN_CHUNK)
+    ]
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
 
+
+_GEN_CHUNK = 32
+
+
+@functools.lru_cache(maxsize=32)
+def _batched_generator(d, k, n, m, inputs):
     def one(key, e, s):
         return subspace_shift(key, d=d, k=k, n=n, m=m, eps=e, v_star_scale=s, inputs=inputs)
 
-    return jax.jit(jax.vmap(one))(keys, eps, scale)
+    return jax.jit(jax.vmap(one))
 
 
 @partial(jax.jit, static_argnames=("to_inf", "max_steps", "chunk"))
