@@ -92,7 +92,7 @@ def _save(fig, name: str, out, data: dict) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / f"{name}.png")
-    fig.savefig(out / f"{name}.pdf")
+    fig.savefig(out / f"{name}.pdf", metadata={"CreationDate": None})  # reproducible bytes
     import matplotlib.pyplot as plt
 
     plt.close(fig)
