@@ -61,14 +61,50 @@ def _ft_batch(problems: Problem, v0s, ts, to_inf, rtol, atol, max_steps, chunk):
     return jax.lax.map(lambda a: one(*a), (problems, v0s), batch_size=None if chunk == 1 else chunk)
 
 
+def _sharded_ft(problems: Problem, v0s, ts, to_inf, rtol, atol, max_steps, chunk, devices):
+    """`_ft_batch` with the batch axis sharded over `devices` (a 1-D `Mesh`, `shard_map`): each device runs its own
+    compiled loop over its shard. The batch is padded to a multiple of the device count by repeating the last
+    instance, and the padding is dropped afterwards."""
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    n_dev = len(devices)
+    N = v0s.shape[0]
+    pad = (-N) % n_dev
+    if pad:
+        problems, v0s = jax.tree_util.tree_map(
+            lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), (problems, v0s)
+        )
+    mesh = Mesh(np.asarray(devices), ("batch",))
+
+    def local(p, v0):
+        return _ft_batch(p, v0, ts, to_inf, rtol, atol, max_steps, chunk)
+
+    spec = P("batch")
+    out = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False))(
+        problems, v0s
+    )
+    return jax.tree_util.tree_map(lambda a: a[:N], out)
+
+
 def batched_predictors(
-    problems: Problem, v0s, times, *, method: str = "ft", rtol=1e-8, atol=1e-10, max_steps=100_000, chunk: int = 1
+    problems: Problem,
+    v0s,
+    times,
+    *,
+    method: str = "ft",
+    rtol=1e-8,
+    atol=1e-10,
+    max_steps=100_000,
+    chunk: int = 1,
+    devices=None,
 ):
     """Predictors w(t) = B(t)ᵀ v(t) for a batch of problems of one shape.
 
     **Arguments:** `problems` a batched `Problem`, `v0s` (N, k), `times` as in `fine_tune`, `method` in
     {"ft", "lp", "lpft"}, `chunk` how many instances are vmapped together inside the compiled loop (1 is fastest on
-    CPU; larger chunks suit accelerators).
+    CPU; larger chunks suit accelerators), `devices` the devices to shard the batch axis over (default: all of
+    `jax.devices()`; one device runs unsharded). On several hosts call `jax.distributed.initialize()` first.
 
     **Returns:** `(v (N, T, k), w (N, T, d))`. Raises `ConvergenceError` naming how many instances failed.
     """
@@ -82,9 +118,12 @@ def batched_predictors(
         v0s = jax.vmap(_lp_heads, in_axes=(0, 0, None))(problems, v0s, jnp.asarray([jnp.inf], dtype))[:, 0]
     elif method != "ft":
         raise ValueError(f"`method` must be 'ft', 'lp' or 'lpft', got {method!r}")
-    v, w, result, _ = _ft_batch(
-        problems, v0s, jnp.asarray(finite, dtype), to_inf, rtol, atol, int(max_steps), int(chunk)
-    )
+    devices = jax.devices() if devices is None else list(devices)
+    ts = jnp.asarray(finite, dtype)
+    if len(devices) > 1:
+        v, w, result, _ = _sharded_ft(problems, v0s, ts, to_inf, rtol, atol, int(max_steps), int(chunk), devices)
+    else:
+        v, w, result, _ = _ft_batch(problems, v0s, ts, to_inf, rtol, atol, int(max_steps), int(chunk))
     ok = (result == dfx.RESULTS.successful) | (result == dfx.RESULTS.event_occurred)
     if not bool(jnp.all(ok)):
         bad = np.flatnonzero(~np.asarray(ok))
