@@ -244,7 +244,6 @@ def subspace_shift(
         raise ValueError(f"`shift` must be in [0, 1], got {shift}")
     dtype = dtype or jnp.result_type(float)
     kS, kB, kE, kU, kv, kZ = jax.random.split(key, 6)
-    VS = _orthonormal_columns(kS, d, m, dtype)
     Bs = _orthonormal_columns(kB, d, k, dtype).T
     E = _orthonormal_columns(kE, d, k, dtype, against=Bs.T).T
     theta = 2 * jnp.arcsin(jnp.asarray(eps, dtype) / 2)
@@ -253,6 +252,7 @@ def subspace_shift(
         B0 = random_orthogonal(kU, k, dtype) @ B0
     v_star = jnp.asarray(v_star_scale, dtype) * jax.random.normal(kv, (k,), dtype=dtype)
     if inputs == "subspace":
+        VS = _orthonormal_columns(kS, d, m, dtype)
         X = jax.random.normal(kZ, (n, m), dtype=dtype) @ VS.T
     elif inputs == "isotropic":
         if m != n:

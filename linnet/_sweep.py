@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _flow
-from ._methods import ConvergenceError, _lp_heads
+from ._methods import ConvergenceError, _lp_heads, _predictor
 from ._problem import Problem, subspace_shift
 from ._validate import check_times
 
@@ -52,7 +52,7 @@ def _ft_batch(problems: Problem, v0s, ts, to_inf, rtol, atol, max_steps, chunk):
         v, G, result, steps, _ = _flow.solve_reduced(
             p._s, p._Uty, v0, G0, ts, to_inf=to_inf, rtol=rtol, atol=atol, max_steps=max_steps
         )
-        w = v @ p.B0 + jnp.einsum("tkr,tk,dr->td", G - G0, v, p._V)
+        w = _predictor(p.B0, p._V, v, G - G0)
         return v, w, result, steps
 
     # lax.map runs the instances inside one compiled loop, vmapping `chunk` at a time. On CPU chunk = 1 is fastest:

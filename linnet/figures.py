@@ -19,6 +19,7 @@ import numpy as np
 
 from . import stress as _stress
 from . import theory as th
+from ._errors import id_error_of_predictor
 from ._methods import fine_tune, linear_probe, lp_ft
 from ._problem import figure2_ood_point, figure2_toy, random_head, subspace_shift
 from ._sweep import batched_predictors, batched_subspace_shifts
@@ -126,11 +127,10 @@ def eps_sweep(quick: bool, seed: int = 0) -> dict:
     probs = batched_subspace_shifts(keys, eps, inputs="isotropic", **shape)
     heads = jax.random.normal(jax.random.fold_in(key, 1), (eps.shape[0], shape["k"]))
     out = {"eps": eps_grid, "seeds": seeds, "shape": shape, "seed": seed}
-    PS = probs.sigma_id
     for method, code in (("LP", "lp"), ("FT", "ft"), ("LP-FT", "lpft")):
         _, w = batched_predictors(probs, heads, [np.inf], method=code)
         e = w[:, -1] - probs.w_star
-        id_part = jnp.einsum("nd,nde,ne->n", e, PS, e)
+        id_part = jax.vmap(id_error_of_predictor)(probs, w[:, -1])
         perp = jnp.sum(e**2, -1) - id_part
         out[method] = {
             "id": np.asarray(id_part).reshape(eps_grid.size, seeds),

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import theory as th
+from ._errors import id_error_of_predictor
 from ._problem import Problem, subspace_shift
 from ._sweep import batched_predictors, batched_subspace_shifts
 
@@ -153,8 +154,8 @@ def random_search(
         halved = jax.vmap(_bound_halved)(probs, heads)
         bound_cr = jnp.sqrt(jnp.minimum(shift, 1 - shift)) * bound  # √σ_min(Σ) of the mixture
         lp_w = jnp.einsum("nk,nkd->nd", jax.vmap(th.lp_limit)(probs, heads), probs.B0)
-        lp_id = jnp.einsum("nd,nde,ne->n", lp_w - probs.w_star, PS, lp_w - probs.w_star)
-        ft_id = jnp.einsum("nd,nde,ne->n", e[:, -1], PS, e[:, -1])
+        lp_id = jax.vmap(id_error_of_predictor)(probs, lp_w)
+        ft_id = jax.vmap(id_error_of_predictor)(probs, w[:, -1])
 
         def describe(i, with_shift=False, _keys=keys, _eps=eps, _vs=vs_scale, _h=heads, _sh=shift, _shape=shape):
             return dict(
