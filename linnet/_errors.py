@@ -37,12 +37,28 @@ def quadratic_error(w: jax.Array, w_star: jax.Array, sigma: jax.Array) -> jax.Ar
 
 def ood_error_of_predictor(problem: Problem, w: jax.Array) -> jax.Array:
     """L_ood = (w − w⋆)ᵀ Σ_ood (w − w⋆) for predictors `w` (..., d)."""
-    return quadratic_error(w, problem.w_star, problem.sigma_ood)
+    if problem._sigma_ood is None:  # default Σ_ood = I
+        return jnp.sum((w - problem.w_star) ** 2, axis=-1)
+    return quadratic_error(w, problem.w_star, problem._sigma_ood)
 
 
 def id_error_of_predictor(problem: Problem, w: jax.Array) -> jax.Array:
     """L_id = (w − w⋆)ᵀ Σ_id (w − w⋆); with the default Σ_id = P_S this is L_id:subspace = ‖P_S(w − w⋆)‖²."""
-    return quadratic_error(w, problem.w_star, problem.sigma_id)
+    if problem._sigma_id is None:  # default Σ_id = P_S = V Vᵀ on the rank-masked eigenbasis
+        return jnp.sum(((w - problem.w_star) @ problem.id_basis) ** 2, axis=-1)
+    return quadratic_error(w, problem.w_star, problem._sigma_id)
+
+
+def bilinear_error(problem: Problem, a: jax.Array, b: jax.Array, *, which: str) -> jax.Array:
+    """aᵀ Σ b for Σ = Σ_ood (`which="ood"`) or Σ_id (`which="id"`), `a`, `b` of shape (..., d); the bilinear
+    form whose diagonal is the error (used to expand errors of predictor families exactly)."""
+    stored = problem._sigma_ood if which == "ood" else problem._sigma_id
+    if stored is not None:
+        return jnp.einsum("...i,ij,...j->...", a, stored, b)
+    if which == "ood":  # default Σ_ood = I
+        return jnp.sum(a * b, axis=-1)
+    V = problem.id_basis  # default Σ_id = P_S
+    return jnp.sum((a @ V) * (b @ V), axis=-1)
 
 
 def train_loss_of_predictor(problem: Problem, w: jax.Array) -> jax.Array:

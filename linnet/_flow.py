@@ -44,17 +44,46 @@ def ft_vector_field(t, state, args):
     return (-2.0 * (G @ g), -2.0 * jnp.outer(v, g))
 
 
+# Generalised flow: η_v, η_B (learning rates of head and features) and λ_v, λ_B (L2-SP strengths) in
+#     dv/dt = −η_v (∇_v L̂ + 2 λ_v v),   dB/dt = −η_B (∇_B L̂ + 2 λ_B (B − B0)).
+# The regulariser's gradient 2 λ_B (B − B0) has rows in S when B − B0 does, so the flow still lives on (v, G).
+# It is integrated in the scaled coordinates ṽ = v/√η_v, G̃ = G/√η_B, where it is again a gradient flow (of the
+# objective composed with the scaling): its Jacobian is a symmetric Hessian with the same arrowhead shape, so
+# `ArrowheadSolver` applies unchanged. With η = 1, λ = 0 the field is `ft_vector_field` exactly.
+FT_PARAMS = (1.0, 1.0, 0.0, 0.0)
+
+
+def _general_field(t, state, args):
+    del t
+    vt, Gt = state
+    s, a, G0, params = args
+    eta_v, eta_B, lam_v, lam_B = params[0], params[1], params[2], params[3]
+    rv, rB = jnp.sqrt(eta_v), jnp.sqrt(eta_B)
+    v, G = rv * vt, rB * Gt
+    g = s * (s * (G.T @ v) - a)
+    return (-2.0 * rv * (G @ g + lam_v * v), -2.0 * rB * (jnp.outer(v, g) + lam_B * (G - G0)))
+
+
 def _sqnorm(tree):
     return sum(jnp.sum(x**2) for x in jax.tree_util.tree_leaves(tree))
 
 
 def _steady_state(rtol, atol):
     def cond_fn(t, state, args, **kwargs):
-        s = args[0]
+        s, _, _, params = args
+        eta_v, eta_B, lam_v, lam_B = params[0], params[1], params[2], params[3]
+        rv, rB = jnp.sqrt(eta_v), jnp.sqrt(eta_B)
+        v = rv * state[0]
         s2 = jnp.where(s > 0, s**2, jnp.inf)
-        rate = 2.0 * jnp.min(s2) * jnp.sum(state[0] ** 2)
-        f = ft_vector_field(t, state, args)
-        return jnp.sqrt(_sqnorm(f)) <= rate * (atol + rtol * jnp.sqrt(_sqnorm(state)))
+        # slowest relaxation rate near the limit: the residual decays at ≥ 2 η_B s_min² ‖v‖² (Gauss–Newton operator
+        # η_B ‖v‖² I + η_v GᵀG), and with L2-SP the directions that do not touch the residual decay at 2 η λ
+        rate = 2.0 * eta_B * (jnp.min(s2) * jnp.sum(v**2) + lam_B)
+        rate = jnp.where(lam_B > 0, jnp.minimum(rate, 2.0 * eta_B * lam_B), rate)
+        rate = jnp.where(lam_v > 0, jnp.minimum(rate, 2.0 * eta_v * lam_v), rate)
+        fv, fG = _general_field(t, state, args)
+        f_orig = (rv * fv, rB * fG)  # the velocity of (v, G) in the original coordinates
+        theta = (v, rB * state[1])
+        return jnp.sqrt(_sqnorm(f_orig)) <= rate * (atol + rtol * jnp.sqrt(_sqnorm(theta)))
 
     return cond_fn
 
@@ -67,27 +96,30 @@ def default_solver():
 
 
 @partial(jax.jit, static_argnames=("to_inf", "max_steps", "solver"))
-def solve_reduced(s, a, v0, G0, ts, *, to_inf: bool, rtol, atol, max_steps: int, solver=None):
+def solve_reduced(s, a, v0, G0, ts, *, to_inf: bool, rtol, atol, max_steps: int, solver=None, params=None):
     """Integrate the reduced flow from (v0, G0) and save at `ts` (finite, increasing) and, if `to_inf`, at t = ∞.
 
+    `params` = (η_v, η_B, λ_v, λ_B) of the generalised flow (default `FT_PARAMS`: plain fine-tuning); η_v, η_B > 0.
     Times after a steady-state stop are filled with the steady state (it is the limit to tolerance).
 
     **Returns:** `(v (T, k), G (T, k, r), result, num_steps, t_stop)` where T = len(ts) + to_inf.
     """
     solver = default_solver() if solver is None else solver
     dtype = v0.dtype
+    params = jnp.asarray(FT_PARAMS if params is None else params, dtype)
+    rv, rB = jnp.sqrt(params[0]), jnp.sqrt(params[1])
     has_ts = ts.shape[0] > 0
     t1 = jnp.inf if to_inf else ts[-1]
     saveat = dfx.SaveAt(ts=ts if has_ts else None, t1=True)
     controller = dfx.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4)
     sol = dfx.diffeqsolve(
-        dfx.ODETerm(ft_vector_field),
+        dfx.ODETerm(_general_field),
         solver,
         t0=jnp.asarray(0.0, dtype),
         t1=jnp.asarray(t1, dtype),
         dt0=None,
-        y0=(v0, G0),
-        args=(s, a),
+        y0=(v0 / rv, G0 / rB),
+        args=(s, a, G0, params),
         saveat=saveat,
         stepsize_controller=controller,
         event=dfx.Event(_steady_state(rtol, atol)),
@@ -97,6 +129,7 @@ def solve_reduced(s, a, v0, G0, ts, *, to_inf: bool, rtol, atol, max_steps: int,
     # diffrax packs saves contiguously: the requested ts reached before a steady-state stop come first, then the
     # final (t1 or event) state, then unfilled slots (t = inf). Requested times after the stop get the final state.
     v, G = sol.ys
+    v, G = rv * v, rB * G
     n_saved = jnp.sum(jnp.isfinite(sol.ts))
     v_end, G_end = v[n_saved - 1], G[n_saved - 1]
     reached = (jnp.arange(v.shape[0]) < n_saved - 1)[:, None]

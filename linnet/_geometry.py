@@ -22,10 +22,15 @@ def orthonormal_basis(A: jax.Array, rtol: float | None = None) -> tuple[jax.Arra
     so the function is jit- and vmap-safe.
     """
     _, s, vt = jnp.linalg.svd(A, full_matrices=False)
+    return vt.T, rank_mask(s, A.shape, rtol)
+
+
+def rank_mask(s: jax.Array, shape: tuple[int, int], rtol: float | None = None) -> jax.Array:
+    """Which singular values `s` of a matrix of `shape` count as nonzero: s > rtol · s_max with the default
+    rtol = max(shape) · machine eps (as `numpy.linalg.matrix_rank`)."""
     if rtol is None:
-        rtol = max(A.shape) * jnp.finfo(A.dtype).eps
-    mask = s > rtol * jnp.max(s, initial=0.0)
-    return vt.T, mask
+        rtol = max(shape) * jnp.finfo(s.dtype).eps
+    return s > rtol * jnp.max(s, initial=0.0)
 
 
 def projection(A: jax.Array) -> jax.Array:

@@ -35,9 +35,12 @@ class Trajectory:
     - `v` (T, k): the head.
     - `B` (T, k, d): the features — a property, rebuilt on access as B0 + ΔG Vᵀ (features only move inside
       S = rowspace(X), so only the (T, k, r) coefficients `dG` on the eigenbasis `basis` (d, r) are stored).
+      Methods whose features also move outside S (LoRA, deeper extractors) extend `basis` by orthonormal
+      directions of S⊥ (then r > rank X).
     - `train_loss`, `id_error`, `ood_error` (T,): L̂, L_id and L_ood at each time.
     - `num_steps`: ODE steps taken (0 for the closed-form LP).
-    - `method`: "lp", "ft" or "lpft".
+    - `method`: "lp", "ft", "lpft", or a method beyond the paper ("two_lr", "l2_sp", "features_only", "gd",
+      "lora", "deep").
     """
 
     times: jax.Array
@@ -79,8 +82,9 @@ def _predictor(B0, V, v, dG):
     return v @ B0 + jnp.einsum("tkr,tk,dr->td", dG, v, V)
 
 
-def _make_trajectory(problem: Problem, times, v, dG, num_steps, method) -> Trajectory:
-    w = _predictor(problem.B0, problem._V, v, dG)
+def _make_trajectory(problem: Problem, times, v, dG, num_steps, method, basis=None) -> Trajectory:
+    basis = problem._V if basis is None else basis
+    w = _predictor(problem.B0, basis, v, dG)
     return Trajectory(
         times=jnp.asarray(times, dtype=v.dtype),
         v=v,
@@ -88,7 +92,7 @@ def _make_trajectory(problem: Problem, times, v, dG, num_steps, method) -> Traje
         id_error=id_error_of_predictor(problem, w),
         ood_error=ood_error_of_predictor(problem, w),
         B0=problem.B0,
-        basis=problem._V,
+        basis=basis,
         dG=dG,
         num_steps=jnp.asarray(num_steps),
         method=method,
@@ -164,7 +168,7 @@ def linear_probe(problem: Problem, v0: jax.Array, times) -> Trajectory:
 # ------------------------------------------------------------------------------------------------------
 
 
-def _fine_tune(problem: Problem, v0, times, *, rtol, atol, max_steps, solver, method) -> Trajectory:
+def _fine_tune(problem: Problem, v0, times, *, rtol, atol, max_steps, solver, method, params=None) -> Trajectory:
     finite, to_inf = check_times(times)
     rtol = check_tolerance(rtol, "rtol")
     atol = check_tolerance(atol, "atol")
@@ -183,6 +187,7 @@ def _fine_tune(problem: Problem, v0, times, *, rtol, atol, max_steps, solver, me
         atol=atol,
         max_steps=int(max_steps),
         solver=solver,
+        params=None if params is None else jnp.asarray(params, dtype),
     )
     if result not in (dfx.RESULTS.successful, dfx.RESULTS.event_occurred):
         target = "a steady state (t = inf)" if to_inf else f"t = {finite[-1]:g}"
@@ -192,7 +197,7 @@ def _fine_tune(problem: Problem, v0, times, *, rtol, atol, max_steps, solver, me
             else ("no requested time was reached")
         )
         raise ConvergenceError(
-            f"fine-tuning gradient flow did not reach {target} within {int(num_steps)} steps ({result}); {reached}. "
+            f"{method} gradient flow did not reach {target} within {int(num_steps)} steps ({result}); {reached}. "
             f"Increase `max_steps` (now {max_steps}) or loosen `rtol`/`atol`."
         )
     return _make_trajectory(problem, np.asarray(times, dtype=np.float64), v, G - G0, num_steps, method)

@@ -8,11 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._geometry import orthonormal_basis
+from ._geometry import rank_mask
 from ._validate import as_float_array, check_psd, check_shape, is_traced, warn_regime
 
 _FIELDS = ("X", "y", "B0", "B_star", "v_star", "sigma_ood", "sigma_id")
-_CACHE = ("_s", "_V", "_Uty")
+# the default second moments (I and P_S) are stored as None and materialised only on access: a dense (d, d)
+# matrix is 800 MB at d = 10⁴ and 80 GB at d = 10⁵, while the errors under the defaults need only O(d r) work
+_STORED = ("X", "y", "B0", "B_star", "v_star", "_sigma_ood", "_sigma_id", "_s", "_V", "_Uty")
 
 
 @jax.tree_util.register_pytree_node_class
@@ -34,6 +36,9 @@ class Problem:
     - `sigma_id`: (d, d) PSD ID second moment; default P_S, the projection onto S = rowspace(X), so `id_error`
       is L_id:subspace = ‖P_S(Bᵀv − w⋆)‖².
 
+    The defaults are not stored as (d, d) matrices (they are built on access to `problem.sigma_ood` /
+    `problem.sigma_id`); the errors use their structure, so memory stays O(n d + d r) and d = 10⁵ is practical.
+
     Shapes are checked; NaN/inf and non-PSD Σ raise `ValueError`; k ≥ n, n ≥ d or k ≥ d − n warn
     (`OverparameterisationWarning`), since the theorems assume 1 ≤ k < n < d, k < d − n.
     """
@@ -43,8 +48,6 @@ class Problem:
     B0: jax.Array
     B_star: jax.Array
     v_star: jax.Array
-    sigma_ood: jax.Array
-    sigma_id: jax.Array
 
     def __init__(self, X, B0, B_star, v_star, *, y=None, sigma_ood=None, sigma_id=None):
         X = as_float_array(X, "X", 2)
@@ -65,34 +68,29 @@ class Problem:
             y = as_float_array(y, "y", 1).astype(dtype)
             check_shape(y, "y", (n,), "one target per row of X")
         U, s, Vt = jnp.linalg.svd(X, full_matrices=False)
-        _, mask = orthonormal_basis(X)
+        mask = rank_mask(s, X.shape)
         s = jnp.where(mask, s, 0.0)
-        if sigma_ood is None:
-            sigma_ood = jnp.eye(d, dtype=dtype)
-        else:
+        if sigma_ood is not None:
             sigma_ood = as_float_array(sigma_ood, "sigma_ood", 2).astype(dtype)
             check_psd(sigma_ood, "sigma_ood", d)
-        if sigma_id is None:
-            Vm = Vt.T * mask
-            sigma_id = Vm @ Vm.T
-        else:
+        if sigma_id is not None:
             sigma_id = as_float_array(sigma_id, "sigma_id", 2).astype(dtype)
             check_psd(sigma_id, "sigma_id", d)
         if not is_traced(X, B0):
             warn_regime(n, d, k)
-        values = dict(X=X, y=y, B0=B0, B_star=B_star, v_star=v_star, sigma_ood=sigma_ood, sigma_id=sigma_id)
+        values = dict(X=X, y=y, B0=B0, B_star=B_star, v_star=v_star, _sigma_ood=sigma_ood, _sigma_id=sigma_id)
         values.update(_s=s, _V=Vt.T, _Uty=jnp.where(mask, U.T @ y, 0.0))
         for name, val in values.items():
             object.__setattr__(self, name, val)
 
     # --- pytree protocol -------------------------------------------------------------------------------
     def tree_flatten(self):
-        return tuple(getattr(self, f) for f in _FIELDS + _CACHE), None
+        return tuple(getattr(self, f) for f in _STORED), None
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         obj = object.__new__(cls)
-        for name, val in zip(_FIELDS + _CACHE, children, strict=True):
+        for name, val in zip(_STORED, children, strict=True):
             object.__setattr__(obj, name, val)
         return obj
 
@@ -108,7 +106,8 @@ class Problem:
         unknown = set(changes) - set(_FIELDS)
         if unknown:
             raise TypeError(f"Problem.replace got unknown fields {sorted(unknown)}; allowed: {list(_FIELDS)}")
-        kw = {f: changes.get(f, getattr(self, f)) for f in _FIELDS}
+        kw = {f: changes.get(f, getattr(self, f)) for f in _FIELDS[:5]}
+        kw.update(sigma_ood=changes.get("sigma_ood", self._sigma_ood), sigma_id=changes.get("sigma_id", self._sigma_id))
         if "X" in changes and "sigma_id" not in changes:
             kw["sigma_id"] = None
         if ("X" in changes or "B_star" in changes or "v_star" in changes) and "y" not in changes:
@@ -118,6 +117,21 @@ class Problem:
         )
 
     # --- derived quantities ----------------------------------------------------------------------------
+    @property
+    def sigma_ood(self) -> jax.Array:
+        """Σ_ood, shape (d, d) (the default I is materialised on access)."""
+        if self._sigma_ood is None:
+            return jnp.eye(self.d, dtype=self.X.dtype)
+        return self._sigma_ood
+
+    @property
+    def sigma_id(self) -> jax.Array:
+        """Σ_id, shape (d, d) (the default P_S is materialised on access)."""
+        if self._sigma_id is None:
+            Vm = self.id_basis
+            return Vm @ Vm.T
+        return self._sigma_id
+
     @property
     def w_star(self) -> jax.Array:
         """w⋆ = B⋆ᵀ v⋆, shape (d,)."""
@@ -266,7 +280,7 @@ def subspace_shift(
         if ood not in _OOD_KINDS:
             raise ValueError(f"`ood` must be one of {_OOD_KINDS} or a (d, d) PSD array, got {ood!r}")
         sigma = {
-            "isotropic": jnp.eye(d, dtype=dtype),
+            "isotropic": None,  # Problem's default, stored without a (d, d) matrix
             "orthogonal": jnp.eye(d, dtype=dtype) - PS,
             "id": PS,
             "mixture": (1 - shift) * PS + shift * (jnp.eye(d, dtype=dtype) - PS),

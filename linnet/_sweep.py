@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from functools import partial
 
@@ -19,30 +20,32 @@ from ._validate import check_times
 def batched_subspace_shifts(
     keys, eps, *, d: int, k: int, n: int, m: int | None = None, v_star_scale=None, inputs: str = "subspace"
 ):
-    """A batch of `subspace_shift` problems of one shape, one per key and ε (a batched `Problem` pytree).
+    """A batch of `subspace_shift` problems of one shape, one per key and ε: a `Problem` pytree whose every array
+    has a leading batch axis N (the input to `sweep`).
 
-    **Arguments:** `keys` (N,) keys, `eps` (N,) feature errors, `v_star_scale` (N,) or None (1).
+    **Arguments:** `keys` (N,) `jax.random` keys, `eps` (N,) feature errors (or one ε for all), `d`, `k`, `n`, `m`,
+    `inputs` as `subspace_shift`, `v_star_scale` (N,) or None (1). Σ_ood is the default I.
+
+    **Returns:** a batched `Problem`.
     """
+    keys = jnp.asarray(keys)
+    if keys.ndim != 1:
+        raise ValueError(f"`keys` must be a 1-D array of jax.random keys, got shape {keys.shape}")
+    eps = jnp.broadcast_to(jnp.asarray(eps, dtype=jnp.result_type(float)), keys.shape)
     scale = jnp.ones_like(eps) if v_star_scale is None else v_star_scale
-    make = _batched_generator(d, k, n, m, inputs)
-    # Generated in vmapped chunks of at most _GEN_CHUNK: on this project's CPU machines one vmapped call over 64 or
-    # more problems of d = 200 hung inside XLA (no CPU use, reproducibly at N = 64, never at N = 32).
-    parts = [
-        make(keys[i : i + _GEN_CHUNK], eps[i : i + _GEN_CHUNK], scale[i : i + _GEN_CHUNK])
-        for i in range(0, keys.shape[0], _GEN_CHUNK)
-    ]
-    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
-
-
-_GEN_CHUNK = 32
+    return _batched_generator(d, k, n, m, inputs)(keys, eps, scale)
 
 
 @functools.lru_cache(maxsize=32)
 def _batched_generator(d, k, n, m, inputs):
-    def one(key, e, s):
+    def one(args):
+        key, e, s = args
         return subspace_shift(key, d=d, k=k, n=n, m=m, eps=e, v_star_scale=s, inputs=inputs)
 
-    return jax.jit(jax.vmap(one))
+    # lax.map (one instance at a time inside one compiled loop), not vmap: on this project's 2-core CPU machines a
+    # vmapped generator hung inside XLA with no CPU use (reproducibly: 16 problems at d = 500, 64 at d = 200;
+    # never with one instance per iteration). Generation is a small part of a sweep's cost either way.
+    return jax.jit(lambda keys, eps, scale: jax.lax.map(one, (keys, eps, scale)))
 
 
 @partial(jax.jit, static_argnames=("to_inf", "max_steps", "chunk"))
@@ -59,32 +62,6 @@ def _ft_batch(problems: Problem, v0s, ts, to_inf, rtol, atol, max_steps, chunk):
     # a vmapped adaptive solve runs every member for as many steps as the slowest one, and its implicit stages turn
     # per-instance branches into selects (measured: 16 instances vmapped took 11 s, one after another 6 s).
     return jax.lax.map(lambda a: one(*a), (problems, v0s), batch_size=None if chunk == 1 else chunk)
-
-
-def _sharded_ft(problems: Problem, v0s, ts, to_inf, rtol, atol, max_steps, chunk, devices):
-    """`_ft_batch` with the batch axis sharded over `devices` (a 1-D `Mesh`, `shard_map`): each device runs its own
-    compiled loop over its shard. The batch is padded to a multiple of the device count by repeating the last
-    instance, and the padding is dropped afterwards."""
-    from jax.sharding import Mesh
-    from jax.sharding import PartitionSpec as P
-
-    n_dev = len(devices)
-    N = v0s.shape[0]
-    pad = (-N) % n_dev
-    if pad:
-        problems, v0s = jax.tree_util.tree_map(
-            lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), (problems, v0s)
-        )
-    mesh = Mesh(np.asarray(devices), ("batch",))
-
-    def local(p, v0):
-        return _ft_batch(p, v0, ts, to_inf, rtol, atol, max_steps, chunk)
-
-    spec = P("batch")
-    out = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False))(
-        problems, v0s
-    )
-    return jax.tree_util.tree_map(lambda a: a[:N], out)
 
 
 def batched_predictors(
@@ -120,10 +97,8 @@ def batched_predictors(
         raise ValueError(f"`method` must be 'ft', 'lp' or 'lpft', got {method!r}")
     devices = jax.devices() if devices is None else list(devices)
     ts = jnp.asarray(finite, dtype)
-    if len(devices) > 1:
-        v, w, result, _ = _sharded_ft(problems, v0s, ts, to_inf, rtol, atol, int(max_steps), int(chunk), devices)
-    else:
-        v, w, result, _ = _ft_batch(problems, v0s, ts, to_inf, rtol, atol, int(max_steps), int(chunk))
+    fn = partial(_ft_batch, ts=ts, to_inf=to_inf, rtol=rtol, atol=atol, max_steps=int(max_steps), chunk=int(chunk))
+    v, w, result, _ = _run_sharded(fn, problems, v0s, devices)
     ok = (result == dfx.RESULTS.successful) | (result == dfx.RESULTS.event_occurred)
     if not bool(jnp.all(ok)):
         bad = np.flatnonzero(~np.asarray(ok))
@@ -132,3 +107,233 @@ def batched_predictors(
             f"increase `max_steps` (now {max_steps})"
         )
     return v, w
+
+
+# ------------------------------------------------------------------------------------------------------
+# Public sweep: instances × methods × heads, metrics only
+# ------------------------------------------------------------------------------------------------------
+
+_NAMED_FLOWS = {
+    # name: (η_v, η_B, λ_v, λ_B, start from the LP head)
+    "ft": ((1.0, 1.0, 0.0, 0.0), False),
+    "lpft": ((1.0, 1.0, 0.0, 0.0), True),
+}
+
+
+def _method_spec(m) -> tuple[str, str, tuple[float, ...] | None, bool]:
+    """(label, kind, flow params, lp_head) of a method given as a name or a dict {"name": ..., params}."""
+    if isinstance(m, str):
+        if m == "lp":
+            return "lp", "lp", None, False
+        if m in ("features_only", "lp_features_only"):
+            return m, "features_only", None, m == "lp_features_only"
+        if m in _NAMED_FLOWS:
+            params, lp_head = _NAMED_FLOWS[m]
+            return m, "flow", params, lp_head
+        raise ValueError(
+            f"unknown method {m!r} in `methods`; expected 'lp', 'ft', 'lpft', 'features_only', 'lp_features_only' "
+            "or a dict like {'name': 'two_lr', 'eta_B': 0.1} / {'name': 'l2_sp', 'lam_B': 0.1}"
+        )
+    if isinstance(m, dict):
+        m = dict(m)
+        name = m.pop("name", None)
+        allowed = {"two_lr": ("eta_v", "eta_B", "lp_head"), "l2_sp": ("lam_B", "lam_v", "lp_head")}
+        if name not in allowed:
+            raise ValueError(f"a dict in `methods` needs 'name' in {sorted(allowed)}, got {name!r}")
+        bad = set(m) - set(allowed[name])
+        if bad:
+            raise ValueError(f"method {name!r} takes {allowed[name]}, got unknown {sorted(bad)}")
+        lp_head = bool(m.pop("lp_head", False))
+        eta_v, eta_B = float(m.get("eta_v", 1.0)), float(m.get("eta_B", 1.0))
+        lam_B = float(m.get("lam_B", 0.0))
+        lam_v = float(m.get("lam_v", lam_B if name == "l2_sp" else 0.0))  # as `l2_sp`: λ_v defaults to λ_B
+        if not (eta_v > 0 and eta_B > 0 and lam_v >= 0 and lam_B >= 0):
+            raise ValueError(f"method {name!r} needs eta_v, eta_B > 0 and lam_v, lam_B >= 0, got {m}")
+        label = name + "(" + ", ".join(f"{a}={b:g}" for a, b in m.items()) + (", lp_head" if lp_head else "") + ")"
+        return label, "flow", (eta_v, eta_B, lam_v, lam_B), lp_head
+    raise TypeError(f"each entry of `methods` must be a str or a dict, got {type(m).__name__}")
+
+
+@partial(jax.jit, static_argnames=("to_inf", "max_steps", "kind", "lp_head", "chunk"))
+def _metrics_batch(problems, v0s, ts, params, *, to_inf, kind, lp_head, rtol, atol, max_steps, chunk):
+    """(train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,) for one method on a batch (one compile)."""
+    from ._errors import id_error_of_predictor, ood_error_of_predictor, train_loss_of_predictor
+    from ._methods import lp_limit_head
+    from ._variants import _features_only_path
+
+    t_all = jnp.concatenate([ts, jnp.full((1,), jnp.inf, ts.dtype)]) if to_inf else ts
+
+    def one(args):
+        p, v0 = args
+        if lp_head:
+            v0 = lp_limit_head(p, v0)
+        G0 = p.B0 @ p._V
+        if kind == "lp":
+            v = _lp_heads(p, v0, t_all)
+            dG = jnp.zeros((t_all.shape[0], *G0.shape), v0.dtype)
+            ok, steps = jnp.asarray(True), jnp.asarray(0)
+        elif kind == "features_only":
+            v, dG = _features_only_path(p, v0, t_all)
+            ok, steps = jnp.asarray(True), jnp.asarray(0)
+        else:
+            v, G, res, steps, _ = _flow.solve_reduced(
+                p._s, p._Uty, v0, G0, ts, to_inf=to_inf, rtol=rtol, atol=atol, max_steps=max_steps, params=params
+            )
+            dG = G - G0
+            ok = (res == dfx.RESULTS.successful) | (res == dfx.RESULTS.event_occurred)
+        w = _predictor(p.B0, p._V, v, dG)
+        metrics = (train_loss_of_predictor(p, w), id_error_of_predictor(p, w), ood_error_of_predictor(p, w))
+        return metrics, steps, ok
+
+    return jax.lax.map(one, (problems, v0s), batch_size=None if chunk == 1 else chunk)
+
+
+@partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["times", "train_loss", "id_error", "ood_error", "num_steps"],
+    meta_fields=["methods", "heads"],
+)
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """Metrics of a sweep (an immutable pytree); no parameters are stored, so memory is O(M H N T).
+
+    **Fields:** `times` (T,); `train_loss`, `id_error`, `ood_error` (M, H, N, T) indexed by method, head and
+    instance; `num_steps` (M, H, N) ODE steps (0 for closed forms); `methods`, `heads` the labels of the axes.
+    """
+
+    times: jax.Array
+    train_loss: jax.Array
+    id_error: jax.Array
+    ood_error: jax.Array
+    num_steps: jax.Array
+    methods: tuple[str, ...]
+    heads: tuple[str, ...]
+
+    def get(self, method: str, head: str | None = None) -> dict[str, np.ndarray]:
+        """The (N, T) metrics of one method (and head; default the first) as NumPy arrays."""
+        if method not in self.methods:
+            raise KeyError(f"method {method!r} not in this sweep; it has {list(self.methods)}")
+        head = self.heads[0] if head is None else head
+        if head not in self.heads:
+            raise KeyError(f"head {head!r} not in this sweep; it has {list(self.heads)}")
+        i, j = self.methods.index(method), self.heads.index(head)
+        return {
+            name: np.asarray(getattr(self, name)[i, j]) for name in ("train_loss", "id_error", "ood_error", "num_steps")
+        }
+
+
+def sweep(
+    problems: Problem,
+    heads,
+    times,
+    *,
+    methods=("lp", "ft", "lpft"),
+    batch_size: int = 256,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    max_steps: int = 100_000,
+    chunk: int = 1,
+    devices=None,
+    progress: bool = True,
+) -> SweepResult:
+    """Run many instances × methods × heads, each (method, head) one compiled computation per batch, and keep
+    only the metrics L̂, L_id, L_ood at `times`.
+
+    **Arguments:**
+
+    - `problems`: a batched `Problem` (every array with a leading axis N), e.g. from `subspace_shifts`.
+    - `heads`: initial heads, an (N, k) array (one per instance) or a (k,) array (shared), or a dict
+      {label: such an array} to sweep several head initialisations.
+    - `times`: (T,) increasing times ≥ 0 in the paper's units; a last `inf` is the limit.
+    - `methods`: names in {"lp", "ft", "lpft", "features_only", "lp_features_only"} or dicts
+      {"name": "two_lr", "eta_v": …, "eta_B": …} / {"name": "l2_sp", "lam_B": …, "lam_v": …} (with optional
+      "lp_head": True); see `two_learning_rates`, `l2_sp`, `features_only`.
+    - `batch_size`: instances per compiled call (progress is reported per batch); `chunk`: instances vmapped
+      together inside a call (1 is fastest on CPU); `devices`: devices to shard each batch over (default all;
+      on several hosts call `jax.distributed.initialize()` first).
+    - `rtol`, `atol`, `max_steps`: as `fine_tune`. `progress`: show a progress bar over batches.
+
+    **Returns:** a `SweepResult`. Raises `ConvergenceError` if any solve did not converge.
+    """
+    from tqdm.auto import tqdm
+
+    finite, to_inf = check_times(times)
+    N = jax.tree_util.tree_leaves(problems)[0].shape[0] if problems.X.ndim == 3 else None
+    if N is None:
+        raise ValueError(
+            f"`problems` must be a batched Problem (X of shape (N, n, d)), got X of shape {problems.X.shape}"
+        )
+    k = problems.B0.shape[1]
+    dtype = problems.X.dtype
+    if not isinstance(heads, dict):
+        heads = {"v0": heads}
+    head_arrays = {}
+    for label, h in heads.items():
+        h = jnp.asarray(h, dtype)
+        if h.shape == (k,):
+            h = jnp.broadcast_to(h, (N, k))
+        if h.shape != (N, k):
+            raise ValueError(f"head {label!r} in `heads` must have shape ({k},) or ({N}, {k}), got {h.shape}")
+        head_arrays[label] = h
+    specs = [_method_spec(m) for m in methods]
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size}")
+    devices = jax.devices() if devices is None else list(devices)
+    ts = jnp.asarray(finite, dtype)
+    T = len(finite) + to_inf
+    out = np.zeros((3, len(specs), len(head_arrays), N, T))
+    steps = np.zeros((len(specs), len(head_arrays), N), dtype=np.int64)
+    starts = range(0, N, int(batch_size))
+    bar = tqdm(total=len(starts) * len(specs) * len(head_arrays), desc="sweep", unit="batch", disable=not progress)
+    for i, (label, kind, params, lp_head) in enumerate(specs):
+        pa = jnp.asarray(params if params is not None else (1.0, 1.0, 0.0, 0.0), dtype)
+        for j, h in enumerate(head_arrays.values()):
+            for b in starts:
+                sl = slice(b, min(b + int(batch_size), N))
+                batch = jax.tree_util.tree_map(lambda a, sl=sl: a[sl], problems)
+                fn = partial(
+                    _metrics_batch, ts=ts, params=pa, to_inf=to_inf, kind=kind, lp_head=lp_head, rtol=rtol,
+                    atol=atol, max_steps=int(max_steps), chunk=int(chunk),
+                )  # fmt: skip
+                (metrics, st, ok) = _run_sharded(fn, batch, h[sl], devices)
+                if not bool(np.all(ok)):
+                    bad = np.flatnonzero(~np.asarray(ok))
+                    raise ConvergenceError(
+                        f"method {label!r}, head {list(head_arrays)[j]!r}: {bad.size} instances did not converge (first: index {b + bad[0]}); "
+                        f"increase `max_steps` (now {max_steps})"
+                    )
+                out[:, i, j, sl] = np.stack([np.asarray(x) for x in metrics])
+                steps[i, j, sl] = np.asarray(st)
+                bar.update()
+    bar.close()
+    return SweepResult(
+        times=jnp.asarray(np.asarray(times, dtype=np.float64), dtype),
+        train_loss=jnp.asarray(out[0]),
+        id_error=jnp.asarray(out[1]),
+        ood_error=jnp.asarray(out[2]),
+        num_steps=jnp.asarray(steps),
+        methods=tuple(s[0] for s in specs),
+        heads=tuple(head_arrays),
+    )
+
+
+def _run_sharded(fn, problems, v0s, devices):
+    """`fn(problems, v0s)` with the batch axis sharded over `devices` (a 1-D `Mesh` and `shard_map`; each device
+    runs its own compiled loop over its shard). The batch is padded to a multiple of the device count by repeating
+    the last instance, and the padding is dropped afterwards. One device runs `fn` directly."""
+    if len(devices) == 1:
+        return fn(problems, v0s)
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    n_dev = len(devices)
+    N = v0s.shape[0]
+    pad = (-N) % n_dev
+    if pad:
+        problems, v0s = jax.tree_util.tree_map(
+            lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), (problems, v0s)
+        )
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    spec = P("batch")
+    out = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False))(problems, v0s)
+    return jax.tree_util.tree_map(lambda a: a[:N], out)

@@ -123,12 +123,10 @@ def cmd_compare(args):
 
 def cmd_run(args):
     """One method, one problem: a table over time, optionally saved as JSON."""
-    import linnet
 
     problem, v0 = _build_problem(args)
     times = np.concatenate([[0.0], np.logspace(-2, 3, args.num_times - 1), [np.inf]])
-    method = {"ft": linnet.fine_tune, "lp": linnet.linear_probe, "lpft": linnet.lp_ft}[args.method]
-    tr = method(problem, v0, times)
+    tr = _run_method(args, problem, v0, times)
     rows = [
         [_fmt(t), _fmt(float(a)), _fmt(float(b)), _fmt(float(c))]
         for t, a, b, c in zip(times, tr.train_loss, tr.id_error, tr.ood_error, strict=True)
@@ -146,6 +144,34 @@ def cmd_run(args):
             json.dump(data, f, indent=1)
         print(f"saved {args.save}")
     return 0
+
+
+_METHODS = (
+    "ft", "lp", "lpft", "two_lr", "l2_sp", "features_only", "lp_features_only", "gd", "lora", "deep",
+)  # fmt: skip
+
+
+def _run_method(args, problem, v0, times):
+    import jax
+
+    import linnet
+
+    m = args.method
+    simple = {"ft": linnet.fine_tune, "lp": linnet.linear_probe, "lpft": linnet.lp_ft}
+    if m in simple:
+        return simple[m](problem, v0, times)
+    if m == "two_lr":
+        return linnet.two_learning_rates(problem, v0, times, eta_v=args.eta_v, eta_B=args.eta_B)
+    if m == "l2_sp":
+        return linnet.l2_sp(problem, v0, times, lam_B=args.lam_B, lam_v=args.lam_v)
+    if m in ("features_only", "lp_features_only"):
+        return linnet.features_only(problem, v0, times, lp_head=m == "lp_features_only")
+    if m == "gd":
+        lr = args.lr if args.lr is not None else 0.5 * linnet.gd_stability_step(problem, v0)
+        return linnet.gradient_descent(problem, v0, times, lr=lr)
+    if m == "lora":
+        return linnet.lora(problem, v0, times, rank=args.rank, key=jax.random.PRNGKey(args.seed + 1))
+    return linnet.deep_fine_tune(problem, v0, times, depth=args.depth)
 
 
 def cmd_stress(args):
@@ -204,8 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_problem_args(p)
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("run", help="one simulation, printed as a table")
-    p.add_argument("--method", choices=["ft", "lp", "lpft"], required=True)
+    p.add_argument("--method", choices=_METHODS, required=True)
     _add_problem_args(p)
+    p.add_argument("--eta-v", type=_float_in(0.0, 1e6), default=1.0, help="two_lr: head learning rate η_v")
+    p.add_argument("--eta-B", type=_float_in(0.0, 1e6), default=0.1, help="two_lr: feature learning rate η_B")
+    p.add_argument("--lam-B", type=_float_in(0.0, 1e6), default=0.1, help="l2_sp: λ_B on ‖B − B0‖²")
+    p.add_argument("--lam-v", type=_float_in(0.0, 1e6), default=0.0, help="l2_sp: λ_v on ‖v‖²")
+    p.add_argument("--lr", type=_float_in(1e-12, 1e6), default=None, help="gd: step (default half the stable step)")
+    p.add_argument("--rank", type=_positive_int, default=2, help="lora: adapter rank")
+    p.add_argument("--depth", type=_positive_int, default=2, help="deep: layers below the head")
     p.add_argument("--num-times", type=_positive_int, default=8, help="number of saved times (log-spaced)")
     p.add_argument("--save", default=None, help="write the table to this JSON file")
     p.set_defaults(func=cmd_run)

@@ -145,7 +145,8 @@ def ft_ood_lower_bound(problem: Problem, v0: jax.Array, *, form: str = "abs", ca
     term = cos_theta_k(problem) / math.sqrt(problem.k) * jnp.minimum(phi, phi**2 / w_norm) / (1 + w_norm) ** 2
     bound = term - feature_error(problem)
     if camera_ready:
-        bound = jnp.sqrt(_sigma_min(problem.sigma_ood)) * bound
+        if problem._sigma_ood is not None:  # the default Σ_ood = I has σ_min = 1
+            bound = jnp.sqrt(_sigma_min(problem._sigma_ood)) * bound
     return bound
 
 
@@ -295,7 +296,9 @@ def check_assumptions(problem: Problem, v0: jax.Array | None = None, *, atol: fl
     cos_perp = float(cos_theta_k(problem, "complement"))
     cos_id = float(cos_theta_k(problem, "id"))
     eps = float(feature_error(problem))
-    sig_ood_is_identity = bool(jnp.allclose(problem.sigma_ood, jnp.eye(d, dtype=problem.X.dtype), atol=atol))
+    sig_ood_is_identity = problem._sigma_ood is None or bool(
+        jnp.allclose(problem._sigma_ood, jnp.eye(d, dtype=problem.X.dtype), atol=atol)
+    )
     details = {
         "theorem_3_1": {
             **regime,
