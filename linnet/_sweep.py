@@ -29,9 +29,12 @@ def batched_subspace_shifts(
     **Returns:** a batched `Problem`.
     """
     keys = jnp.asarray(keys)
-    if keys.ndim != 1:
-        raise ValueError(f"`keys` must be a 1-D array of jax.random keys, got shape {keys.shape}")
-    eps = jnp.broadcast_to(jnp.asarray(eps, dtype=jnp.result_type(float)), keys.shape)
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    if (typed and keys.ndim != 1) or (not typed and (keys.ndim != 2 or keys.shape[1] != 2)):
+        raise ValueError(
+            f"`keys` must be N jax.random keys (jax.random.split(key, N)), got shape {keys.shape}, dtype {keys.dtype}"
+        )
+    eps = jnp.broadcast_to(jnp.asarray(eps, dtype=jnp.result_type(float)), keys.shape[:1])
     scale = jnp.ones_like(eps) if v_star_scale is None else v_star_scale
     return _batched_generator(d, k, n, m, inputs)(keys, eps, scale)
 

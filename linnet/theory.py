@@ -162,8 +162,12 @@ def lp_ood_error(problem: Problem, v0: jax.Array) -> jax.Array:
     return ood_error_of_predictor(problem, problem.B0.T @ lp_limit(problem, v0))
 
 
-def ft_limit_k1(problem: Problem, v0: jax.Array, *, sign: float | None = None):
+def ft_limit_k1(problem: Problem, v0: jax.Array, *, sign: float | None = None, lr_ratio: float = 1.0):
     """The exact fine-tuning limit for k = 1 (THEORY.md fact 5).
+
+    With two learning rates (`lr_ratio` ρ = η_v/η_B, see `two_learning_rates`) the conserved quantity is
+    v²/η_v − ‖b‖²/η_B, and the same argument gives v∞² − ρ a²/v∞² = c with c = v0² − ρ‖P_S b0‖², so
+    v∞² = (c + √(c² + 4ρa²))/2; ρ = 1 is plain FT. As ρ → ∞ (η_B/η_v → 0), v∞ → a/‖P_S b0‖.
 
     With b0 the row of B0, c = v0² − ‖P_S b0‖² and a = ‖P_S w⋆‖, facts 1, 2 and 4 give
     v∞² − a²/v∞² = c, so v∞² = (c + √(c² + 4a²))/2, and B∞ᵀv∞ = P_S w⋆ + v∞ P_S⊥ b0; the features are
@@ -179,8 +183,10 @@ def ft_limit_k1(problem: Problem, v0: jax.Array, *, sign: float | None = None):
     b0 = problem.B0[0]
     ps_b0 = V @ (V.T @ b0)
     ps_w = V @ (V.T @ problem.w_star)
-    c = v0[0] ** 2 - ps_b0 @ ps_b0
-    a2 = ps_w @ ps_w
+    if not (np.isfinite(lr_ratio) and lr_ratio > 0):
+        raise ValueError(f"`lr_ratio` (η_v/η_B) must be a finite number > 0, got {lr_ratio}")
+    c = v0[0] ** 2 - lr_ratio * (ps_b0 @ ps_b0)
+    a2 = lr_ratio * (ps_w @ ps_w)
     v_abs = jnp.sqrt((c + jnp.sqrt(c**2 + 4 * a2)) / 2)
     if sign is None:
         if isinstance(c, jax.core.Tracer):
@@ -188,7 +194,9 @@ def ft_limit_k1(problem: Problem, v0: jax.Array, *, sign: float | None = None):
         elif float(c) > 0:
             s = jnp.sign(v0[0])
         else:
-            s = jnp.sign(fine_tune(problem, v0, [jnp.inf]).v[-1, 0])
+            from ._variants import two_learning_rates
+
+            s = jnp.sign(two_learning_rates(problem, v0, [jnp.inf], eta_v=lr_ratio, eta_B=1.0).v[-1, 0])
     else:
         s = jnp.asarray(sign, problem.X.dtype)
     v_inf = s * v_abs

@@ -14,15 +14,22 @@ SCRIPT = textwrap.dedent(
     N = 13  # not a multiple of 8: exercises the padding
     keys = jax.random.split(jax.random.PRNGKey(0), N)
     eps = jnp.linspace(0.01, 0.5, N)
-    probs = _sweep.batched_subspace_shifts(keys, eps, d=16, k=2, n=6, m=4)
+    probs = linnet.subspace_shifts(keys, eps, d=16, k=2, n=6, m=4)
     heads = jax.random.normal(jax.random.PRNGKey(1), (N, 2))
     times = [0.0, 0.5, np.inf]
-    for method in ("ft", "lpft"):
-        _, w8 = _sweep.batched_predictors(probs, heads, times, method=method)
-        _, w1 = _sweep.batched_predictors(probs, heads, times, method=method, devices=jax.devices()[:1])
-        assert w8.shape == w1.shape == (N, 3, 16)
-        err = float(jnp.max(jnp.abs(w8 - w1)))
-        assert err <= 1e-12, (method, err)
+    methods = ("ft", "lpft")
+    r8 = linnet.sweep(probs, heads, times, methods=methods, batch_size=N, progress=False)
+    r1 = linnet.sweep(probs, heads, times, methods=methods, batch_size=N, progress=False, devices=jax.devices()[:1])
+    assert r8.ood_error.shape == r1.ood_error.shape == (2, 1, N, 3)
+    # the two are different compiled programs (reassociated sums), so the adaptive solves differ in the last bits;
+    # metrics are compared relative to their size, the predictors below absolutely
+    for metric in ("train_loss", "id_error", "ood_error"):
+        a, b = getattr(r8, metric), getattr(r1, metric)
+        err = float(jnp.max(jnp.abs(a - b) / jnp.maximum(1.0, jnp.abs(b))))
+        assert err <= 1e-12, (metric, err)
+    _, w8 = _sweep.batched_predictors(probs, heads, times, method="ft")
+    _, w1 = _sweep.batched_predictors(probs, heads, times, method="ft", devices=jax.devices()[:1])
+    assert float(jnp.max(jnp.abs(w8 - w1))) <= 1e-12
     print("OK")
     """
 )

@@ -1,0 +1,138 @@
+"""Run the benchmark suite and write benchmarks/RESULTS.md:  python -m benchmarks [--sizes small medium paper]."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from linnet import _flow
+from linnet._methods import _predictor
+
+from . import suite
+
+
+def reference(problem, v0):
+    """linnet at rtol 1e-10 / atol 1e-12: the reference limit w∞ and the time t⋆ of its steady-state stop."""
+    G0 = problem.B0 @ problem._V
+    v, G, _, _, t_stop = _flow.solve_reduced(
+        problem._s, problem._Uty, v0, G0, jnp.zeros((0,)), to_inf=True, rtol=1e-10, atol=1e-12, max_steps=1_000_000
+    )
+    w = np.asarray(_predictor(problem.B0, problem._V, v, G - G0)[-1])
+    return w, float(t_stop)
+
+
+def run(sizes, budget, out: Path):
+    rows, extra = [], {}
+    for size in sizes:
+        print(f"== {size}", flush=True)
+        t = time.perf_counter()
+        problem, v0 = suite.make_problem(size)
+        jax.block_until_ready(problem._s)
+        extra[f"{size}_setup_s"] = time.perf_counter() - t
+        ref_w, t_star = reference(problem, v0)
+        extra[f"{size}_t_star"] = t_star
+        rows += suite.linnet_rows(size, problem, v0, ref_w, t_star)
+        if size != "paper":
+            rows += suite.linnet_explicit_rows(size, problem, v0, ref_w)
+        rows += suite.float32_rows(size, problem, v0, ref_w)
+        if size.startswith("small"):
+            rows += suite.scipy_rows(size, problem, v0, ref_w, t_star, ("LSODA", "BDF", "Radau"), budget)
+            rows += suite.tsit5_rows(size, problem, v0, ref_w, t_star)
+            rows += suite.gd_rows(size, problem, v0, ref_w, t_star, budget)
+        elif size == "medium":
+            rows += suite.scipy_rows(size, problem, v0, ref_w, t_star, ("LSODA",), budget)
+            rows += suite.gd_rows(size, problem, v0, ref_w, t_star, budget)
+        for r in rows[-9:]:
+            if r.size == size:
+                print(f"  {r.method:45s} {r.seconds:10.3f} s  rel err {r.rel_error:.2e}  {r.note}", flush=True)
+    print("== sweep throughput", flush=True)
+    thr = suite.sweep_throughput()
+    print(thr, flush=True)
+    print("== d scaling", flush=True)
+    dsc = suite.d_scaling()
+    for r in dsc:
+        print(r, flush=True)
+    write(out, rows, extra, thr, dsc, budget)
+
+
+def _s(x):
+    return "> budget" if not np.isfinite(x) else (f"{x:.3g}" if x < 100 else f"{x:.0f}")
+
+
+def write(out: Path, rows, extra, thr, dsc, budget):
+    lines = [
+        "# Benchmark results",
+        "",
+        "Regenerate with `python -m benchmarks` (from the repository root, after `pip install '.[test]'`).",
+        "",
+        f"Machine: {suite.machine_info()}",
+        "",
+        "Problems: `subspace_shift` with ε = 0.1, v0 ~ N(0, I_k); inputs from the default generator (a square "
+        "Gaussian factor in a random S: cond(X) ~ n, a stiff flow) or, where marked, X_i ~ N(0, I_d) (well "
+        "conditioned, not stiff). "
+        "Accuracy: relative distance of the predictor Bᵀv at the limit time t⋆ (where linnet's steady-state test "
+        "stops) to linnet's rtol = 1e-10 reference; target 1e-6. Competitors integrate the full (v, B) state "
+        f"(k + k d unknowns) to t⋆. Budget per competitor: {budget:.0f} s. Ratio = competitor time / linnet warm time.",
+        "",
+    ]
+    for size in dict.fromkeys(r.size for r in rows):
+        base = next(r.seconds for r in rows if r.size == size and r.method == "linnet.fine_tune (warm)")
+        lines += [
+            f"## {size} (setup incl. SVD {extra[f'{size}_setup_s']:.1f} s, t⋆ = {extra[f'{size}_t_star']:.3g})",
+            "",
+            "| method | time (s) | × linnet warm | rel. error of limit | note |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for r in rows:
+            if r.size == size:
+                ratio = (
+                    ""
+                    if "linnet" in r.method
+                    else ("> " + f"{budget / base:.0f}" if not np.isfinite(r.seconds) else f"{r.seconds / base:.0f}")
+                )
+                lines.append(f"| {r.method} | {_s(r.seconds)} | {ratio} | {r.rel_error:.1e} | {r.note} |")
+        lines.append("")
+    if "paper" not in {r.size for r in rows}:
+        lines += ["The paper-scale problem was not run in this invocation (`--sizes ... paper`).", ""]
+    lines += [
+        "## Sweep throughput (small problem, FT to t = ∞, metrics only)",
+        "",
+        f"`linnet.sweep` over {thr['n']} instances: {thr['sweep_s']:.1f} s, **{thr['sweep_per_s']:.1f} "
+        f"trajectories/s**; a Python loop of single `fine_tune` calls: {thr['loop_per_s']:.1f} trajectories/s "
+        f"(ratio {thr['sweep_per_s'] / thr['loop_per_s']:.2f}×).",
+        "",
+        "## Scaling in d (n = 200, k = 10, same singular values of X for every d)",
+        "",
+        "| d | generate (s) | factorise X (s) | FT solve to t = ∞, warm (s) | steps | s/step (ms) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in dsc:
+        lines.append(
+            f"| {r['d']} | {r['generate_s']:.2f} | {r['factorise_s']:.2f} | {r['solve_s']:.3f} | {r['steps']} | "
+            f"{1e3 * r['solve_s'] / r['steps']:.2f} |"
+        )
+    lines.append("")
+    out.write_text("\n".join(lines))
+    (out.with_suffix(".json")).write_text(
+        json.dumps({"rows": [r.__dict__ for r in rows], "extra": extra, "sweep": thr, "d_scaling": dsc}, indent=1)
+    )
+    print(f"wrote {out}")
+
+
+def main():
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--sizes", nargs="+", choices=list(suite.SIZES), default=list(suite.SIZES))
+    ap.add_argument("--budget", type=float, default=300.0, help="seconds allowed per slow competitor")
+    ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    args = ap.parse_args()
+    run(args.sizes, args.budget, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()

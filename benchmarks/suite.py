@@ -1,0 +1,272 @@
+"""linnet against what a user would otherwise run, on the same problems and the same accuracy target.
+
+Every competitor integrates the same flow, ∂_t v = −∇_v L̂, ∂_t B = −∇_B L̂ with L̂ = ‖X Bᵀv − y‖², on the full
+(v, B) ∈ R^k × R^{k×d} state. "To its limit" means: up to the time t⋆ at which linnet's steady-state test stopped,
+and a competitor counts as accurate when its predictor Bᵀv at t⋆ agrees with linnet's (computed at rtol 1e-10 as
+the reference) to 1e-6 relative. A competitor that exceeds its time budget is stopped and reported as "> budget".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import linnet
+
+TARGET = 1e-6  # relative agreement of the limiting predictor
+
+
+@dataclasses.dataclass
+class Row:
+    size: str
+    method: str
+    seconds: float
+    rel_error: float
+    note: str = ""
+
+
+class _Budget(Exception):
+    pass
+
+
+SIZES = {
+    # name: (d, k, n, inputs)
+    "small": (500, 5, 100, "subspace"),
+    "small-gaussian": (500, 5, 100, "isotropic"),
+    "medium": (5000, 20, 1000, "subspace"),
+    "paper": (10_000, 100, 5000, "isotropic"),
+}
+
+
+def make_problem(size: str):
+    """The benchmark problems (ε = 0.1, v0 ~ N(0, I_k)): `SIZES[size]` = (d, k, n, inputs).
+
+    "subspace" inputs are linnet's default generator (a square Gaussian factor inside a random S, cond(X) ~ n, so
+    the flow is stiff); "isotropic" inputs are X_i ~ N(0, I_d), Theorem 3.2's setting, well conditioned (not
+    stiff) when n < d/2."""
+    d, k, n, inputs = SIZES[size]
+    key = jax.random.PRNGKey(0)
+    problem = linnet.subspace_shift(key, d=d, k=k, n=n, eps=0.1, inputs=inputs)
+    v0 = jax.random.normal(jax.random.PRNGKey(1), (k,))
+    return problem, v0
+
+
+def _rel(w, ref):
+    return float(np.linalg.norm(np.asarray(w) - np.asarray(ref)) / np.linalg.norm(np.asarray(ref)))
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    jax.block_until_ready(out)
+    return time.perf_counter() - t, out
+
+
+def linnet_rows(size, problem, v0, ref_w, t_star):
+    """linnet.fine_tune to t = ∞: cold (first call: compilation included) and warm (best of 3)."""
+    rows = []
+    cold, tr = _timed(lambda: linnet.fine_tune(problem, v0, [np.inf]))
+    rows.append(Row(size, "linnet.fine_tune (cold)", cold, _rel(tr.predictor[-1], ref_w), f"{int(tr.num_steps)} steps"))
+    warm = min(_timed(lambda: linnet.fine_tune(problem, v0, [np.inf]))[0] for _ in range(3))
+    rows.append(Row(size, "linnet.fine_tune (warm)", warm, _rel(tr.predictor[-1], ref_w), f"{int(tr.num_steps)} steps"))
+    return rows
+
+
+def linnet_explicit_rows(size, problem, v0, ref_w, max_steps=200_000):
+    """linnet.fine_tune with `solver=diffrax.Tsit5()`: the reduced coordinates with an explicit method, the right
+    choice when the flow is not stiff."""
+    import diffrax as dfx
+
+    def go():
+        return linnet.fine_tune(problem, v0, [np.inf], solver=dfx.Tsit5(), max_steps=max_steps)
+
+    try:
+        cold, tr = _timed(go)
+    except linnet.ConvergenceError:
+        return [
+            Row(size, "linnet.fine_tune, solver=Tsit5 (warm)", np.inf, np.nan, f"no steady state in {max_steps} steps")
+        ]
+    warm = min(_timed(go)[0] for _ in range(3))
+    note = f"{int(tr.num_steps)} steps, cold {cold:.2f} s"
+    return [Row(size, "linnet.fine_tune, solver=Tsit5 (warm)", warm, _rel(tr.predictor[-1], ref_w), note)]
+
+
+def _full_grad_np(X, y, k, d):
+    def f(t, theta):
+        v, B = theta[:k], theta[k:].reshape(k, d)
+        r = X @ (B.T @ v) - y
+        Xtr = X.T @ r
+        return -np.concatenate([2 * B @ Xtr, (2 * np.outer(v, Xtr)).ravel()])
+
+    return f
+
+
+def scipy_rows(size, problem, v0, ref_w, t_star, methods=("LSODA", "BDF"), budget=300.0):
+    """scipy.integrate.solve_ivp on the flattened full ODE (k + k d unknowns), no Jacobian supplied (what a user
+    would write), rtol 1e-8 / atol 1e-10, integrated to t⋆."""
+    from scipy.integrate import solve_ivp
+
+    X, y = np.asarray(problem.X), np.asarray(problem.y)
+    k, d = problem.k, problem.d
+    f = _full_grad_np(X, y, k, d)
+    theta0 = np.concatenate([np.asarray(v0), np.asarray(problem.B0).ravel()])
+    rows = []
+    for m in methods:
+        start = time.perf_counter()
+
+        def fb(t, th, start=start):
+            if time.perf_counter() - start > budget:
+                raise _Budget
+            return f(t, th)
+
+        try:
+            sol = solve_ivp(fb, (0.0, t_star), theta0, method=m, rtol=1e-8, atol=1e-10)
+            el = time.perf_counter() - start
+            th = sol.y[:, -1]
+            w = th[k:].reshape(k, d).T @ th[:k]
+            rows.append(Row(size, f"scipy solve_ivp {m} (full state)", el, _rel(w, ref_w), f"{sol.nfev} f-evals"))
+        except _Budget:
+            rows.append(
+                Row(size, f"scipy solve_ivp {m} (full state)", np.inf, np.nan, f"stopped at budget {budget:.0f} s")
+            )
+    return rows
+
+
+def tsit5_rows(size, problem, v0, ref_w, t_star, max_steps=2_000_000):
+    """diffrax Tsit5 (explicit) on the full (v, B) state, rtol 1e-8 / atol 1e-10: the naive JAX version. It is
+    compiled once (the cold call), then timed warm."""
+    import diffrax as dfx
+
+    X, y = problem.X, problem.y
+
+    def field(t, state, args):
+        v, B = state
+        r = X @ (B.T @ v) - y
+        Xtr = X.T @ r
+        return (-2 * B @ Xtr, -2 * jnp.outer(v, Xtr))
+
+    @jax.jit
+    def solve(v0, B0):
+        sol = dfx.diffeqsolve(
+            dfx.ODETerm(field),
+            dfx.Tsit5(),
+            0.0,
+            t_star,
+            None,
+            (v0, B0),
+            stepsize_controller=dfx.PIDController(rtol=1e-8, atol=1e-10),
+            max_steps=max_steps,
+            throw=False,
+        )
+        v, B = sol.ys
+        return B[-1].T @ v[-1], sol.stats["num_steps"], sol.result == dfx.RESULTS.successful
+
+    cold, _ = _timed(lambda: solve(v0, problem.B0))
+    warm, (w, steps, ok) = _timed(lambda: solve(v0, problem.B0))
+    note = f"{int(steps)} steps, compile+run {cold:.1f} s" + ("" if bool(ok) else f"; hit max_steps {max_steps}")
+    return [Row(size, "diffrax Tsit5 (full state, warm)", warm if bool(ok) else np.inf, _rel(w, ref_w), note)]
+
+
+def gd_rows(size, problem, v0, ref_w, t_star, budget=300.0):
+    """A NumPy gradient-descent loop on (v, B) with the largest stable step (0.9 × 2/λ_max at the start; halved
+    on divergence), run until its own steady state. Its limit is a different point (implicit bias of the
+    discrete step): the error column is its distance to the flow's limit, not solver error."""
+    X, y = np.asarray(problem.X), np.asarray(problem.y)
+    lr = 0.9 * linnet.gd_stability_step(problem, v0)
+    for _ in range(10):
+        v, B = np.array(v0), np.array(problem.B0)
+        start = time.perf_counter()
+        it, diverged, timed_out = 0, False, False
+        while True:
+            r = X @ (B.T @ v) - y
+            Xtr = X.T @ r
+            gv, gB = 2 * B @ Xtr, 2 * np.outer(v, Xtr)
+            v, B = v - lr * gv, B - lr * gB
+            it += 1
+            step = lr * np.sqrt(np.sum(gv**2) + np.sum(gB**2))
+            if not np.isfinite(step) or step > 1e6:
+                diverged = True
+                break
+            if step <= 1e-12 * (1 + np.sqrt(np.sum(v**2) + np.sum(B**2))):
+                break
+            if time.perf_counter() - start > budget:
+                timed_out = True
+                break
+        if not diverged:
+            break
+        lr /= 2
+    el = time.perf_counter() - start
+    note = f"lr = {lr:.3g}, {it} iterations" + (f"; stopped at budget {budget:.0f} s" if timed_out else "")
+    return [Row(size, "NumPy gradient descent", np.inf if timed_out else el, _rel(B.T @ v, ref_w), note)]
+
+
+def float32_rows(size, problem, v0, ref_w):
+    """linnet.fine_tune in float32 (the same problem, cast), its time and its error against the float64 limit."""
+    f32 = partial(jnp.asarray, dtype=jnp.float32)
+    problem = linnet.Problem(f32(problem.X), f32(problem.B0), f32(problem.B_star), f32(problem.v_star))
+    v0 = f32(v0)
+    cold, tr = _timed(lambda: linnet.fine_tune(problem, v0, [np.inf], rtol=1e-5, atol=1e-7))
+    warm = min(_timed(lambda: linnet.fine_tune(problem, v0, [np.inf], rtol=1e-5, atol=1e-7))[0] for _ in range(3))
+    err = _rel(np.asarray(tr.predictor[-1], np.float64), ref_w)
+    return [Row(size, "linnet.fine_tune float32 (warm, rtol 1e-5)", warm, err, f"cold {cold:.2f} s")]
+
+
+def machine_info() -> str:
+    import diffrax
+    import scipy
+
+    devs = ", ".join(str(d) for d in jax.devices())
+    return (
+        f"{platform.platform()}; Python {platform.python_version()}; {platform.processor() or 'cpu'}; "
+        f"{__import__('os').cpu_count()} cores; jax {jax.__version__}, diffrax {diffrax.__version__}, "
+        f"numpy {np.__version__}, scipy {scipy.__version__}; devices: {devs}"
+    )
+
+
+def sweep_throughput(n_instances=1000, loop_instances=50):
+    """Trajectories per second of `linnet.sweep` (FT to t = ∞, metrics only) on the small problem against a
+    Python loop of single `fine_tune` calls (measured on `loop_instances` of the same problems)."""
+    keys = jax.random.split(jax.random.PRNGKey(2), n_instances)
+    problems = linnet.subspace_shifts(keys, 0.1, d=500, k=5, n=100)
+    heads = jax.random.normal(jax.random.PRNGKey(3), (n_instances, 5))
+    small = jax.tree_util.tree_map(lambda a: a[:8], problems)
+    linnet.sweep(small, heads[:8], [np.inf], methods=("ft",), batch_size=8, progress=False)  # compile
+    t = time.perf_counter()
+    linnet.sweep(problems, heads, [np.inf], methods=("ft",), batch_size=250, progress=False)
+    sweep_s = time.perf_counter() - t
+    one = jax.tree_util.tree_map(lambda a: a[0], problems)
+    linnet.fine_tune(one, heads[0], [np.inf])  # compile
+    t = time.perf_counter()
+    for i in range(loop_instances):
+        p = jax.tree_util.tree_map(lambda a, i=i: a[i], problems)
+        jax.block_until_ready(linnet.fine_tune(p, heads[i], [np.inf]).ood_error)
+    loop_s = (time.perf_counter() - t) / loop_instances
+    return {"sweep_per_s": n_instances / sweep_s, "loop_per_s": 1 / loop_s, "sweep_s": sweep_s, "n": n_instances}
+
+
+def d_scaling(ds=(1_000, 3_000, 10_000, 30_000, 100_000), n=200, k=10):
+    """Warm time per fine-tuning solve to t = ∞ and the one-time factorisation (Problem construction, SVD of X)
+    for growing d at fixed n, k. The inputs' Gaussian factor Z (n × n, inside a random n-dimensional S) is the
+    same for every d (same key), so the reduced problem has the same singular values s."""
+    out = []
+    for d in ds:
+        key = jax.random.PRNGKey(0)
+        t = time.perf_counter()
+        problem = linnet.subspace_shift(key, d=d, k=k, n=n, eps=0.1)
+        jax.block_until_ready(problem._s)
+        gen = time.perf_counter() - t
+        t = time.perf_counter()
+        p2 = linnet.Problem(problem.X, problem.B0, problem.B_star, problem.v_star)
+        jax.block_until_ready(p2._s)
+        fact = time.perf_counter() - t
+        v0 = jax.random.normal(jax.random.PRNGKey(1), (k,))
+        tr = linnet.fine_tune(problem, v0, [np.inf])
+        solve = min(_timed(lambda problem=problem, v0=v0: linnet.fine_tune(problem, v0, [np.inf]))[0] for _ in range(3))
+        out.append({"d": d, "generate_s": gen, "factorise_s": fact, "solve_s": solve, "steps": int(tr.num_steps)})
+    return out
