@@ -9,9 +9,9 @@ the reference) to 1e-6 relative. A competitor that exceeds its time budget is st
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 import platform
 import time
+from functools import partial
 
 import jax
 import jax.numpy as jnp
