@@ -302,8 +302,8 @@ def sweep(
                 if not bool(np.all(ok)):
                     bad = np.flatnonzero(~np.asarray(ok))
                     raise ConvergenceError(
-                        f"method {label!r}, head {list(head_arrays)[j]!r}: {bad.size} instances did not converge (first: index {b + bad[0]}); "
-                        f"increase `max_steps` (now {max_steps})"
+                        f"method {label!r}, head {list(head_arrays)[j]!r}: {bad.size} instances did not converge "
+                        f"(first: index {b + bad[0]}); increase `max_steps` (now {max_steps})"
                     )
                 out[:, i, j, sl] = np.stack([np.asarray(x) for x in metrics])
                 steps[i, j, sl] = np.asarray(st)

@@ -1,4 +1,4 @@
-"""The package and tests are ruff-clean (configuration in pyproject.toml)."""
+"""The package, tests and benchmarks are ruff-clean (configuration in pyproject.toml)."""
 
 import shutil
 import subprocess
@@ -15,5 +15,5 @@ ROOT = Path(__file__).parent.parent
 )
 def test_ruff_check():
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
-    proc = subprocess.run([ruff, "check", "linnet", "tests"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([ruff, "check", "linnet", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
