@@ -505,6 +505,7 @@ def lora(
     rank: int,
     key,
     init_scale: float = 1.0,
+    lp_head: bool = False,
     rtol: float = 1e-8,
     atol: float = 1e-10,
     max_steps: int = 100_000,
@@ -517,12 +518,15 @@ def lora(
     components (always, for a random W0): exactly, B(t) P_S⊥ = B0 P_S⊥ + U(t) W0 P_S⊥.
 
     Solved in reduced coordinates (v, U, H = W V); the trajectory's `basis` is [V, Q] with Q an orthonormal basis
-    of the S⊥ parts of W0's rows. **Returns:** a `Trajectory` (method "lora").
+    of the S⊥ parts of W0's rows. `lp_head=True` starts from the LP head v_lp^∞ (LP then LoRA).
+    **Returns:** a `Trajectory` (method "lora").
     """
     if int(rank) != rank or rank < 1:
         raise ValueError(f"`rank` must be a positive integer, got {rank}")
     init_scale = _check_rate(init_scale, "init_scale")
     v0 = _check_head(problem, v0)
+    if lp_head:
+        v0 = lp_limit_head(problem, v0)
     dtype = v0.dtype
     W0 = init_scale / np.sqrt(problem.d) * jax.random.normal(key, (int(rank), problem.d), dtype)
     V = problem._V
@@ -543,6 +547,7 @@ def deep_fine_tune(
     times,
     *,
     depth: int = 2,
+    lp_head: bool = False,
     rtol: float = 1e-8,
     atol: float = 1e-10,
     max_steps: int = 100_000,
@@ -552,7 +557,7 @@ def deep_fine_tune(
 
     **Prediction:** only the first layer's gradient has rows in S; the upper layers mix the pretrained features,
     so B(t) P_S⊥ = M(t) B0 P_S⊥ with M = W_L ⋯ W_2, which changes for L ≥ 2: features on S⊥ now move.
-    `depth` = 1 is FT.
+    `depth` = 1 is FT; `lp_head=True` starts from the LP head v_lp^∞ (LP-FT for the deeper extractor).
 
     **Returns:** a `Trajectory` (method "deep"; `basis` is [V, Q] with Q an orthonormal basis of the S⊥ parts
     of B0's rows).
@@ -560,6 +565,8 @@ def deep_fine_tune(
     if int(depth) != depth or depth < 1:
         raise ValueError(f"`depth` must be a positive integer, got {depth}")
     v0 = _check_head(problem, v0)
+    if lp_head:
+        v0 = lp_limit_head(problem, v0)
     if depth == 1:
         return _fine_tune(problem, v0, times, rtol=rtol, atol=atol, max_steps=max_steps, solver=None, method="deep")
     dtype = v0.dtype
