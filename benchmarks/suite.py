@@ -207,14 +207,21 @@ def gd_rows(size, problem, v0, ref_w, t_star, budget=300.0):
 
 
 def float32_rows(size, problem, v0, ref_w):
-    """linnet.fine_tune in float32 (the same problem, cast), its time and its error against the float64 limit."""
+    """linnet.fine_tune in float32 (the same problem, cast), its time and its error against the float64 limit.
+
+    float32 needs rtol = atol ≈ 1e-4 on these problems: tighter tolerances sit below the rounding noise of the
+    stiff stages (steps are rejected forever); its accuracy is then limited by about cond(X)² · 6e-8."""
     f32 = partial(jnp.asarray, dtype=jnp.float32)
     problem = linnet.Problem(f32(problem.X), f32(problem.B0), f32(problem.B_star), f32(problem.v_star))
     v0 = f32(v0)
-    cold, tr = _timed(lambda: linnet.fine_tune(problem, v0, [np.inf], rtol=1e-5, atol=1e-7))
-    warm = min(_timed(lambda: linnet.fine_tune(problem, v0, [np.inf], rtol=1e-5, atol=1e-7))[0] for _ in range(3))
+    def go():
+        return linnet.fine_tune(problem, v0, [np.inf], rtol=1e-4, atol=1e-4)
+
+    cold, tr = _timed(go)
+    warm = min(_timed(go)[0] for _ in range(3))
     err = _rel(np.asarray(tr.predictor[-1], np.float64), ref_w)
-    return [Row(size, "linnet.fine_tune float32 (warm, rtol 1e-5)", warm, err, f"cold {cold:.2f} s")]
+    note = f"{int(tr.num_steps)} steps, cold {cold:.2f} s"
+    return [Row(size, "linnet.fine_tune float32 (warm, rtol = atol = 1e-4)", warm, err, note)]
 
 
 def machine_info() -> str:

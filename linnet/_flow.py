@@ -82,8 +82,17 @@ def _steady_state(rtol, atol):
         rate = jnp.where(lam_v > 0, jnp.minimum(rate, 2.0 * eta_v * lam_v), rate)
         fv, fG = _general_field(t, state, args)
         f_orig = (rv * fv, rB * fG)  # the velocity of (v, G) in the original coordinates
-        theta = (v, rB * state[1])
-        return jnp.sqrt(_sqnorm(f_orig)) <= rate * (atol + rtol * jnp.sqrt(_sqnorm(theta)))
+        G = rB * state[1]
+        theta = (v, G)
+        # rounding floor: f is computed from the residual s ⊙ (s ⊙ z − a), whose rounding error is about
+        # eps · s_max (s_max ‖z‖ + ‖a‖); below that the velocity is noise, and waiting for it (float32 with
+        # cond(X)² eps > rtol) would never end. In float64 the floor is far below the tolerance.
+        eps = jnp.finfo(v.dtype).eps
+        s_max = jnp.max(s)
+        noise = 4.0 * eps * s_max * (s_max * jnp.linalg.norm(G.T @ v) + jnp.linalg.norm(args[1]))
+        noise = noise * (jnp.sqrt(eta_v) * jnp.linalg.norm(G) + jnp.sqrt(eta_B) * jnp.linalg.norm(v))
+        tol = rate * (atol + rtol * jnp.sqrt(_sqnorm(theta)))
+        return jnp.sqrt(_sqnorm(f_orig)) <= jnp.maximum(tol, noise)
 
     return cond_fn
 

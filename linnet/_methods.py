@@ -227,7 +227,9 @@ def fine_tune(
       solve runs until the steady state is reached to tolerance, i.e. the remaining distance to the limit,
       estimated as ‖f‖ / (2 s_min² ‖v‖²), is below `atol + rtol ‖θ‖`. Finite times after that stop get the
       steady state.
-    - `rtol`, `atol`: tolerances of the step controller and of the steady-state test.
+    - `rtol`, `atol`: tolerances of the step controller and of the steady-state test. In float32 use about
+      1e-4 for both: tighter values sit below the rounding noise of stiff problems, and the accuracy of the limit
+      is then about cond(X)² · 6e-8 (measured in `benchmarks/RESULTS.md`).
     - `max_steps`: step budget; `ConvergenceError` is raised (never a silent result) if it runs out.
     - `solver`: any diffrax ODE solver (default `diffrax.Kvaerno5()`).
 
