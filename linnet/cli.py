@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta-v", type=_float_in(0.0, 1e6), default=1.0, help="two_lr: head learning rate η_v")
     p.add_argument("--eta-B", type=_float_in(0.0, 1e6), default=0.1, help="two_lr: feature learning rate η_B")
     p.add_argument("--lam-B", type=_float_in(0.0, 1e6), default=0.1, help="l2_sp: λ_B on ‖B − B0‖²")
-    p.add_argument("--lam-v", type=_float_in(0.0, 1e6), default=0.0, help="l2_sp: λ_v on ‖v‖²")
+    p.add_argument("--lam-v", type=_float_in(0.0, 1e6), default=None, help="l2_sp: λ_v on ‖v‖² (default λ_B)")
     p.add_argument("--lr", type=_float_in(1e-12, 1e6), default=None, help="gd: step (default half the stable step)")
     p.add_argument("--rank", type=_positive_int, default=2, help="lora: adapter rank")
     p.add_argument("--depth", type=_positive_int, default=2, help="deep: layers below the head")

@@ -43,10 +43,30 @@ def test_figure_data_is_what_the_library_computes(quick_figs):
     assert abs(np.dot(toy["w_lp"], toy["x_id"]) - np.dot(toy["w_star"], toy["x_id"])) < 1e-12
 
 
+def test_beyond_the_paper_figure_data(quick_figs):
+    """The new figures' numbers satisfy their predictions: GD's limit approaches the flow's at first order and
+    diverges at 3× the stable step; LoRA and deeper FT change S⊥ features (FT does not); the exact WiSE-FT α*
+    is no worse than either end point; the ranking covers every method."""
+    _, out = quick_figs
+    gd = json.loads((out / "gd.json").read_text())
+    assert 0.8 < gd["order"] < 1.3 and gd["diverges_at_3x"]
+    lora = json.loads((out / "lora.json").read_text())
+    assert np.min(lora["s_perp_change"]) > 1e-6
+    deep = json.loads((out / "deep.json").read_text())
+    assert np.max(deep["FT"]["s_perp_change"][0]) < 1e-12 and np.min(deep["FT"]["s_perp_change"][1]) > 1e-6
+    w = json.loads((out / "wise_ft.json").read_text())
+    for m in ("FT", "LP-FT"):
+        ends = [w[m]["ood_error"][0], w[m]["ood_error"][-1]]
+        assert w[m]["ood_at_alpha_star"] <= min(ends) + 1e-12
+    ranking = json.loads((out / "methods.json").read_text())["ranking"]
+    assert len(ranking) == 12 and {"LP", "FT", "LP-FT", "WiSE-FT (α*)"} <= set(ranking)
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
         (["run", "--method", "sgd"], "invalid choice"),
+        (["run", "--method", "gd", "--lr", "-1"], "--lr"),
         (["run", "--method", "ft", "--eps", "2"], "--eps"),
         (["run", "--method", "ft", "--k", "0"], "--k"),
         (["reproduce", "--only", "nope"], "invalid choice"),
@@ -69,3 +89,29 @@ def test_run_prints_and_saves(tmp_path, capsys):
     assert "OOD error" in text and "inf" in text
     data = json.loads(out.read_text())
     assert len(data["ood_error"]) == len(data["times"])
+
+
+@pytest.mark.parametrize("method", ["two_lr", "l2_sp", "lp_features_only", "gd", "lora", "deep"])
+def test_run_every_new_method_matches_the_library(method, tmp_path):
+    """`linnet run --method M` reports the library's numbers for M (same problem, same defaults)."""
+    import jax
+
+    import linnet
+
+    out = tmp_path / "run.json"
+    argv = ["run", "--method", method, "--d", "20", "--k", "2", "--n", "6", "--num-times", "3", "--save", str(out)]
+    assert cli.main(argv) == 0
+    data = json.loads(out.read_text())
+    kp, kh = jax.random.split(jax.random.PRNGKey(0))
+    p = linnet.subspace_shift(kp, d=20, k=2, n=6, eps=0.1)
+    v0 = linnet.random_head(kh, 2, 1.0)
+    t = data["times"]
+    ref = {
+        "two_lr": lambda: linnet.two_learning_rates(p, v0, t, eta_B=0.1),
+        "l2_sp": lambda: linnet.l2_sp(p, v0, t, lam_B=0.1),
+        "lp_features_only": lambda: linnet.features_only(p, v0, t, lp_head=True),
+        "gd": lambda: linnet.gradient_descent(p, v0, t, lr=0.5 * linnet.gd_stability_step(p, v0)),
+        "lora": lambda: linnet.lora(p, v0, t, rank=2, key=jax.random.PRNGKey(1)),
+        "deep": lambda: linnet.deep_fine_tune(p, v0, t, depth=2),
+    }[method]()
+    np.testing.assert_allclose(data["ood_error"], ref.ood_error, rtol=1e-10)
