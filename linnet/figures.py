@@ -448,7 +448,7 @@ def fig_phase(out="figures", quick: bool = False, seed: int = 0) -> dict:
 
 def _beyond(quick: bool, seed: int):
     shape = dict(d=24, k=2, n=8) if quick else dict(d=60, k=3, n=15)
-    seeds = 3 if quick else 8
+    seeds = 3 if quick else 6
     key = jax.random.PRNGKey(seed)
     keys = jax.random.split(key, seeds)
     probs = batched_subspace_shifts(keys, jnp.full(seeds, 0.1), inputs="isotropic", **shape)
@@ -697,6 +697,7 @@ def _all_methods(p, v0) -> dict:
         "two LR (η_B/η_v = 0.1)": two_learning_rates(p, v0, [np.inf], eta_B=0.1),
         "L2-SP (λ = 0.1)": l2_sp(p, v0, [np.inf], lam_B=0.1),
         "features only (LP head)": features_only(p, v0, [np.inf], lp_head=True),
+        "features only (v0 head)": features_only(p, v0, [np.inf]),
         "GD (step = stable/4)": gradient_descent(p, v0, [np.inf], lr=gd_stability_step(p, v0) / 4),
         "LoRA (rank 1)": lora(p, v0, [np.inf], rank=1, key=jax.random.PRNGKey(7)),
         "deep FT (L = 2)": deep_fine_tune(p, v0, [np.inf], depth=2),

@@ -59,7 +59,7 @@ def test_beyond_the_paper_figure_data(quick_figs):
         ends = [w[m]["ood_error"][0], w[m]["ood_error"][-1]]
         assert w[m]["ood_at_alpha_star"] <= min(ends) + 1e-12
     ranking = json.loads((out / "methods.json").read_text())["ranking"]
-    assert len(ranking) == 12 and {"LP", "FT", "LP-FT", "WiSE-FT (α*)"} <= set(ranking)
+    assert len(ranking) == 13 and {"LP", "FT", "LP-FT", "WiSE-FT (α*)"} <= set(ranking)
 
 
 @pytest.mark.parametrize(

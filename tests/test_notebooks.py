@@ -18,4 +18,4 @@ def test_notebook_runs(path, tmp_path):
 
 
 def test_there_are_notebooks():
-    assert {p.stem for p in NOTEBOOKS} >= {"tour", "explore"}
+    assert {p.stem for p in NOTEBOOKS} >= {"tour", "explore", "methods"}
