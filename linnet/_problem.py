@@ -272,19 +272,22 @@ def subspace_shift(
         if m != n:
             raise ValueError(f"`inputs='isotropic'` draws rows N(0, I_d), so dim S = n; got m = {m} != n = {n}")
         X = jax.random.normal(kZ, (n, d), dtype=dtype)
-        VS = jnp.linalg.qr(X.T)[0]
+        VS = None  # S = rowspace(X); a basis is only formed if a Σ_ood needs P_S (a QR of X.T is costly at scale)
     else:
         raise ValueError(f"`inputs` must be 'subspace' or 'isotropic', got {inputs!r}")
-    PS = VS @ VS.T
     if isinstance(ood, str):
         if ood not in _OOD_KINDS:
             raise ValueError(f"`ood` must be one of {_OOD_KINDS} or a (d, d) PSD array, got {ood!r}")
-        sigma = {
-            "isotropic": None,  # Problem's default, stored without a (d, d) matrix
-            "orthogonal": jnp.eye(d, dtype=dtype) - PS,
-            "id": PS,
-            "mixture": (1 - shift) * PS + shift * (jnp.eye(d, dtype=dtype) - PS),
-        }[ood]
+        if ood == "isotropic":
+            sigma = None  # Problem's default Σ_ood = I, stored without a (d, d) matrix
+        else:
+            VS = jnp.linalg.qr(X.T)[0] if VS is None else VS
+            PS = VS @ VS.T
+            sigma = {
+                "orthogonal": jnp.eye(d, dtype=dtype) - PS,
+                "id": PS,
+                "mixture": (1 - shift) * PS + shift * (jnp.eye(d, dtype=dtype) - PS),
+            }[ood]
     else:
         sigma = ood
     return Problem(X, B0, Bs, v_star, sigma_ood=sigma)

@@ -629,6 +629,8 @@ def fig_lora(out="figures", quick: bool = False, seed: int = 0) -> dict:
         axes[1].semilogy(ranks, np.maximum(perp[a].mean(1), 1e-300), "o-", label=f"scale {sc:g}")
     for name in ("FT", "LP-FT", "LP"):
         axes[0].axhline(ref[name]["ood_error"][:, -1].mean(), color=COLORS[name], ls=":", label=name)
+    for ax in axes:
+        ax.set_xticks(ranks)
     axes[0].set_xlabel("LoRA rank")
     axes[0].set_ylabel("L_ood at t = ∞ (mean)")
     axes[1].set_xlabel("LoRA rank")
@@ -667,6 +669,8 @@ def fig_deep(out="figures", quick: bool = False, seed: int = 0) -> dict:
         axes[0].semilogy(depths, res[m]["ood"].mean(1), "o-", color=COLORS[m], label=m)
         axes[1].semilogy(depths, np.maximum(res[m]["perp"].mean(1), 1e-17), "o-", color=COLORS[m], label=m)
     axes[0].axhline(lp, color=COLORS["LP"], ls=":", label="LP")
+    for ax in axes:
+        ax.set_xticks(depths)
     axes[0].set_xlabel("depth L of the feature extractor")
     axes[0].set_ylabel("L_ood at t = ∞ (mean)")
     axes[1].set_xlabel("depth L")
@@ -732,8 +736,8 @@ def fig_methods(out="figures", quick: bool = False, seed: int = 0) -> dict:
                 noisy[m]["id"][a, i], noisy[m]["ood"][a, i] = float(tr.id_error[-1]), float(tr.ood_error[-1])
     fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.0))
     y = np.arange(len(names))
-    axes[0].barh(y, ood.mean(1)[order], xerr=ood.std(1)[order], color="#56B4E9", label="L_ood")
-    axes[0].plot(np.maximum(idm.mean(1)[order], 1e-300), y, "k|", ms=8, label="L_id:subspace")
+    axes[0].errorbar(ood.mean(1)[order], y, xerr=ood.std(1)[order], fmt="o", color="#0072B2", ms=3, label="L_ood")
+    axes[0].plot(np.maximum(idm.mean(1)[order], 1e-16), y, "k|", ms=7, label="L_id:subspace (floor 1e-16)")
     axes[0].set_yticks(y, [names[i] for i in order], fontsize=6)
     axes[0].set_xscale("log")
     axes[0].invert_yaxis()
@@ -747,7 +751,7 @@ def fig_methods(out="figures", quick: bool = False, seed: int = 0) -> dict:
         )
     axes[1].set_xlabel("label noise σ (y = X w⋆ + ξ, ξ ~ N(0, σ² I))")
     axes[1].set_ylabel("error at t = ∞ (mean)")
-    axes[1].set_title("label noise")
+    axes[1].set_title("label noise (FT and LP-FT ID coincide: both interpolate)")
     axes[1].legend(fontsize=5, ncol=2)
     data = dict(
         methods=names,
