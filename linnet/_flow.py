@@ -16,7 +16,8 @@ PID controller: its step grows with the slowest rate, and t = ∞ is reached in 
 Newton systems (I − γ J) are solved by `ArrowheadSolver` (`_structured.py`): the Jacobian of this flow is
 arrowhead-shaped in (v, columns of G), so a solve costs O(r k³) instead of the O((k r)³) of the dense LU diffrax
 would use (measured at d = 2000, k = 10, n = 400: 1.8 s to t = ∞ against 278 s with the dense LU, same 262
-steps). `solver=` accepts any diffrax solver for other trade-offs.
+steps). When cond(X)² ≤ 100 (e.g. Gaussian inputs with n ≪ d) the flow is not stiff and `fine_tune` uses Tsit5
+instead, 10–30× cheaper there (see benchmarks/RESULTS.md). `solver=` accepts any diffrax solver.
 
 Steady state (t = ∞). The solve stops when the vector field f satisfies
 ‖f‖ ≤ 2 s_min² ‖v‖² (atol + rtol ‖θ‖): the slowest relaxation rate of the flow near a fit is at least
@@ -31,6 +32,7 @@ from functools import partial
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._structured import ArrowheadSolver
 
@@ -95,6 +97,22 @@ def _steady_state(rtol, atol):
         return jnp.sqrt(_sqnorm(f_orig)) <= jnp.maximum(tol, noise)
 
     return cond_fn
+
+
+STIFF_COND2 = 100.0  # cond(X)² above which the flow counts as stiff (explicit steps would be rate-limited)
+
+
+def explicit_is_enough(s) -> bool:
+    """Whether plain fine-tuning on data with singular values `s` (concrete) is non-stiff enough for Tsit5: the
+    relaxation rates near a fit span s_min² … s_max² (times ‖v‖²-like factors), so cond(X)² bounds the ratio."""
+    s = np.asarray(s)
+    pos = s[s > 0]
+    return pos.size > 0 and float((pos.max() / pos.min()) ** 2) <= STIFF_COND2
+
+
+def explicit_solver():
+    """Tsit5: the cheapest accurate choice when the flow is not stiff (no Newton systems)."""
+    return dfx.Tsit5()
 
 
 def default_solver():

@@ -157,8 +157,8 @@ def _method_spec(m) -> tuple[str, str, tuple[float, ...] | None, bool]:
     raise TypeError(f"each entry of `methods` must be a str or a dict, got {type(m).__name__}")
 
 
-@partial(jax.jit, static_argnames=("to_inf", "max_steps", "kind", "lp_head", "chunk"))
-def _metrics_batch(problems, v0s, ts, params, *, to_inf, kind, lp_head, rtol, atol, max_steps, chunk):
+@partial(jax.jit, static_argnames=("to_inf", "max_steps", "kind", "lp_head", "chunk", "explicit"))
+def _metrics_batch(problems, v0s, ts, params, *, to_inf, kind, lp_head, rtol, atol, max_steps, chunk, explicit=False):
     """(train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,) for one method on a batch (one compile)."""
     from ._errors import id_error_of_predictor, ood_error_of_predictor, train_loss_of_predictor
     from ._methods import lp_limit_head
@@ -180,7 +180,17 @@ def _metrics_batch(problems, v0s, ts, params, *, to_inf, kind, lp_head, rtol, at
             ok, steps = jnp.asarray(True), jnp.asarray(0)
         else:
             v, G, res, steps, _ = _flow.solve_reduced(
-                p._s, p._Uty, v0, G0, ts, to_inf=to_inf, rtol=rtol, atol=atol, max_steps=max_steps, params=params
+                p._s,
+                p._Uty,
+                v0,
+                G0,
+                ts,
+                to_inf=to_inf,
+                rtol=rtol,
+                atol=atol,
+                max_steps=max_steps,
+                params=params,
+                solver=_flow.explicit_solver() if explicit else None,
             )
             dG = G - G0
             ok = (res == dfx.RESULTS.successful) | (res == dfx.RESULTS.event_occurred)
@@ -294,11 +304,16 @@ def sweep(
             for b in starts:
                 sl = slice(b, min(b + int(batch_size), N))
                 batch = jax.tree_util.tree_map(lambda a, sl=sl: a[sl], problems)
-                fn = partial(
-                    _metrics_batch, ts=ts, params=pa, to_inf=to_inf, kind=kind, lp_head=lp_head, rtol=rtol,
-                    atol=atol, max_steps=int(max_steps), chunk=int(chunk),
-                )  # fmt: skip
-                (metrics, st, ok) = _run_sharded(fn, batch, h[sl], devices)
+                # as `fine_tune`: plain FT on non-stiff data uses the explicit method, the implicit one if that fails
+                explicit = kind == "flow" and params == _NAMED_FLOWS["ft"][0] and _flow.explicit_is_enough(batch._s)
+                for use_explicit in (True, False) if explicit else (False,):
+                    fn = partial(
+                        _metrics_batch, ts=ts, params=pa, to_inf=to_inf, kind=kind, lp_head=lp_head, rtol=rtol,
+                        atol=atol, max_steps=int(max_steps), chunk=int(chunk), explicit=use_explicit,
+                    )  # fmt: skip
+                    (metrics, st, ok) = _run_sharded(fn, batch, h[sl], devices)
+                    if bool(np.all(ok)):
+                        break
                 if not bool(np.all(ok)):
                     bad = np.flatnonzero(~np.asarray(ok))
                     raise ConvergenceError(
