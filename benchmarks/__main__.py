@@ -20,8 +20,18 @@ from . import suite
 def reference(problem, v0):
     """linnet at rtol 1e-10 / atol 1e-12: the reference limit w∞ and the time t⋆ of its steady-state stop."""
     G0 = problem.B0 @ problem._V
+    solver = _flow.explicit_solver() if _flow.explicit_is_enough(problem._s) else None
     v, G, _, _, t_stop = _flow.solve_reduced(
-        problem._s, problem._Uty, v0, G0, jnp.zeros((0,)), to_inf=True, rtol=1e-10, atol=1e-12, max_steps=1_000_000
+        problem._s,
+        problem._Uty,
+        v0,
+        G0,
+        jnp.zeros((0,)),
+        to_inf=True,
+        rtol=1e-10,
+        atol=1e-12,
+        max_steps=1_000_000,
+        solver=solver,
     )
     w = np.asarray(_predictor(problem.B0, problem._V, v, G - G0)[-1])
     return w, float(t_stop)
@@ -37,10 +47,9 @@ def run(sizes, budget, out: Path):
         extra[f"{size}_setup_s"] = time.perf_counter() - t
         ref_w, t_star = reference(problem, v0)
         extra[f"{size}_t_star"] = t_star
-        rows += suite.linnet_rows(size, problem, v0, ref_w, t_star)
-        if size != "paper":
-            rows += suite.linnet_explicit_rows(size, problem, v0, ref_w)
-        rows += suite.float32_rows(size, problem, v0, ref_w)
+        rows += suite.linnet_rows(size, problem, v0, ref_w, t_star, repeats=1 if size == "paper" else 3)
+        if size != "paper":  # a second paper-scale setup (float32 SVD of X) would double the run; see RESULTS.md
+            rows += suite.float32_rows(size, problem, v0, ref_w)
         if size.startswith("small"):
             rows += suite.scipy_rows(size, problem, v0, ref_w, t_star, ("LSODA", "BDF", "Radau"), budget)
             rows += suite.tsit5_rows(size, problem, v0, ref_w, t_star)
@@ -52,7 +61,7 @@ def run(sizes, budget, out: Path):
             if r.size == size:
                 print(f"  {r.method:45s} {r.seconds:10.3f} s  rel err {r.rel_error:.2e}  {r.note}", flush=True)
     print("== sweep throughput", flush=True)
-    thr = suite.sweep_throughput()
+    thr = [suite.sweep_throughput(inputs=inp) for inp in ("subspace", "isotropic")]
     print(thr, flush=True)
     print("== d scaling", flush=True)
     dsc = suite.d_scaling()
@@ -103,9 +112,13 @@ def write(out: Path, rows, extra, thr, dsc, budget):
     lines += [
         "## Sweep throughput (small problem, FT to t = ∞, metrics only)",
         "",
-        f"`linnet.sweep` over {thr['n']} instances: {thr['sweep_s']:.1f} s, **{thr['sweep_per_s']:.1f} "
-        f"trajectories/s**; a Python loop of single `fine_tune` calls: {thr['loop_per_s']:.1f} trajectories/s "
-        f"(ratio {thr['sweep_per_s'] / thr['loop_per_s']:.2f}×).",
+        "| inputs | instances | `linnet.sweep` (s) | sweep trajectories/s | loop of `fine_tune`, per s | ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {t['inputs']} | {t['n']} | {t['sweep_s']:.1f} | **{t['sweep_per_s']:.1f}** | {t['loop_per_s']:.1f} | "
+            f"{t['sweep_per_s'] / t['loop_per_s']:.2f}× |"
+            for t in thr
+        ],
         "",
         "## Scaling in d (n = 200, k = 10, same singular values of X for every d)",
         "",

@@ -68,33 +68,34 @@ def _timed(fn):
     return time.perf_counter() - t, out
 
 
-def linnet_rows(size, problem, v0, ref_w, t_star):
-    """linnet.fine_tune to t = ∞: cold (first call: compilation included) and warm (best of 3)."""
+def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3):
+    """linnet.fine_tune to t = ∞ with its default solver choice: cold (first call: compilation included) and
+    warm (best of `repeats`); then the other solver family for comparison."""
+    from linnet import _flow
+
+    explicit = _flow.explicit_is_enough(problem._s)
+    auto = "Tsit5, not stiff" if explicit else "Kvaerno5 + ArrowheadSolver, stiff"
     rows = []
+    jax.clear_caches()  # cold means cold, even if an earlier row compiled the same shapes
     cold, tr = _timed(lambda: linnet.fine_tune(problem, v0, [np.inf]))
-    rows.append(Row(size, "linnet.fine_tune (cold)", cold, _rel(tr.predictor[-1], ref_w), f"{int(tr.num_steps)} steps"))
-    warm = min(_timed(lambda: linnet.fine_tune(problem, v0, [np.inf]))[0] for _ in range(3))
-    rows.append(Row(size, "linnet.fine_tune (warm)", warm, _rel(tr.predictor[-1], ref_w), f"{int(tr.num_steps)} steps"))
-    return rows
-
-
-def linnet_explicit_rows(size, problem, v0, ref_w, max_steps=200_000):
-    """linnet.fine_tune with `solver=diffrax.Tsit5()`: the reduced coordinates with an explicit method, the right
-    choice when the flow is not stiff."""
-    import diffrax as dfx
+    err = _rel(tr.predictor[-1], ref_w)
+    rows.append(Row(size, "linnet.fine_tune (cold)", cold, err, f"{int(tr.num_steps)} steps; auto solver: {auto}"))
+    warm = min(_timed(lambda: linnet.fine_tune(problem, v0, [np.inf]))[0] for _ in range(repeats))
+    rows.append(Row(size, "linnet.fine_tune (warm)", warm, err, f"{int(tr.num_steps)} steps"))
+    other = _flow.default_solver() if explicit else _flow.explicit_solver()
+    name = "linnet.fine_tune, solver=Kvaerno5+Arrowhead (warm)" if explicit else "linnet.fine_tune, solver=Tsit5 (warm)"
 
     def go():
-        return linnet.fine_tune(problem, v0, [np.inf], solver=dfx.Tsit5(), max_steps=max_steps)
+        return linnet.fine_tune(problem, v0, [np.inf], solver=other, max_steps=200_000)
 
     try:
-        cold, tr = _timed(go)
+        c, tr2 = _timed(go)
     except linnet.ConvergenceError:
-        return [
-            Row(size, "linnet.fine_tune, solver=Tsit5 (warm)", np.inf, np.nan, f"no steady state in {max_steps} steps")
-        ]
-    warm = min(_timed(go)[0] for _ in range(3))
-    note = f"{int(tr.num_steps)} steps, cold {cold:.2f} s"
-    return [Row(size, "linnet.fine_tune, solver=Tsit5 (warm)", warm, _rel(tr.predictor[-1], ref_w), note)]
+        return [*rows, Row(size, name, np.inf, np.nan, "no steady state in 200 000 steps (stiff)")]
+    w = min(_timed(go)[0] for _ in range(repeats)) if repeats > 1 else c
+    note = f"{int(tr2.num_steps)} steps" + (f", cold {c:.2f} s" if repeats > 1 else ", includes compilation")
+    rows.append(Row(size, name, w, _rel(tr2.predictor[-1], ref_w), note))
+    return rows
 
 
 def _full_grad_np(X, y, k, d):
@@ -214,6 +215,7 @@ def float32_rows(size, problem, v0, ref_w):
     f32 = partial(jnp.asarray, dtype=jnp.float32)
     problem = linnet.Problem(f32(problem.X), f32(problem.B0), f32(problem.B_star), f32(problem.v_star))
     v0 = f32(v0)
+
     def go():
         return linnet.fine_tune(problem, v0, [np.inf], rtol=1e-4, atol=1e-4)
 
@@ -236,11 +238,11 @@ def machine_info() -> str:
     )
 
 
-def sweep_throughput(n_instances=1000, loop_instances=50):
+def sweep_throughput(n_instances=1000, loop_instances=50, inputs="subspace"):
     """Trajectories per second of `linnet.sweep` (FT to t = ∞, metrics only) on the small problem against a
     Python loop of single `fine_tune` calls (measured on `loop_instances` of the same problems)."""
     keys = jax.random.split(jax.random.PRNGKey(2), n_instances)
-    problems = linnet.subspace_shifts(keys, 0.1, d=500, k=5, n=100)
+    problems = linnet.subspace_shifts(keys, 0.1, d=500, k=5, n=100, inputs=inputs)
     heads = jax.random.normal(jax.random.PRNGKey(3), (n_instances, 5))
     small = jax.tree_util.tree_map(lambda a: a[:8], problems)
     linnet.sweep(small, heads[:8], [np.inf], methods=("ft",), batch_size=8, progress=False)  # compile
@@ -254,7 +256,13 @@ def sweep_throughput(n_instances=1000, loop_instances=50):
         p = jax.tree_util.tree_map(lambda a, i=i: a[i], problems)
         jax.block_until_ready(linnet.fine_tune(p, heads[i], [np.inf]).ood_error)
     loop_s = (time.perf_counter() - t) / loop_instances
-    return {"sweep_per_s": n_instances / sweep_s, "loop_per_s": 1 / loop_s, "sweep_s": sweep_s, "n": n_instances}
+    return {
+        "inputs": inputs,
+        "sweep_per_s": n_instances / sweep_s,
+        "loop_per_s": 1 / loop_s,
+        "sweep_s": sweep_s,
+        "n": n_instances,
+    }
 
 
 def d_scaling(ds=(1_000, 3_000, 10_000, 30_000, 100_000), n=200, k=10):
