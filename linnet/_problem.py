@@ -121,7 +121,7 @@ class Problem:
     def sigma_ood(self) -> jax.Array:
         """Σ_ood, shape (d, d) (the default I is materialised on access)."""
         if self._sigma_ood is None:
-            return jnp.eye(self.d, dtype=self.X.dtype)
+            return jnp.broadcast_to(jnp.eye(self.d, dtype=self.X.dtype), (*self.X.shape[:-2], self.d, self.d))
         return self._sigma_ood
 
     @property
@@ -129,7 +129,7 @@ class Problem:
         """Σ_id, shape (d, d) (the default P_S is materialised on access)."""
         if self._sigma_id is None:
             Vm = self.id_basis
-            return Vm @ Vm.T
+            return Vm @ jnp.swapaxes(Vm, -1, -2)
         return self._sigma_id
 
     @property
@@ -139,20 +139,20 @@ class Problem:
 
     @property
     def n(self) -> int:
-        return self.X.shape[0]
+        return self.X.shape[-2]
 
     @property
     def d(self) -> int:
-        return self.X.shape[1]
+        return self.X.shape[-1]
 
     @property
     def k(self) -> int:
-        return self.B0.shape[0]
+        return self.B0.shape[-2]
 
     @property
     def id_basis(self) -> jax.Array:
         """(d, r) orthonormal eigenbasis V of XᵀX (r = min(n, d)); columns with zero singular value masked to 0."""
-        return self._V * (self._s > 0)
+        return self._V * (self._s > 0)[..., None, :]
 
     @property
     def rank(self) -> int:
