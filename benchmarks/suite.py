@@ -68,7 +68,7 @@ def _timed(fn):
     return time.perf_counter() - t, out
 
 
-def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3):
+def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3, other_solver=True):
     """linnet.fine_tune to t = ∞ with its default solver choice: cold (first call: compilation included) and
     warm (best of `repeats`); then the other solver family for comparison."""
     from linnet import _flow
@@ -82,6 +82,8 @@ def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3):
     rows.append(Row(size, "linnet.fine_tune (cold)", cold, err, f"{int(tr.num_steps)} steps; auto solver: {auto}"))
     warm = min(_timed(lambda: linnet.fine_tune(problem, v0, [np.inf]))[0] for _ in range(repeats))
     rows.append(Row(size, "linnet.fine_tune (warm)", warm, err, f"{int(tr.num_steps)} steps"))
+    if not other_solver:
+        return rows
     other = _flow.default_solver() if explicit else _flow.explicit_solver()
     name = "linnet.fine_tune, solver=Kvaerno5+Arrowhead (warm)" if explicit else "linnet.fine_tune, solver=Tsit5 (warm)"
 
