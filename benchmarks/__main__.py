@@ -60,9 +60,10 @@ def run(sizes, budget, out: Path):
         elif size == "medium":
             rows += suite.scipy_rows(size, problem, v0, ref_w, t_star, ("LSODA",), budget)
             rows += suite.gd_rows(size, problem, v0, ref_w, t_star, budget)
-        for r in rows[-9:]:
+        for r in rows:
             if r.size == size:
                 print(f"  {r.method:45s} {r.seconds:10.3f} s  rel err {r.rel_error:.2e}  {r.note}", flush=True)
+        write(out, rows, extra, None, None, budget)  # partial results survive a later failure
     print("== sweep throughput", flush=True)
     thr = [suite.sweep_throughput(inputs=inp) for inp in ("subspace", "isotropic")]
     print(thr, flush=True)
@@ -121,6 +122,9 @@ def write(out: Path, rows, extra, thr, dsc, budget):
             "paper scale (its own SVD of X would double the setup).",
             "",
         ]
+    if thr is None:
+        out.write_text("\n".join(lines))
+        return
     lines += [
         "## Sweep throughput (small problem, FT to t = ∞, metrics only)",
         "",
