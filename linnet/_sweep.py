@@ -123,82 +123,126 @@ _NAMED_FLOWS = {
 }
 
 
-def _method_spec(m) -> tuple[str, str, tuple[float, ...] | None, bool]:
-    """(label, kind, flow params, lp_head) of a method given as a name or a dict {"name": ..., params}."""
+_DICT_METHODS = {
+    # name: allowed keys, with defaults
+    "two_lr": {"eta_v": 1.0, "eta_B": 1.0, "lp_head": False},
+    "l2_sp": {"lam_B": 0.0, "lam_v": None, "lp_head": False},
+    "gd": {"lr_fraction": 0.5, "lp_head": False},
+    "lora": {"rank": 2, "init_scale": 1.0, "seed": 0, "lp_head": False},
+    "deep": {"depth": 2, "lp_head": False},
+}
+
+
+def _method_spec(m) -> tuple[str, str, tuple[float, ...] | None, bool, tuple]:
+    """(label, kind, numeric params, lp_head, static params) of a method given as a name or a dict."""
     if isinstance(m, str):
         if m == "lp":
-            return "lp", "lp", None, False
+            return "lp", "lp", None, False, ()
         if m in ("features_only", "lp_features_only"):
-            return m, "features_only", None, m == "lp_features_only"
+            return m, "features_only", None, m == "lp_features_only", ()
         if m in _NAMED_FLOWS:
             params, lp_head = _NAMED_FLOWS[m]
-            return m, "flow", params, lp_head
+            return m, "flow", params, lp_head, ()
         raise ValueError(
             f"unknown method {m!r} in `methods`; expected 'lp', 'ft', 'lpft', 'features_only', 'lp_features_only' "
-            "or a dict like {'name': 'two_lr', 'eta_B': 0.1} / {'name': 'l2_sp', 'lam_B': 0.1}"
+            f"or a dict with 'name' in {sorted(_DICT_METHODS)}, e.g. {{'name': 'two_lr', 'eta_B': 0.1}}"
         )
-    if isinstance(m, dict):
-        m = dict(m)
-        name = m.pop("name", None)
-        allowed = {"two_lr": ("eta_v", "eta_B", "lp_head"), "l2_sp": ("lam_B", "lam_v", "lp_head")}
-        if name not in allowed:
-            raise ValueError(f"a dict in `methods` needs 'name' in {sorted(allowed)}, got {name!r}")
-        bad = set(m) - set(allowed[name])
-        if bad:
-            raise ValueError(f"method {name!r} takes {allowed[name]}, got unknown {sorted(bad)}")
-        lp_head = bool(m.pop("lp_head", False))
-        eta_v, eta_B = float(m.get("eta_v", 1.0)), float(m.get("eta_B", 1.0))
-        lam_B = float(m.get("lam_B", 0.0))
-        lam_v = float(m.get("lam_v", lam_B if name == "l2_sp" else 0.0))  # as `l2_sp`: λ_v defaults to λ_B
+    if not isinstance(m, dict):
+        raise TypeError(f"each entry of `methods` must be a str or a dict, got {type(m).__name__}")
+    m = dict(m)
+    name = m.pop("name", None)
+    if name not in _DICT_METHODS:
+        raise ValueError(f"a dict in `methods` needs 'name' in {sorted(_DICT_METHODS)}, got {name!r}")
+    bad = set(m) - set(_DICT_METHODS[name])
+    if bad:
+        raise ValueError(f"method {name!r} takes {sorted(_DICT_METHODS[name])}, got unknown {sorted(bad)}")
+    o = {**_DICT_METHODS[name], **m}
+    lp_head = bool(o.pop("lp_head"))
+    label = name + "(" + ", ".join(f"{a}={b:g}" for a, b in m.items() if a != "lp_head")
+    label += (", lp_head" if lp_head else "") + ")"
+    if name in ("two_lr", "l2_sp"):
+        eta_v, eta_B = float(o.get("eta_v", 1.0)), float(o.get("eta_B", 1.0))
+        lam_B = float(o.get("lam_B", 0.0))
+        lam_v = lam_B if o.get("lam_v") is None else float(o["lam_v"])  # as `l2_sp`: λ_v defaults to λ_B
         if not (eta_v > 0 and eta_B > 0 and lam_v >= 0 and lam_B >= 0):
             raise ValueError(f"method {name!r} needs eta_v, eta_B > 0 and lam_v, lam_B >= 0, got {m}")
-        label = name + "(" + ", ".join(f"{a}={b:g}" for a, b in m.items()) + (", lp_head" if lp_head else "") + ")"
-        return label, "flow", (eta_v, eta_B, lam_v, lam_B), lp_head
-    raise TypeError(f"each entry of `methods` must be a str or a dict, got {type(m).__name__}")
+        return label, "flow", (eta_v, eta_B, lam_v, lam_B), lp_head, ()
+    if name == "gd":
+        if not 0 < float(o["lr_fraction"]):
+            raise ValueError(f"method 'gd' needs lr_fraction > 0 (of the stable step 2/λ_max), got {o['lr_fraction']}")
+        return label, "gd", (float(o["lr_fraction"]), 0.0, 0.0, 0.0), lp_head, ()
+    if name == "lora":
+        if int(o["rank"]) != o["rank"] or o["rank"] < 1 or not float(o["init_scale"]) >= 0:
+            raise ValueError(f"method 'lora' needs a positive integer rank and init_scale >= 0, got {m}")
+        return label, "lora", (float(o["init_scale"]), 0.0, 0.0, 0.0), lp_head, (int(o["rank"]), int(o["seed"]))
+    if int(o["depth"]) != o["depth"] or o["depth"] < 1:
+        raise ValueError(f"method 'deep' needs a positive integer depth, got {o['depth']}")
+    return label, "deep", (1.0, 1.0, 0.0, 0.0), lp_head, (int(o["depth"]),)
 
 
-@partial(jax.jit, static_argnames=("to_inf", "max_steps", "kind", "lp_head", "chunk", "explicit"))
-def _metrics_batch(problems, v0s, ts, params, *, to_inf, kind, lp_head, rtol, atol, max_steps, chunk, explicit=False):
-    """(train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,) for one method on a batch (one compile)."""
+@partial(jax.jit, static_argnames=("to_inf", "max_steps", "kind", "lp_head", "chunk", "explicit", "static"))
+def _metrics_batch(
+    problems, inputs, ts, params, *, to_inf, kind, lp_head, rtol, atol, max_steps, chunk, explicit=False, static=()
+):
+    """(train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,) for one method on a batch (one compile).
+    `inputs` = (heads (N, k), global instance indices (N,)); the indices seed per-instance randomness (LoRA)."""
     from ._errors import id_error_of_predictor, ood_error_of_predictor, train_loss_of_predictor
     from ._methods import lp_limit_head
-    from ._variants import _features_only_path
+    from ._variants import (
+        _deep_init,
+        _deep_loss,
+        _deep_predictor,
+        _features_only_path,
+        _gd_path,
+        _gf_solve,
+        _hess_lmax,
+        _lora_init,
+        _lora_loss,
+        _lora_predictor,
+    )
 
     t_all = jnp.concatenate([ts, jnp.full((1,), jnp.inf, ts.dtype)]) if to_inf else ts
 
+    def success(res):
+        return (res == dfx.RESULTS.successful) | (res == dfx.RESULTS.event_occurred)
+
     def one(args):
-        p, v0 = args
+        p, (v0, idx) = args
         if lp_head:
             v0 = lp_limit_head(p, v0)
         G0 = p.B0 @ p._V
         if kind == "lp":
             v = _lp_heads(p, v0, t_all)
-            dG = jnp.zeros((t_all.shape[0], *G0.shape), v0.dtype)
+            w = _predictor(p.B0, p._V, v, jnp.zeros((t_all.shape[0], *G0.shape), v0.dtype))
             ok, steps = jnp.asarray(True), jnp.asarray(0)
         elif kind == "features_only":
             v, dG = _features_only_path(p, v0, t_all)
+            w = _predictor(p.B0, p._V, v, dG)
             ok, steps = jnp.asarray(True), jnp.asarray(0)
+        elif kind == "gd":
+            lr = params[0] * 2.0 / _hess_lmax(p._s, p._Uty, (v0, G0))
+            v, G, steps, bad, conv = _gd_path(p._s, p._Uty, v0, G0, t_all, lr, rtol, atol, 10 * max_steps)
+            w = _predictor(p.B0, p._V, v, G - G0)
+            ok = ~bad & conv
+        elif kind == "lora":
+            rank, seed = static
+            key = jax.random.fold_in(jax.random.PRNGKey(seed), idx)
+            W0 = params[0] / jnp.sqrt(p.d) * jax.random.normal(key, (rank, p.d), v0.dtype)
+            path, res, steps = _gf_solve(_lora_loss, _lora_init(p, v0, W0), ts, to_inf, rtol, atol, max_steps)
+            w, ok = _lora_predictor(p, W0, path), success(res)
+        elif kind == "deep":
+            path, res, steps = _gf_solve(_deep_loss, _deep_init(p, v0, static[0]), ts, to_inf, rtol, atol, max_steps)
+            w, ok = _deep_predictor(p, path), success(res)
         else:
             v, G, res, steps, _ = _flow.solve_reduced(
-                p._s,
-                p._Uty,
-                v0,
-                G0,
-                ts,
-                to_inf=to_inf,
-                rtol=rtol,
-                atol=atol,
-                max_steps=max_steps,
-                params=params,
+                p._s, p._Uty, v0, G0, ts, to_inf=to_inf, rtol=rtol, atol=atol, max_steps=max_steps, params=params,
                 solver=_flow.explicit_solver() if explicit else None,
-            )
-            dG = G - G0
-            ok = (res == dfx.RESULTS.successful) | (res == dfx.RESULTS.event_occurred)
-        w = _predictor(p.B0, p._V, v, dG)
+            )  # fmt: skip
+            w, ok = _predictor(p.B0, p._V, v, G - G0), success(res)
         metrics = (train_loss_of_predictor(p, w), id_error_of_predictor(p, w), ood_error_of_predictor(p, w))
         return metrics, steps, ok
 
-    return jax.lax.map(one, (problems, v0s), batch_size=None if chunk == 1 else chunk)
+    return jax.lax.map(one, (problems, inputs), batch_size=None if chunk == 1 else chunk)
 
 
 @partial(
@@ -258,9 +302,12 @@ def sweep(
     - `heads`: initial heads, an (N, k) array (one per instance) or a (k,) array (shared), or a dict
       {label: such an array} to sweep several head initialisations.
     - `times`: (T,) increasing times ≥ 0 in the paper's units; a last `inf` is the limit.
-    - `methods`: names in {"lp", "ft", "lpft", "features_only", "lp_features_only"} or dicts
-      {"name": "two_lr", "eta_v": …, "eta_B": …} / {"name": "l2_sp", "lam_B": …, "lam_v": …} (with optional
-      "lp_head": True); see `two_learning_rates`, `l2_sp`, `features_only`.
+    - `methods`: names in {"lp", "ft", "lpft", "features_only", "lp_features_only"} or dicts with a "name" and
+      parameters: {"name": "two_lr", "eta_v", "eta_B"}, {"name": "l2_sp", "lam_B", "lam_v"},
+      {"name": "gd", "lr_fraction"} (step = lr_fraction · 2/λ_max at the start, per instance),
+      {"name": "lora", "rank", "init_scale", "seed"} (W0 drawn from fold_in(PRNGKey(seed), instance index)),
+      {"name": "deep", "depth"}; each also takes "lp_head": True. See `two_learning_rates`, `l2_sp`,
+      `gradient_descent`, `lora`, `deep_fine_tune`, `features_only`.
     - `batch_size`: instances per compiled call (progress is reported per batch); `chunk`: instances vmapped
       together inside a call (1 is fastest on CPU); `devices`: devices to shard each batch over (default all;
       on several hosts call `jax.distributed.initialize()` first).
@@ -298,7 +345,7 @@ def sweep(
     steps = np.zeros((len(specs), len(head_arrays), N), dtype=np.int64)
     starts = range(0, N, int(batch_size))
     bar = tqdm(total=len(starts) * len(specs) * len(head_arrays), desc="sweep", unit="batch", disable=not progress)
-    for i, (label, kind, params, lp_head) in enumerate(specs):
+    for i, (label, kind, params, lp_head, static) in enumerate(specs):
         pa = jnp.asarray(params if params is not None else (1.0, 1.0, 0.0, 0.0), dtype)
         for j, h in enumerate(head_arrays.values()):
             for b in starts:
@@ -309,9 +356,10 @@ def sweep(
                 for use_explicit in (True, False) if explicit else (False,):
                     fn = partial(
                         _metrics_batch, ts=ts, params=pa, to_inf=to_inf, kind=kind, lp_head=lp_head, rtol=rtol,
-                        atol=atol, max_steps=int(max_steps), chunk=int(chunk), explicit=use_explicit,
+                        atol=atol, max_steps=int(max_steps), chunk=int(chunk), explicit=use_explicit, static=static,
                     )  # fmt: skip
-                    (metrics, st, ok) = _run_sharded(fn, batch, h[sl], devices)
+                    idx = jnp.arange(sl.start, sl.stop)
+                    (metrics, st, ok) = _run_sharded(fn, batch, (h[sl], idx), devices)
                     if bool(np.all(ok)):
                         break
                 if not bool(np.all(ok)):
@@ -345,7 +393,7 @@ def _run_sharded(fn, problems, v0s, devices):
     from jax.sharding import PartitionSpec as P
 
     n_dev = len(devices)
-    N = v0s.shape[0]
+    N = jax.tree_util.tree_leaves(v0s)[0].shape[0]
     pad = (-N) % n_dev
     if pad:
         problems, v0s = jax.tree_util.tree_map(

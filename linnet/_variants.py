@@ -344,32 +344,41 @@ def gradient_descent(
     rtol = check_tolerance(rtol, "rtol")
     atol = check_tolerance(atol, "atol")
     v0 = _check_head(problem, v0)
-    finite, to_inf = check_times(times)
-    s, a = problem._s, problem._Uty
+    check_times(times)
+    t_all = jnp.asarray(np.asarray(times, dtype=np.float64), v0.dtype)
     G0 = problem.B0 @ problem._V
-    state = (v0, G0)
-    vs, Gs, done_iter = [], [], 0
-    targets = [round(t / lr) for t in finite]
-    for target in targets + ([None] if to_inf else []):
-        n = 0 if target is None else max(target - done_iter, 0)
-        state, it, bad, conv = _gd_segment(s, a, lr, state, n, int(max_iter), rtol, atol, target is None)
-        done_iter += int(it)
-        if bool(bad):
-            raise DivergenceError(
-                f"gradient descent diverged at iteration {done_iter} with `lr` = {lr:g} (the loss blew up); "
-                f"the step must stay below about 2/λ_max of the Hessian of L̂ along the path — see "
-                f"`linnet.gd_stability_step(problem, v0)` (= {gd_stability_step(problem, v0):.4g} at the start)"
-            )
-        if target is None and not bool(conv):
-            raise ConvergenceError(
-                f"gradient descent did not reach a steady state within `max_iter` = {max_iter} iterations "
-                f"(lr = {lr:g}); increase `max_iter` or `lr`"
-            )
-        vs.append(state[0])
-        Gs.append(state[1])
-    v = jnp.stack(vs)
-    dG = jnp.stack(Gs) - G0
-    return _make_trajectory(problem, np.asarray(times, dtype=np.float64), v, dG, done_iter, "gd")
+    v, G, iters, bad, conv = _gd_path(problem._s, problem._Uty, v0, G0, t_all, lr, rtol, atol, int(max_iter))
+    if bool(bad):
+        raise DivergenceError(
+            f"gradient descent diverged at iteration {int(iters)} with `lr` = {lr:g} (the loss blew up); "
+            f"the step must stay below about 2/λ_max of the Hessian of L̂ along the path — see "
+            f"`linnet.gd_stability_step(problem, v0)` (= {gd_stability_step(problem, v0):.4g} at the start)"
+        )
+    if not bool(conv):
+        raise ConvergenceError(
+            f"gradient descent did not reach a steady state within `max_iter` = {max_iter} iterations "
+            f"(lr = {lr:g}); increase `max_iter` or `lr`"
+        )
+    return _make_trajectory(problem, t_all, v, G - G0, iters, "gd")
+
+
+@partial(jax.jit, static_argnames=("max_iter",))
+def _gd_path(s, a, v0, G0, t_all, lr, rtol, atol, max_iter):
+    """GD sampled at iterations round(t/lr) for the (increasing) times `t_all`, `inf` = run to the steady state.
+    Returns (v (T, k), G (T, k, r), iterations, diverged, every t = ∞ reached)."""
+
+    def step(carry, t):
+        state, done, bad, conv = carry
+        limit = jnp.isinf(t) & ~bad
+        target = jnp.where(jnp.isinf(t), 0, jnp.round(t / lr)).astype(done.dtype)
+        n = jnp.where(bad, 0, jnp.maximum(target - done, 0))
+        new, it, b, reached = _gd_segment(s, a, lr, state, n, max_iter, rtol, atol, limit)
+        conv = conv & jnp.where(limit, reached, True)
+        return (new, done + it, bad | b, conv), new
+
+    init = ((v0, G0), jnp.asarray(0), jnp.asarray(False), jnp.asarray(True))
+    (_, iters, bad, conv), (v, G) = jax.lax.scan(step, init, t_all)
+    return v, G, iters, bad, conv
 
 
 def gd_stability_step(problem: Problem, v0: jax.Array) -> float:
@@ -529,16 +538,27 @@ def lora(
         v0 = lp_limit_head(problem, v0)
     dtype = v0.dtype
     W0 = init_scale / np.sqrt(problem.d) * jax.random.normal(key, (int(rank), problem.d), dtype)
-    V = problem._V
-    G0 = problem.B0 @ V
-    Q = _complement_basis(problem, W0)
-    theta0 = ((v0, jnp.zeros((problem.k, int(rank)), dtype), W0 @ V), (problem._s, problem._Uty, G0))
     (v, U, H), steps = _solve_gradient_flow(
-        _lora_loss, theta0, times, rtol=rtol, atol=atol, max_steps=max_steps, method="lora"
+        _lora_loss, _lora_init(problem, v0, W0), times, rtol=rtol, atol=atol, max_steps=max_steps, method="lora"
     )
+    Q = _complement_basis(problem, W0)
     dG = jnp.concatenate([U @ H, U @ (W0 @ Q)], axis=-1)
-    basis = jnp.concatenate([V, Q], axis=1)
+    basis = jnp.concatenate([problem._V, Q], axis=1)
     return _make_trajectory(problem, np.asarray(times, np.float64), v, dG, steps, "lora", basis=basis)
+
+
+def _lora_init(problem: Problem, v0, W0):
+    """(θ0, args) of the reduced LoRA flow: θ = (v, U, H = W V), U0 = 0."""
+    k, rank = problem.k, W0.shape[0]
+    return (v0, jnp.zeros((k, rank), v0.dtype), W0 @ problem._V), (problem._s, problem._Uty, problem.B0 @ problem._V)
+
+
+def _lora_predictor(problem: Problem, W0, path):
+    """w(t) = B0ᵀv + W(t)ᵀUᵀv with W(t) = W0 + (H − H0)Vᵀ, from the reduced path (v, U, H) (T leading)."""
+    v, U, H = path
+    u = jnp.einsum("tkp,tk->tp", U, v)
+    H0 = W0 @ problem._V
+    return v @ problem.B0 + u @ W0 + jnp.einsum("tp,tpr,dr->td", u, H - H0, problem._V)
 
 
 def deep_fine_tune(
@@ -569,20 +589,33 @@ def deep_fine_tune(
         v0 = lp_limit_head(problem, v0)
     if depth == 1:
         return _fine_tune(problem, v0, times, rtol=rtol, atol=atol, max_steps=max_steps, solver=None, method="deep")
-    dtype = v0.dtype
     k = problem.k
     V = problem._V
     G0 = problem.B0 @ V
-    Q = _complement_basis(problem, problem.B0)
-    Ws0 = jnp.broadcast_to(jnp.eye(k, dtype=dtype), (int(depth) - 1, k, k))
-    theta0 = ((v0, Ws0, jnp.zeros_like(G0)), (problem._s, problem._Uty, G0))
     (v, Ws, dG1), steps = _solve_gradient_flow(
-        _deep_loss, theta0, times, rtol=rtol, atol=atol, max_steps=max_steps, method="deep"
-    )
+        _deep_loss, _deep_init(problem, v0, int(depth)), times, rtol=rtol, atol=atol, max_steps=max_steps,
+        method="deep",
+    )  # fmt: skip
     M = jax.vmap(_chain)(Ws)
-    dG = jnp.concatenate([M @ (G0 + dG1) - G0, (M - jnp.eye(k, dtype=dtype)) @ (problem.B0 @ Q)], axis=-1)
+    Q = _complement_basis(problem, problem.B0)
+    dG = jnp.concatenate([M @ (G0 + dG1) - G0, (M - jnp.eye(k, dtype=v0.dtype)) @ (problem.B0 @ Q)], axis=-1)
     basis = jnp.concatenate([V, Q], axis=1)
     return _make_trajectory(problem, np.asarray(times, np.float64), v, dG, steps, "deep", basis=basis)
+
+
+def _deep_init(problem: Problem, v0, depth: int):
+    """(θ0, args) of the reduced deep flow: θ = (v, W_2..W_L = I, ΔG = 0)."""
+    k = problem.k
+    G0 = problem.B0 @ problem._V
+    Ws0 = jnp.broadcast_to(jnp.eye(k, dtype=v0.dtype), (depth - 1, k, k))
+    return (v0, Ws0, jnp.zeros_like(G0)), (problem._s, problem._Uty, G0)
+
+
+def _deep_predictor(problem: Problem, path):
+    """w(t) = B(t)ᵀv with B = M (B0 + ΔG Vᵀ), from the reduced path (v, W_2..W_L, ΔG) (T leading)."""
+    v, Ws, dG1 = path
+    u = jnp.einsum("tij,ti->tj", jax.vmap(_chain)(Ws), v)  # Mᵀ v
+    return u @ problem.B0 + jnp.einsum("tk,tkr,dr->td", u, dG1, problem._V)
 
 
 # ------------------------------------------------------------------------------------------------------

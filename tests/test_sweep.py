@@ -69,3 +69,29 @@ def test_sweep_rejects_bad_arguments(batch):
         linnet.sweep(linnet.subspace_shift(jax.random.PRNGKey(0), d=20, k=2, n=6, eps=0.1), heads, [1.0])
     with pytest.raises(KeyError, match="not in this sweep"):
         linnet.sweep(probs, heads, [1.0], methods=("lp",), progress=False).get("ft")
+
+
+def test_sweep_runs_gd_lora_and_deep_like_single_calls():
+    """The general flows inside the compiled sweep equal the single-call functions (LoRA's W0 from
+    fold_in(PRNGKey(seed), instance index), GD's step lr_fraction · gd_stability_step)."""
+    N = 3
+    probs = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(5), N), 0.2, d=16, k=2, n=5, inputs="isotropic")
+    heads = jax.random.normal(jax.random.PRNGKey(6), (N, 2))
+    times = [0.5, np.inf]
+    methods = (
+        {"name": "gd", "lr_fraction": 0.25},
+        {"name": "lora", "rank": 2, "seed": 3},
+        {"name": "deep", "depth": 3},
+    )
+    res = linnet.sweep(probs, heads, times, methods=methods, batch_size=2, progress=False)
+    for i in range(N):
+        p = jax.tree_util.tree_map(lambda a, i=i: a[i], probs)
+        v = heads[i]
+        ref = {
+            res.methods[0]: linnet.gradient_descent(p, v, times, lr=0.25 * linnet.gd_stability_step(p, v)),
+            res.methods[1]: linnet.lora(p, v, times, rank=2, key=jax.random.fold_in(jax.random.PRNGKey(3), i)),
+            res.methods[2]: linnet.deep_fine_tune(p, v, times, depth=3),
+        }
+        for name, tr in ref.items():
+            np.testing.assert_allclose(res.get(name)["ood_error"][i], tr.ood_error, rtol=1e-8, atol=1e-14)
+            np.testing.assert_allclose(res.get(name)["train_loss"][i], tr.train_loss, rtol=1e-6, atol=1e-14)
