@@ -147,11 +147,54 @@ def write(out: Path, rows, extra, thr, dsc, budget):
             f"{1e3 * r['solve_s'] / r['steps']:.2f} |"
         )
     lines.append("")
+    lines += _targets(rows, thr, dsc)
     out.write_text("\n".join(lines))
     (out.with_suffix(".json")).write_text(
         json.dumps({"rows": [r.__dict__ for r in rows], "extra": extra, "sweep": thr, "d_scaling": dsc}, indent=1)
     )
     print(f"wrote {out}")
+
+
+def _targets(rows, thr, dsc):
+    """Issue #5's targets, each marked met or missed from the numbers above."""
+
+    def t(size, method):
+        return next((r.seconds for r in rows if r.size == size and r.method == method), None)
+
+    out = ["## Targets (issue #5)", "", "| target | measured | met |", "|---|---|---|"]
+    warm = t("small", "linnet.fine_tune (warm)")
+    for comp, factor in (("scipy solve_ivp LSODA (full state)", 50), ("diffrax Tsit5 (full state, warm)", 100)):
+        c = t("small", comp)
+        if warm and c:
+            ratio = c / warm
+            out.append(
+                f"| small, warm: ≥ {factor}× faster than {comp} | {ratio:.0f}× | {'yes' if ratio >= factor else 'no'} |"
+            )
+    cold = t("small", "linnet.fine_tune (cold)")
+    if cold:
+        out.append(f"| small, cold (with compilation) < 3 s | {cold:.2f} s | {'yes' if cold < 3 else 'no'} |")
+    for r in thr:
+        out.append(
+            f"| sweep ≥ 200 trajectories/s ({r['inputs']} inputs) | {r['sweep_per_s']:.0f}/s | "
+            f"{'yes' if r['sweep_per_s'] >= 200 else 'no'} |"
+        )
+        ratio = r["sweep_per_s"] / r["loop_per_s"]
+        out.append(f"| sweep ≥ 10× a loop of calls ({r['inputs']}) | {ratio:.1f}× | {'yes' if ratio >= 10 else 'no'} |")
+    paper = t("paper", "linnet.fine_tune (warm)")
+    if paper:
+        out.append(
+            f"| paper scale, one FT trajectory to its limit < 60 s | {paper:.1f} s | {'yes' if paper < 60 else 'no'} |"
+        )
+    if dsc:
+        solves = [r["solve_s"] for r in dsc]
+        spread = max(solves) / min(solves) - 1
+        per_step = [r["solve_s"] / r["steps"] for r in dsc]
+        ps = max(per_step) / min(per_step) - 1
+        out.append(
+            f"| time per solve flat in d within 20 % (d = {dsc[0]['d']} … {dsc[-1]['d']}) | "
+            f"spread {100 * spread:.0f} % (per step {100 * ps:.0f} %) | {'yes' if spread <= 0.2 else 'no'} |"
+        )
+    return [*out, ""]
 
 
 def main():
