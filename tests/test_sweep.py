@@ -48,7 +48,7 @@ def test_sweep_equals_single_calls_for_every_method_and_head(batch):
         "two_lr(eta_B=0.3)": lambda p, v: linnet.two_learning_rates(p, v, times, eta_B=0.3),
         "l2_sp(lam_B=0.2)": lambda p, v: linnet.l2_sp(p, v, times, lam_B=0.2),
     }
-    for i in (0, 4):
+    for i in (4,):
         p = jax.tree_util.tree_map(lambda a, i=i: a[i], probs)
         for head, h in heads.items():
             v = h if h.ndim == 1 else h[i]
@@ -74,7 +74,7 @@ def test_sweep_rejects_bad_arguments(batch):
 def test_sweep_runs_gd_lora_and_deep_like_single_calls():
     """The general flows inside the compiled sweep equal the single-call functions (LoRA's W0 from
     fold_in(PRNGKey(seed), instance index), GD's step lr_fraction · gd_stability_step)."""
-    N = 3
+    N = 2
     probs = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(5), N), 0.2, d=16, k=2, n=5, inputs="isotropic")
     heads = jax.random.normal(jax.random.PRNGKey(6), (N, 2))
     times = [0.5, np.inf]
