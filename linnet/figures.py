@@ -563,7 +563,7 @@ def fig_gd(out="figures", quick: bool = False, seed: int = 0) -> dict:
     p, v0 = _instance(probs, 0), heads[0]
     flow = fine_tune(p, v0, [np.inf], rtol=1e-11, atol=1e-13)
     h = gd_stability_step(p, v0)
-    fracs = 2.0 ** -np.arange(2, 5 if quick else 9)
+    fracs = 2.0 ** (-np.arange(2, 5) if quick else -np.arange(1, 9))
     dist, ood = [], []
     for f in fracs:
         tr = gradient_descent(p, v0, [np.inf], lr=f * h, rtol=1e-12)
