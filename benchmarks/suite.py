@@ -138,6 +138,8 @@ def scipy_rows(size, problem, v0, ref_w, t_star, methods=("LSODA", "BDF"), budge
             rows.append(
                 Row(size, f"scipy solve_ivp {m} (full state)", np.inf, np.nan, f"stopped at budget {budget:.0f} s")
             )
+        except MemoryError as e:  # LSODA, BDF and Radau allocate a dense (k + k d)² Jacobian
+            rows.append(Row(size, f"scipy solve_ivp {m} (full state)", np.inf, np.nan, f"cannot run: {e}"))
     return rows
 
 
