@@ -37,8 +37,12 @@ def reference(problem, v0):
     return w, float(t_stop)
 
 
-def run(sizes, budget, out: Path):
+def run(sizes, budget, out: Path, keep: bool = False):
     rows, extra = [], {}
+    if keep and out.with_suffix(".json").exists():  # keep earlier sizes' rows (e.g. after a long run was cut short)
+        old = json.loads(out.with_suffix(".json").read_text())
+        rows = [suite.Row(**r) for r in old["rows"] if r["size"] not in sizes]
+        extra = {k: v for k, v in old["extra"].items() if not any(k.startswith(f"{z}_") for z in sizes)}
     for size in sizes:
         print(f"== {size}", flush=True)
         t = time.perf_counter()
@@ -124,6 +128,7 @@ def write(out: Path, rows, extra, thr, dsc, budget):
         ]
     if thr is None:
         out.write_text("\n".join(lines))
+        out.with_suffix(".json").write_text(json.dumps({"rows": [r.__dict__ for r in rows], "extra": extra}, indent=1))
         return
     lines += [
         "## Sweep throughput (small problem, FT to t = ∞, metrics only)",
@@ -199,11 +204,12 @@ def _targets(rows, thr, dsc):
 
 def main():
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    ap.add_argument("--sizes", nargs="+", choices=list(suite.SIZES), default=list(suite.SIZES))
+    ap.add_argument("--sizes", nargs="*", choices=list(suite.SIZES), default=list(suite.SIZES))
     ap.add_argument("--budget", type=float, default=300.0, help="seconds allowed per slow competitor")
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    ap.add_argument("--keep", action="store_true", help="keep the rows of sizes not run now from RESULTS.json")
     args = ap.parse_args()
-    run(args.sizes, args.budget, Path(args.out))
+    run(args.sizes, args.budget, Path(args.out), keep=args.keep)
 
 
 if __name__ == "__main__":
