@@ -99,6 +99,7 @@ def _steady_state(rtol, atol):
     return cond_fn
 
 
+EXPLICIT_STEPS = 2_000  # step budget of the explicit attempt before falling back to the implicit method
 STIFF_COND2 = 100.0  # cond(X)² above which the flow counts as stiff (explicit steps would be rate-limited)
 
 

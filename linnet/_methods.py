@@ -177,7 +177,7 @@ def _fine_tune(problem: Problem, v0, times, *, rtol, atol, max_steps, solver, me
     dtype = v0.dtype
     G0 = problem.B0 @ problem._V
 
-    def solve(solver):
+    def solve(solver, max_steps=int(max_steps)):
         return _flow.solve_reduced(
             problem._s,
             problem._Uty,
@@ -187,7 +187,7 @@ def _fine_tune(problem: Problem, v0, times, *, rtol, atol, max_steps, solver, me
             to_inf=to_inf,
             rtol=rtol,
             atol=atol,
-            max_steps=int(max_steps),
+            max_steps=max_steps,
             solver=solver,
             params=None if params is None else jnp.asarray(params, dtype),
         )
@@ -195,8 +195,10 @@ def _fine_tune(problem: Problem, v0, times, *, rtol, atol, max_steps, solver, me
     ok = (dfx.RESULTS.successful, dfx.RESULTS.event_occurred)
     done = False
     if solver is None and params is None and not is_traced(problem._s) and _flow.explicit_is_enough(problem._s):
-        # not stiff: the explicit method is far cheaper per step; if it still runs out of steps, fall back
-        v, G, result, num_steps, t_stop = solve(_flow.explicit_solver())
+        # not stiff: the explicit method is far cheaper per step. Its fast modes can jitter at the tolerance level
+        # and miss the steady-state test, so it gets a small step budget before the implicit method takes over
+        # (measured: without the cap a 1000-instance sweep on Gaussian inputs paid for both solvers).
+        v, G, result, num_steps, t_stop = solve(_flow.explicit_solver(), min(int(max_steps), _flow.EXPLICIT_STEPS))
         done = result in ok
     if not done:
         v, G, result, num_steps, t_stop = solve(solver)

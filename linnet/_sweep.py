@@ -356,7 +356,8 @@ def sweep(
                 for use_explicit in (True, False) if explicit else (False,):
                     fn = partial(
                         _metrics_batch, ts=ts, params=pa, to_inf=to_inf, kind=kind, lp_head=lp_head, rtol=rtol,
-                        atol=atol, max_steps=int(max_steps), chunk=int(chunk), explicit=use_explicit, static=static,
+                        atol=atol, chunk=int(chunk), explicit=use_explicit, static=static,
+                        max_steps=min(int(max_steps), _flow.EXPLICIT_STEPS) if use_explicit else int(max_steps),
                     )  # fmt: skip
                     idx = jnp.arange(sl.start, sl.stop)
                     (metrics, st, ok) = _run_sharded(fn, batch, (h[sl], idx), devices)
