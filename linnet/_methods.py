@@ -195,9 +195,8 @@ def _fine_tune(problem: Problem, v0, times, *, rtol, atol, max_steps, solver, me
     ok = (dfx.RESULTS.successful, dfx.RESULTS.event_occurred)
     done = False
     if solver is None and params is None and not is_traced(problem._s) and _flow.explicit_is_enough(problem._s):
-        # not stiff: the explicit method is far cheaper per step. Its fast modes can jitter at the tolerance level
-        # and miss the steady-state test, so it gets a small step budget before the implicit method takes over
-        # (measured: without the cap a 1000-instance sweep on Gaussian inputs paid for both solvers).
+        # not stiff: the explicit method is far cheaper per step (~100 steps to t = ∞ on Gaussian inputs). It gets
+        # a small step budget before the implicit method takes over, so that a misjudged case costs little.
         v, G, result, num_steps, t_stop = solve(_flow.explicit_solver(), min(int(max_steps), _flow.EXPLICIT_STEPS))
         done = result in ok
     if not done:
@@ -237,9 +236,9 @@ def fine_tune(
     - `problem`: a `Problem`.
     - `v0`: (k,) initial head.
     - `times`: (T,) strictly increasing times ≥ 0 in the paper's units. A last entry `inf` is the limit: the
-      solve runs until the steady state is reached to tolerance, i.e. the remaining distance to the limit,
-      estimated as ‖f‖ / (2 s_min² ‖v‖²), is below `atol + rtol ‖θ‖`. Finite times after that stop get the
-      steady state.
+      solve runs until the steady state is reached to tolerance, i.e. the remaining distance to the limit
+      (estimated to first order, see `linnet._flow`) is below `atol + rtol ‖θ‖`, θ = (v, B). Finite times after
+      that stop get the steady state.
     - `rtol`, `atol`: tolerances of the step controller and of the steady-state test. In float32 use about
       1e-4 for both: tighter values sit below the rounding noise of stiff problems, and the accuracy of the limit
       is then about cond(X)² · 6e-8 (measured in `benchmarks/RESULTS.md`).
