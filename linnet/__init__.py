@@ -12,6 +12,7 @@ from . import (
     stress,
     theory,
 )
+from ._config import use_compilation_cache
 from ._errors import id_error, ood_error, predictor, train_loss
 from ._geometry import (
     complement_projection,
@@ -80,6 +81,7 @@ __all__ = [
     "theory",
     "train_loss",
     "two_learning_rates",
+    "use_compilation_cache",
     "wise_ft",
     "with_label_noise",
 ]
