@@ -102,7 +102,7 @@ def write(out: Path, rows, extra, thr, dsc, budget):
         f"(k + k d unknowns) to t⋆. Budget per competitor: {budget:.0f} s. Ratio = competitor time / linnet warm time.",
         "",
     ]
-    for size in dict.fromkeys(r.size for r in rows):
+    for size in [z for z in suite.SIZES if any(r.size == z for r in rows)]:
         base = next(r.seconds for r in rows if r.size == size and r.method == "linnet.fine_tune (warm)")
         lines += [
             f"## {size} (setup incl. SVD {extra[f'{size}_setup_s']:.1f} s, t⋆ = {extra[f'{size}_t_star']:.3g})",
