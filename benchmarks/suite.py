@@ -72,7 +72,6 @@ def _timed(fn):
 def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3, other_solver=True):
     """linnet.fine_tune to t = ∞ with its default solver choice: cold (first call: compilation included) and
     warm (best of `repeats`); then the other solver family for comparison."""
-
     explicit = _flow.explicit_is_enough(problem._s)
     auto = "Tsit5, not stiff" if explicit else "Kvaerno5 + ArrowheadSolver, stiff"
     rows = []

@@ -43,12 +43,18 @@ import numpy as np
 from ._structured import ArrowheadSolver
 
 
+def residual(s, a, v, G):
+    """ρ = s ⊙ (Gᵀ v) − Uᵀy, shape (r,): the training residual X Bᵀv − y in the left singular basis of X, so that
+    L̂ = ‖ρ‖² + ‖(I − UUᵀ) y‖²; `a` = Uᵀy."""
+    return s * (G.T @ v) - a
+
+
 def ft_vector_field(t, state, args):
     """−∇ L̂ in reduced coordinates; `state = (v (k,), G (k, r))`, `args = (s (r,), Uᵀy (r,))`."""
     del t
     v, G = state
     s, a = args
-    g = s * (s * (G.T @ v) - a)
+    g = s * residual(s, a, v, G)
     return (-2.0 * (G @ g), -2.0 * jnp.outer(v, g))
 
 
@@ -68,7 +74,7 @@ def _general_field(t, state, args):
     eta_v, eta_B, lam_v, lam_B = params[0], params[1], params[2], params[3]
     rv, rB = jnp.sqrt(eta_v), jnp.sqrt(eta_B)
     v, G = rv * vt, rB * Gt
-    g = s * (s * (G.T @ v) - a)
+    g = s * residual(s, a, v, G)
     return (-2.0 * rv * (G @ g + lam_v * v), -2.0 * rB * (jnp.outer(v, g) + lam_B * (G - G0)))
 
 
@@ -107,7 +113,7 @@ def _steady_state(rtol, atol):
         # bound 2 (no L2-SP term, so the limit fits the data): the flow converges to θ + Δ with J Δ = −ρ to first
         # order, ρ = s ⊙ z − Uᵀy, J = ∂ρ/∂θ; the gradient flow moves by the least-norm Δ in the scaled coordinates,
         # and J Jᵀ ⪰ η_B ‖v‖² diag(s²) there, so ‖Δ‖ ≤ max(1, √(η_v/η_B)) ‖ρ / s‖ / ‖v‖ in (v, G)
-        rho = s * (G.T @ v) - args[1]
+        rho = residual(s, args[1], v, G)
         rho_s = jnp.linalg.norm(jnp.where(s > 0, rho / jnp.where(s > 0, s, 1.0), 0.0))
         scale = jnp.maximum(1.0, jnp.sqrt(eta_v / eta_B)) / jnp.maximum(jnp.linalg.norm(v), jnp.finfo(v.dtype).tiny)
         by_residual = (lam_v == 0) & (lam_B == 0) & (scale * rho_s <= tol)
@@ -122,7 +128,7 @@ def _lipschitz_bound(s, a, v, G, params):
     f = −2 Jᵀρ (+ L2-SP terms) with ρ = s ⊙ (Gᵀv) − a and J = ∂ρ/∂(v, G), so ‖∂f/∂θ‖ ≤ 2 (‖J‖² + s_max ‖ρ‖)
     + 2 max λ with ‖J‖ ≤ s_max (‖G‖₂ + ‖v‖); the rescaling by √η multiplies it by at most max η."""
     s_max = jnp.max(s)
-    rho = s * (G.T @ v) - a
+    rho = residual(s, a, v, G)
     jac = 2.0 * (s_max**2 * (jnp.linalg.norm(G) + jnp.linalg.norm(v)) ** 2 + s_max * jnp.linalg.norm(rho))
     bound = jnp.maximum(params[0], params[1]) * (jac + 2.0 * jnp.maximum(params[2], params[3]))
     return jnp.maximum(bound, jnp.finfo(v.dtype).tiny)

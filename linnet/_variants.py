@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import bilinear_error
+from ._flow import residual
 from ._methods import (
     ConvergenceError,
     Trajectory,
@@ -284,13 +285,12 @@ class DivergenceError(ConvergenceError):
 
 def _gd_step(s, a, lr, state):
     v, G = state
-    g = s * (s * (G.T @ v) - a)
+    g = s * residual(s, a, v, G)
     return v - lr * 2.0 * (G @ g), G - lr * 2.0 * jnp.outer(v, g)
 
 
 def _gd_loss(s, a, state):
-    v, G = state
-    return jnp.sum((s * (G.T @ v) - a) ** 2)
+    return _residual_loss(s, a, *state)
 
 
 @partial(jax.jit, static_argnames=("max_iter",))
@@ -483,7 +483,7 @@ def _gf_solve(loss, theta0, ts, to_inf, rtol, atol, max_steps):
 
 def _residual_loss(s, a, v, G):
     """L̂ − ‖(I − UUᵀ) y‖² = ‖s ⊙ (Gᵀ v) − Uᵀy‖² in the eigenbasis (the dropped constant has no gradient)."""
-    return jnp.sum((s * (G.T @ v) - a) ** 2)
+    return jnp.sum(residual(s, a, v, G) ** 2)
 
 
 def _lora_loss(th, args):
