@@ -7,54 +7,58 @@ Reproduces Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underp
 """
 
 from . import (
-    _config,  # noqa: F401  (turns on float64 unless the user chose otherwise)
     figures,
     stress,
     theory,
 )
-from ._config import use_compilation_cache
+from ._config import enable_x64, use_compilation_cache
 from ._errors import id_error, ood_error, predictor, train_loss
+from ._gd import gd_stability_step, gradient_descent
+from ._general_flows import deep_fine_tune, lora
 from ._geometry import (
     complement_projection,
     feature_distance,
     principal_cosines,
     projection,
 )
-from ._methods import ConvergenceError, Trajectory, fine_tune, linear_probe, lp_ft
-from ._problem import Problem, figure2_ood_point, figure2_toy, random_head, random_orthogonal, subspace_shift
-from ._sweep import SweepResult, sweep
-from ._sweep import batched_subspace_shifts as subspace_shifts
-from ._validate import OverparameterisationWarning
-from ._variants import (
-    DivergenceError,
-    EarlyStop,
-    Interpolation,
-    deep_fine_tune,
-    early_stopping,
-    features_only,
-    gd_stability_step,
-    gradient_descent,
-    l2_sp,
-    lora,
-    two_learning_rates,
-    wise_ft,
-    with_label_noise,
+from ._interpolate import EarlyStop, Interpolation, early_stopping, wise_ft, with_label_noise
+from ._methods import fine_tune, linear_probe, lp_ft
+from ._problem import (
+    Problem,
+    Reduced,
+    figure2_ood_point,
+    figure2_toy,
+    random_head,
+    random_orthogonal,
+    subspace_shift,
+    subspace_shifts,
 )
+from ._registry import Method, Param, get_method, methods, register
+from ._simulate import simulate
+from ._sweep import SweepResult, sweep
+from ._trajectory import RESULTS, ConvergenceError, DivergenceError, Trajectory, is_okay
+from ._validate import OverparameterisationWarning
+from ._variants import features_only, l2_sp, two_learning_rates
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "RESULTS",
     "ConvergenceError",
     "DivergenceError",
     "EarlyStop",
     "Interpolation",
+    "Method",
     "OverparameterisationWarning",
+    "Param",
     "Problem",
+    "Reduced",
     "SweepResult",
     "Trajectory",
     "complement_projection",
     "deep_fine_tune",
     "early_stopping",
+    "enable_x64",
     "feature_distance",
     "features_only",
     "figure2_ood_point",
@@ -62,18 +66,23 @@ __all__ = [
     "figures",
     "fine_tune",
     "gd_stability_step",
+    "get_method",
     "gradient_descent",
     "id_error",
+    "is_okay",
     "l2_sp",
     "linear_probe",
     "lora",
     "lp_ft",
+    "methods",
     "ood_error",
     "predictor",
     "principal_cosines",
     "projection",
     "random_head",
     "random_orthogonal",
+    "register",
+    "simulate",
     "stress",
     "subspace_shift",
     "subspace_shifts",

@@ -1,16 +1,19 @@
-"""Precision policy.
+"""Process-wide settings, each an explicit opt-in: importing linnet changes no JAX or matplotlib setting.
 
-linnet checks the paper's theory to 1e-8 and tighter, which needs float64. Importing linnet therefore
-turns on JAX's 64-bit mode, unless the user has set ``JAX_ENABLE_X64`` themselves (for example
-``JAX_ENABLE_X64=0`` on a TPU): an explicit choice is respected. Every function computes in the dtype of
-the arrays it is given, so float32 inputs give float32 results either way.
+Precision: every function computes in the dtype of the arrays it is given. Checking the paper's theory to 1e-8
+and tighter needs float64, which the caller turns on before first use, as with any JAX library:
+``jax.config.update("jax_enable_x64", True)`` (the CLI, the notebooks and the tests do so; `enable_x64` below is
+the same call).
 """
 
 import os
 
 import jax
 
-if "JAX_ENABLE_X64" not in os.environ:
+
+def enable_x64() -> None:
+    """Turn on JAX's float64 mode for this process (`jax.config.update("jax_enable_x64", True)`). Call it before
+    creating arrays: arrays made before keep their dtype."""
     jax.config.update("jax_enable_x64", True)
 
 

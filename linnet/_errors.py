@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from ._problem import Problem
-from ._validate import is_traced
+from ._validate import check_value
 
 
 def predictor(v: jax.Array, B: jax.Array) -> jax.Array:
@@ -17,48 +17,30 @@ def predictor(v: jax.Array, B: jax.Array) -> jax.Array:
 def _check_vB(problem: Problem, v, B):
     v = jnp.asarray(v)
     B = jnp.asarray(B)
-    if is_traced(v, B):
-        return v, B
     k, d = problem.k, problem.d
     if v.ndim < 1 or v.shape[-1] != k:
         raise ValueError(f"`v` must have shape (..., {k}) (k = problem.k), got {v.shape}")
     if B.ndim < 2 or B.shape[-2:] != (k, d):
         raise ValueError(f"`B` must have shape (..., {k}, {d}) (k, d of the problem), got {B.shape}")
-    if not (jnp.all(jnp.isfinite(v)) and jnp.all(jnp.isfinite(B))):
-        raise ValueError("`v` and `B` must be finite (got NaN or inf)")
-    return v, B
-
-
-def quadratic_error(w: jax.Array, w_star: jax.Array, sigma: jax.Array) -> jax.Array:
-    """(w − w⋆)ᵀ Σ (w − w⋆) for `w` of shape (..., d): the expected squared error under second moment Σ."""
-    e = w - w_star
-    return jnp.einsum("...i,ij,...j->...", e, sigma, e)
+    bad = ~(jnp.all(jnp.isfinite(v)) & jnp.all(jnp.isfinite(B)))
+    return check_value((v, B), bad, "`v` and `B` must be finite (got NaN or inf)")
 
 
 def ood_error_of_predictor(problem: Problem, w: jax.Array) -> jax.Array:
     """L_ood = (w − w⋆)ᵀ Σ_ood (w − w⋆) for predictors `w` (..., d)."""
-    if problem._sigma_ood is None:  # default Σ_ood = I
-        return jnp.sum((w - problem.w_star) ** 2, axis=-1)
-    return quadratic_error(w, problem.w_star, problem._sigma_ood)
+    e = w - problem.w_star
+    return problem.error_form(e, e, which="ood")
 
 
 def id_error_of_predictor(problem: Problem, w: jax.Array) -> jax.Array:
     """L_id = (w − w⋆)ᵀ Σ_id (w − w⋆); with the default Σ_id = P_S this is L_id:subspace = ‖P_S(w − w⋆)‖²."""
-    if problem._sigma_id is None:  # default Σ_id = P_S = V Vᵀ on the rank-masked eigenbasis
-        return jnp.sum(((w - problem.w_star) @ problem.id_basis) ** 2, axis=-1)
-    return quadratic_error(w, problem.w_star, problem._sigma_id)
+    e = w - problem.w_star
+    return problem.error_form(e, e, which="id")
 
 
 def bilinear_error(problem: Problem, a: jax.Array, b: jax.Array, *, which: str) -> jax.Array:
-    """aᵀ Σ b for Σ = Σ_ood (`which="ood"`) or Σ_id (`which="id"`), `a`, `b` of shape (..., d); the bilinear
-    form whose diagonal is the error (used to expand errors of predictor families exactly)."""
-    stored = problem._sigma_ood if which == "ood" else problem._sigma_id
-    if stored is not None:
-        return jnp.einsum("...i,ij,...j->...", a, stored, b)
-    if which == "ood":  # default Σ_ood = I
-        return jnp.sum(a * b, axis=-1)
-    V = problem.id_basis  # default Σ_id = P_S
-    return jnp.sum((a @ V) * (b @ V), axis=-1)
+    """aᵀ Σ b for Σ = Σ_ood (`which="ood"`) or Σ_id (`which="id"`); see `Problem.error_form`."""
+    return problem.error_form(a, b, which=which)
 
 
 def train_loss_of_predictor(problem: Problem, w: jax.Array) -> jax.Array:

@@ -67,7 +67,7 @@ def ft_vector_field(t, state, args):
 FT_PARAMS = (1.0, 1.0, 0.0, 0.0)
 
 
-def _general_field(t, state, args):
+def general_field(t, state, args):
     del t
     vt, Gt = state
     s, a, G0, params = args
@@ -82,7 +82,7 @@ def _sqnorm(tree):
     return sum(jnp.sum(x**2) for x in jax.tree_util.tree_leaves(tree))
 
 
-def _steady_state(rtol, atol):
+def steady_state(rtol, atol):
     def cond_fn(t, state, args, **kwargs):
         s, _, _, params = args
         eta_v, eta_B, lam_v, lam_B = params[0], params[1], params[2], params[3]
@@ -94,7 +94,7 @@ def _steady_state(rtol, atol):
         rate = 2.0 * eta_B * (jnp.min(s2) * jnp.sum(v**2) + lam_B)
         rate = jnp.where(lam_B > 0, jnp.minimum(rate, 2.0 * eta_B * lam_B), rate)
         rate = jnp.where(lam_v > 0, jnp.minimum(rate, 2.0 * eta_v * lam_v), rate)
-        fv, fG = _general_field(t, state, args)
+        fv, fG = general_field(t, state, args)
         f_orig = (rv * fv, rB * fG)  # the velocity of (v, G) in the original coordinates
         G = rB * state[1]
         theta = (v, G)
@@ -163,52 +163,53 @@ def default_solver():
     return dfx.Kvaerno5(root_finder=root_finder)
 
 
-@partial(jax.jit, static_argnames=("to_inf", "max_steps", "solver"))
-def solve_reduced(s, a, v0, G0, ts, *, to_inf: bool, rtol, atol, max_steps: int, solver=None, params=None):
-    """Integrate the reduced flow from (v0, G0) and save at `ts` (finite, increasing) and, if `to_inf`, at t = ∞.
+def solver_name(solver) -> str:
+    """A short label for a diffrax solver, as recorded in `Trajectory.solver`."""
+    name = type(solver).__name__
+    root = getattr(solver, "root_finder", None)
+    if root is not None and isinstance(getattr(root, "linear_solver", None), ArrowheadSolver):
+        name += "+Arrowhead"
+    return name
 
-    `params` = (η_v, η_B, λ_v, λ_B) of the generalised flow (default `FT_PARAMS`: plain fine-tuning); η_v, η_B > 0.
-    Times after a steady-state stop are filled with the steady state (it is the limit to tolerance).
 
-    **Returns:** `(v (T, k), G (T, k, r), result, num_steps, t_stop)` where T = len(ts) + to_inf.
-    """
-    solver = default_solver() if solver is None else solver
-    dtype = v0.dtype
-    params = jnp.asarray(FT_PARAMS if params is None else params, dtype)
+def initial_state(reduced, v0, params):
+    """(y0, args) of the generalised FT flow from (v0, G0) in the scaled coordinates (v/√η_v, G/√η_B);
+    `params` = (η_v, η_B, λ_v, λ_B)."""
     rv, rB = jnp.sqrt(params[0]), jnp.sqrt(params[1])
-    has_ts = ts.shape[0] > 0
-    t1 = jnp.inf if to_inf else ts[-1]
-    saveat = dfx.SaveAt(ts=ts if has_ts else None, t1=True)
-    controller = dfx.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4)
-    dt0 = None
-    if not isinstance(solver, dfx.AbstractImplicitSolver):
-        # diffrax's initial-step heuristic can overshoot the stability limit of an explicit method by 5× on large
-        # k (measured at d = 2000, k = 100, n = 1000); the cubic field then overflows within one step, the error
-        # estimate is NaN and every later step is rejected. 1 / (Lipschitz bound of f) is always stable.
-        dt0 = 1.0 / _lipschitz_bound(s, a, v0, G0, params)
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(_general_field),
-        solver,
-        t0=jnp.asarray(0.0, dtype),
-        t1=jnp.asarray(t1, dtype),
-        dt0=dt0,
-        y0=(v0 / rv, G0 / rB),
-        args=(s, a, G0, params),
-        saveat=saveat,
-        stepsize_controller=controller,
-        event=dfx.Event(_steady_state(rtol, atol)),
-        max_steps=max_steps,
-        throw=False,
-    )
-    # diffrax packs saves contiguously: the requested ts reached before a steady-state stop come first, then the
-    # final (t1 or event) state, then unfilled slots (t = inf). Requested times after the stop get the final state.
-    v, G = sol.ys
-    v, G = rv * v, rB * G
-    n_saved = jnp.sum(jnp.isfinite(sol.ts))
-    v_end, G_end = v[n_saved - 1], G[n_saved - 1]
-    reached = (jnp.arange(v.shape[0]) < n_saved - 1)[:, None]
-    v = jnp.where(reached, v, v_end)
-    G = jnp.where(reached[:, :, None], G, G_end)
-    if not to_inf:
-        v, G = v[:-1], G[:-1]
-    return v, G, sol.result, sol.stats["num_steps"], sol.ts[n_saved - 1]
+    return (v0 / rv, reduced.G0 / rB), (reduced.s, reduced.Uty, reduced.G0, params)
+
+
+def unscale(ys, args):
+    """The path (v (T, k), G (T, k, r)) in the original coordinates from the scaled one."""
+    params = args[3]
+    return jnp.sqrt(params[0]) * ys[0], jnp.sqrt(params[1]) * ys[1]
+
+
+def explicit_dt0(y0, args):
+    """1 / (a Lipschitz bound of f) at the start: a stable first step for an explicit method. diffrax's initial-step
+    heuristic can overshoot the stability limit by 5× at large k (measured at d = 2000, k = 100, n = 1000); the
+    cubic field then overflows within one step and every later step is rejected."""
+    s, a, _, params = args
+    v, G = unscale(jax.tree_util.tree_map(lambda x: x[None], y0), args)
+    return 1.0 / _lipschitz_bound(s, a, v[0], G[0], params)
+
+
+@partial(jax.jit, static_argnames=("max_steps", "solver"))
+def solve_reduced(s, a, v0, G0, times, *, rtol, atol, max_steps: int, solver=None, params=None):
+    """Plain or generalised FT from (v0, G0) on (s, Uᵀy) by the one driver (`linnet._solve.integrate`); for
+    tests and benchmarks that restart the flow from an arbitrary state. **Returns:** `(v (T, k), G (T, k, r),
+    result, num_steps, t_stop)`."""
+    from ._problem import Reduced
+    from ._solve import integrate
+
+    solver = default_solver() if solver is None else solver
+    params = jnp.asarray(FT_PARAMS if params is None else params, v0.dtype)
+    reduced = Reduced(s=s, V=jnp.zeros((0, s.shape[0]), v0.dtype), Uty=a, G0=G0)
+    y0, args = initial_state(reduced, v0, params)
+    dt0 = None if isinstance(solver, dfx.AbstractImplicitSolver) else explicit_dt0(y0, args)
+    ys, result, steps, t_stop = integrate(
+        general_field, y0, args, times, steady=steady_state(rtol, atol), solver=solver, rtol=rtol, atol=atol,
+        max_steps=max_steps, dt0=dt0,
+    )  # fmt: skip
+    v, G = unscale(ys, args)
+    return v, G, result, steps, t_stop

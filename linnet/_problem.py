@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +17,27 @@ from ._validate import as_float_array, check_psd, check_shape, is_traced, warn_r
 _FIELDS = ("X", "y", "B0", "B_star", "v_star", "sigma_ood", "sigma_id")
 # the default second moments (I and P_S) are stored as None and materialised only on access: a dense (d, d)
 # matrix is 800 MB at d = 10⁴ and 80 GB at d = 10⁵, while the errors under the defaults need only O(d r) work
-_STORED = ("X", "y", "B0", "B_star", "v_star", "_sigma_ood", "_sigma_id", "_s", "_V", "_Uty")
+_STORED = ("X", "y", "B0", "B_star", "v_star", "_sigma_ood", "_sigma_id", "_s", "_V", "_Uty", "_G0")
+
+
+@partial(jax.tree_util.register_dataclass, data_fields=["s", "V", "Uty", "G0"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class Reduced:
+    """The coordinates where the dynamics live (`docs/theory.md`, "Reduced coordinates"), an immutable pytree.
+
+    With the thin SVD X = U diag(s) Vᵀ (rank-masked: singular values below the numerical rank are set to 0 and
+    their columns of V count as outside S), every gradient of L̂ with respect to B has rows in span(V) = S, so
+    B(t) = B0 + ΔG(t) Vᵀ and the flows are integrated on (v, G = B V).
+
+    **Fields:** `s` (r,) singular values of X (r = min(n, d)); `V` (d, r) right singular vectors; `Uty` (r,) the
+    targets in the left singular basis, Uᵀy (0 where s = 0); `G0` (k, r) = B0 V, the pretrained features in S.
+    A batched `Problem` gives a batched `Reduced` (every field with the leading batch axis).
+    """
+
+    s: jax.Array
+    V: jax.Array
+    Uty: jax.Array
+    G0: jax.Array
 
 
 @jax.tree_util.register_pytree_node_class
@@ -79,7 +102,7 @@ class Problem:
         if not is_traced(X, B0):
             warn_regime(n, d, k)
         values = dict(X=X, y=y, B0=B0, B_star=B_star, v_star=v_star, _sigma_ood=sigma_ood, _sigma_id=sigma_id)
-        values.update(_s=s, _V=Vt.T, _Uty=jnp.where(mask, U.T @ y, 0.0))
+        values.update(_s=s, _V=Vt.T, _Uty=jnp.where(mask, U.T @ y, 0.0), _G0=B0 @ Vt.T)
         for name, val in values.items():
             object.__setattr__(self, name, val)
 
@@ -131,6 +154,36 @@ class Problem:
             Vm = self.id_basis
             return Vm @ jnp.swapaxes(Vm, -1, -2)
         return self._sigma_id
+
+    @property
+    def reduced(self) -> Reduced:
+        """The reduced representation (s, V, Uᵀy, G0) of the problem (see `Reduced`), computed once at construction."""
+        return Reduced(s=self._s, V=self._V, Uty=self._Uty, G0=self._G0)
+
+    @property
+    def default_sigma_ood(self) -> bool:
+        """Whether Σ_ood is the default I (stored implicitly)."""
+        return self._sigma_ood is None
+
+    @property
+    def default_sigma_id(self) -> bool:
+        """Whether Σ_id is the default P_S (stored implicitly)."""
+        return self._sigma_id is None
+
+    def error_form(self, a: jax.Array, b: jax.Array, *, which: str) -> jax.Array:
+        """aᵀ Σ b for Σ = Σ_ood (`which="ood"`) or Σ_id (`which="id"`), `a`, `b` of shape (..., d).
+
+        Its diagonal a = b = w − w⋆ is the error L_ood or L_id (Section 3.1). The defaults are applied without
+        forming a (d, d) matrix: Σ_ood = I gives aᵀb, Σ_id = P_S gives (Vᵀa)ᵀ(Vᵀb), so the cost is O(d r)."""
+        if which not in ("ood", "id"):
+            raise ValueError(f"`which` must be 'ood' or 'id', got {which!r}")
+        stored = self._sigma_ood if which == "ood" else self._sigma_id
+        if stored is not None:
+            return jnp.einsum("...i,...ij,...j->...", a, stored, b)
+        if which == "ood":
+            return jnp.sum(a * b, axis=-1)
+        V = self.id_basis
+        return jnp.sum(jnp.einsum("...d,...dr->...r", a, V) * jnp.einsum("...d,...dr->...r", b, V), axis=-1)
 
     @property
     def w_star(self) -> jax.Array:
@@ -291,6 +344,41 @@ def subspace_shift(
     else:
         sigma = ood
     return Problem(X, B0, Bs, v_star, sigma_ood=sigma)
+
+
+def subspace_shifts(
+    keys, eps, *, d: int, k: int, n: int, m: int | None = None, v_star_scale=None, inputs: str = "subspace"
+):
+    """A batch of `subspace_shift` problems of one shape, one per key and ε: a `Problem` pytree whose every array
+    has a leading batch axis N (the input to `sweep`).
+
+    **Arguments:** `keys` (N,) `jax.random` keys, `eps` (N,) feature errors (or one ε for all), `d`, `k`, `n`, `m`,
+    `inputs` as `subspace_shift`, `v_star_scale` (N,) or None (1). Σ_ood is the default I.
+
+    **Returns:** a batched `Problem`.
+    """
+    keys = jnp.asarray(keys)
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    if (typed and keys.ndim != 1) or (not typed and (keys.ndim != 2 or keys.shape[1] != 2)):
+        raise ValueError(
+            f"`keys` must be N jax.random keys (jax.random.split(key, N)), got shape {keys.shape}, dtype {keys.dtype}"
+        )
+    eps = jnp.broadcast_to(jnp.asarray(eps, dtype=jnp.result_type(float)), keys.shape[:1])
+    scale = jnp.ones_like(eps) if v_star_scale is None else v_star_scale
+    scale = jnp.broadcast_to(jnp.asarray(scale, dtype=eps.dtype), eps.shape)
+    return _batched_generator(d, k, n, m, inputs)(keys, eps, scale)
+
+
+@functools.lru_cache(maxsize=32)
+def _batched_generator(d, k, n, m, inputs):
+    def one(args):
+        key, e, s = args
+        return subspace_shift(key, d=d, k=k, n=n, m=m, eps=e, v_star_scale=s, inputs=inputs)
+
+    # lax.map (one instance at a time inside one compiled loop), not vmap: on this project's 2-core CPU machines a
+    # vmapped generator hung inside XLA with no CPU use (reproducibly: 16 problems at d = 500, 64 at d = 200;
+    # never with one instance per iteration). Generation is a small part of a sweep's cost either way.
+    return jax.jit(lambda keys, eps, scale: jax.lax.map(one, (keys, eps, scale)))
 
 
 def figure2_toy(

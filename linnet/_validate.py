@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +17,17 @@ class OverparameterisationWarning(UserWarning):
 def is_traced(*xs) -> bool:
     """True when any argument is a JAX tracer (inside jit/vmap/grad), where value checks are skipped."""
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(xs))
+
+
+def check_value(x, bad, message: str):
+    """Reject a value-dependent condition: raise `ValueError(message)` now when `bad` is concrete and true;
+    when it is traced (inside `jit`, `vmap` or `grad`), attach `eqx.error_if` to the pytree `x`, so the same
+    message is raised at run time. Returns `x`."""
+    if not is_traced(bad):
+        if bool(np.any(np.asarray(bad))):
+            raise ValueError(message)
+        return x
+    return eqx.error_if(x, bad, message)
 
 
 def as_float_array(x, name: str, ndim: int | None = None) -> jax.Array:
@@ -55,10 +67,12 @@ def check_psd(sigma: jax.Array, name: str, d: int) -> None:
         return
     s = np.asarray(sigma, dtype=np.float64)
     scale = max(np.abs(s).max(), 1.0)
-    if not np.allclose(s, s.T, atol=1e-10 * scale, rtol=0):
+    # rounding of a computed second moment is ~ d · eps · scale; 10³ of it is accepted (1e-10 at d ≈ 500 in float64)
+    tol = 1e3 * d * np.finfo(np.asarray(sigma).dtype).eps * scale
+    if not np.allclose(s, s.T, atol=tol, rtol=0):
         raise ValueError(f"`{name}` must be symmetric; max |S - S^T| = {np.abs(s - s.T).max():.3g}")
     lam_min = np.linalg.eigvalsh((s + s.T) / 2).min()
-    if lam_min < -1e-10 * scale:
+    if lam_min < -tol:
         raise ValueError(f"`{name}` must be positive semidefinite; its smallest eigenvalue is {lam_min:.3g}")
 
 
@@ -81,26 +95,50 @@ def warn_regime(n: int, d: int, k: int) -> None:
         )
 
 
-def check_times(times) -> tuple[np.ndarray, bool]:
-    """Validate a time grid: 1-D, >= 0, strictly increasing, inf allowed only as the last entry.
+def check_times(times):
+    """Validate a time grid: 1-D, non-empty, >= 0, strictly increasing; `inf` (the limit) only as the last entry.
 
-    Returns the finite times (numpy, float64) and whether the limit t = inf was asked for.
+    Shapes are checked eagerly. Values are checked eagerly when `times` is concrete, and through `eqx.error_if`
+    when it is traced, with the same message. Strict increase is tested as t[i+1] > t[i], which rejects NaN
+    and a repeated `inf` (inf − inf is NaN, so a test on differences would let [0, inf, inf] through).
+
+    **Returns:** the times as an array (NumPy float64 when concrete, the traced array otherwise).
     """
-    if is_traced(times):
-        raise TypeError("`times` must be concrete (not traced): it fixes the shape of the trajectory")
-    t = np.asarray(times, dtype=np.float64)
-    if t.ndim != 1 or t.size == 0:
+    traced = is_traced(times)
+    t = jnp.asarray(times) if traced else np.asarray(times, dtype=np.float64)
+    if t.ndim != 1 or t.shape[0] == 0:
         raise ValueError(f"`times` must be a non-empty 1-D array, got shape {t.shape}")
+    if traced:
+        bad = jnp.any(jnp.isnan(t)) | jnp.any(t < 0) | jnp.any(t[1:] <= t[:-1])
+        return check_value(t, bad, TIMES_MESSAGE)
     if np.any(np.isnan(t)):
         raise ValueError("`times` contains NaN")
     if np.any(t < 0):
         raise ValueError(f"`times` must be >= 0 (time counts from the start of training), got min {t.min()}")
-    if np.any(np.diff(t) <= 0):
-        raise ValueError("`times` must be strictly increasing")
-    if np.isneginf(t).any():  # pragma: no cover - excluded by t >= 0
-        raise ValueError("`times` must be >= 0")
-    to_inf = bool(np.isposinf(t[-1]))
-    return t[:-1] if to_inf else t, to_inf
+    if not np.all(t[1:] > t[:-1]):
+        raise ValueError("`times` must be strictly increasing (inf, the limit, at most once and last)")
+    return t
+
+
+TIMES_MESSAGE = "`times` must be >= 0 and strictly increasing, with inf (the limit) at most once and last; no NaN"
+
+
+def warn_tolerance(rtol: float, atol: float, dtype) -> None:
+    """Warn (once per call site) when `rtol` is below what `dtype` can deliver on a stiff flow.
+
+    The velocity of a stiff flow is computed from a residual whose rounding error is about eps · cond(X)² in
+    relative terms; below about 100 eps (1.2e-5 in float32) the controller and the steady-state test chase
+    rounding noise. 1e-4 is what holds in float32 (benchmarks/RESULTS.md)."""
+    eps = float(jnp.finfo(dtype).eps)
+    if rtol < 100 * eps:
+        warnings.warn(
+            f"rtol = {rtol:g} is below what {jnp.dtype(dtype).name} can meet (about 100 eps = {100 * eps:.1g}); "
+            f"the flow's rounding noise sets the accuracy instead. In {jnp.dtype(dtype).name} use "
+            f"rtol = atol ≈ {max(1e-4, 1000 * eps):.0e}, or build the Problem from float64 arrays "
+            "(with jax.config.update('jax_enable_x64', True)).",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def check_tolerance(x: float, name: str) -> float:

@@ -263,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import os
+
+    import jax
+
+    # the CLI is an application, so it makes the precision choice a library must not: float64, unless the user
+    # set JAX_ENABLE_X64 themselves (e.g. JAX_ENABLE_X64=0 on a TPU)
+    if "JAX_ENABLE_X64" not in os.environ:
+        jax.config.update("jax_enable_x64", True)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -273,7 +281,7 @@ def main(argv=None) -> int:
         sys.stderr.write(f"linnet: error: {e}\n")
         return 2
     except Exception as e:
-        from ._methods import ConvergenceError
+        from ._trajectory import ConvergenceError
 
         if isinstance(e, ConvergenceError):
             sys.stderr.write(f"linnet: error: {e}\n")

@@ -20,22 +20,14 @@ import numpy as np
 from . import stress as _stress
 from . import theory as th
 from ._errors import id_error_of_predictor
+from ._gd import gd_stability_step, gradient_descent
+from ._general_flows import deep_fine_tune, lora
+from ._interpolate import early_stopping, wise_ft, with_label_noise
 from ._methods import fine_tune, linear_probe, lp_ft
-from ._problem import figure2_ood_point, figure2_toy, random_head, subspace_shift
-from ._sweep import batched_predictors, batched_subspace_shifts, sweep
-from ._variants import (
-    DivergenceError,
-    deep_fine_tune,
-    early_stopping,
-    features_only,
-    gd_stability_step,
-    gradient_descent,
-    l2_sp,
-    lora,
-    two_learning_rates,
-    wise_ft,
-    with_label_noise,
-)
+from ._problem import figure2_ood_point, figure2_toy, random_head, subspace_shift, subspace_shifts
+from ._sweep import batched_predictors, sweep
+from ._trajectory import DivergenceError
+from ._variants import features_only, l2_sp, two_learning_rates
 
 # Okabe–Ito colour-blind-safe palette, one colour per method everywhere
 COLORS = {"LP": "#0072B2", "FT": "#D55E00", "LP-FT": "#009E73", "FT (zero head)": "#E69F00", "bound": "#000000"}
@@ -152,7 +144,7 @@ def eps_sweep(quick: bool, seed: int = 0) -> dict:
     key = jax.random.PRNGKey(seed)
     keys = jnp.tile(jax.random.split(key, seeds), (eps_grid.size, 1))
     eps = jnp.repeat(jnp.asarray(eps_grid), seeds)
-    probs = batched_subspace_shifts(keys, eps, inputs="isotropic", **shape)
+    probs = subspace_shifts(keys, eps, inputs="isotropic", **shape)
     heads = jax.random.normal(jax.random.fold_in(key, 1), (eps.shape[0], shape["k"]))
     out = {"eps": eps_grid, "seeds": seeds, "shape": shape, "seed": seed}
     for method, code in (("LP", "lp"), ("FT", "ft"), ("LP-FT", "lpft")):
@@ -451,7 +443,7 @@ def _beyond(quick: bool, seed: int):
     seeds = 2 if quick else 6
     key = jax.random.PRNGKey(seed)
     keys = jax.random.split(key, seeds)
-    probs = batched_subspace_shifts(keys, jnp.full(seeds, 0.1), inputs="isotropic", **shape)
+    probs = subspace_shifts(keys, jnp.full(seeds, 0.1), inputs="isotropic", **shape)
     heads = jax.random.normal(jax.random.fold_in(key, 1), (seeds, shape["k"]))
     return shape, probs, heads
 

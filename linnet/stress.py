@@ -32,8 +32,8 @@ import numpy as np
 
 from . import theory as th
 from ._errors import id_error_of_predictor
-from ._problem import Problem, subspace_shift
-from ._sweep import batched_predictors, batched_subspace_shifts
+from ._problem import Problem, subspace_shift, subspace_shifts
+from ._sweep import batched_predictors
 
 TIMES = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0, math.inf)
 DEFAULT_SHAPES = ((12, 1, 6, 3), (16, 1, 8, 4), (20, 2, 8, 4), (24, 3, 10, 5), (30, 2, 12, 6), (16, 1, 6, 6))
@@ -113,7 +113,7 @@ def _draw_batch(key, size, shape):
     eps = jnp.exp(jax.random.uniform(ke, (size,), minval=math.log(1e-4), maxval=math.log(math.sqrt(2))))
     vs_scale = jnp.exp(jax.random.uniform(kv, (size,), minval=math.log(0.1), maxval=math.log(10.0)))
     keys = jax.random.split(kp, size)
-    probs = batched_subspace_shifts(keys, eps, d=d, k=k, n=n, m=m, v_star_scale=vs_scale)
+    probs = subspace_shifts(keys, eps, d=d, k=k, n=n, m=m, v_star_scale=vs_scale)
     head_scale = jnp.exp(jax.random.uniform(ks, (size, 1), minval=math.log(1e-2), maxval=math.log(10.0)))
     zero = jax.random.uniform(kz, (size, 1)) < 0.2
     heads = jnp.where(zero, 0.0, head_scale * jax.random.normal(kh, (size, k)))

@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._closed_forms import lp_limit_head
 from ._errors import id_error_of_predictor, ood_error_of_predictor
 from ._geometry import feature_distance, has_orthonormal_rows, principal_cosines
-from ._methods import fine_tune, lp_ft, lp_limit_head
+from ._methods import fine_tune, lp_ft
 from ._problem import Problem
 
 __all__ = [
@@ -145,8 +146,8 @@ def ft_ood_lower_bound(problem: Problem, v0: jax.Array, *, form: str = "abs", ca
     term = cos_theta_k(problem) / math.sqrt(problem.k) * jnp.minimum(phi, phi**2 / w_norm) / (1 + w_norm) ** 2
     bound = term - feature_error(problem)
     if camera_ready:
-        if problem._sigma_ood is not None:  # the default Σ_ood = I has σ_min = 1
-            bound = jnp.sqrt(_sigma_min(problem._sigma_ood)) * bound
+        if not problem.default_sigma_ood:  # the default Σ_ood = I has σ_min = 1
+            bound = jnp.sqrt(_sigma_min(problem.sigma_ood)) * bound
     return bound
 
 
@@ -304,8 +305,8 @@ def check_assumptions(problem: Problem, v0: jax.Array | None = None, *, atol: fl
     cos_perp = float(cos_theta_k(problem, "complement"))
     cos_id = float(cos_theta_k(problem, "id"))
     eps = float(feature_error(problem))
-    sig_ood_is_identity = problem._sigma_ood is None or bool(
-        jnp.allclose(problem._sigma_ood, jnp.eye(d, dtype=problem.X.dtype), atol=atol)
+    sig_ood_is_identity = problem.default_sigma_ood or bool(
+        jnp.allclose(problem.sigma_ood, jnp.eye(d, dtype=problem.X.dtype), atol=atol)
     )
     details = {
         "theorem_3_1": {

@@ -6,7 +6,9 @@ import subprocess
 import sys
 
 SCRIPT = """
-import sys, jax, numpy as np, linnet
+import sys, jax, numpy as np
+jax.config.update("jax_enable_x64", True)
+import linnet
 path = linnet.use_compilation_cache(sys.argv[1])
 assert path == sys.argv[1], path
 p = linnet.subspace_shift(jax.random.PRNGKey(0), d=20, k=2, n=6, eps=0.3, inputs="isotropic")

@@ -145,14 +145,14 @@ def _stop_and_continue(p, v0, solver, rtol, atol):
     ‖θ‖, negligible against the tolerance)."""
     from linnet import _flow
 
-    G0 = p.B0 @ p._V
-    none = np.zeros((0,))
+    G0 = p.B0 @ p.reduced.V
+    none = np.array([np.inf])  # save only at the limit
     v, G, res, _, _ = _flow.solve_reduced(
-        p._s, p._Uty, v0, G0, none, to_inf=True, rtol=rtol, atol=atol, max_steps=20_000, solver=solver
+        p.reduced.s, p.reduced.Uty, v0, G0, none, rtol=rtol, atol=atol, max_steps=20_000, solver=solver
     )
     assert res == dfx.RESULTS.event_occurred
     vs, Gs = v[-1], G[-1]
-    v2, G2, *_ = _flow.solve_reduced(p._s, p._Uty, vs, Gs, none, to_inf=True, rtol=1e-12, atol=1e-14, max_steps=20_000)
+    v2, G2, *_ = _flow.solve_reduced(p.reduced.s, p.reduced.Uty, vs, Gs, none, rtol=1e-12, atol=1e-14, max_steps=20_000)
     dist = float(np.sqrt(np.sum((v2[-1] - vs) ** 2) + np.sum((G2[-1] - Gs) ** 2)))
     tol = atol + rtol * float(np.sqrt(np.sum(vs**2) + np.sum(Gs**2)))
     return dist, tol
@@ -183,15 +183,15 @@ def test_explicit_path_reaches_the_limit_on_gaussian_inputs():
 
     for seed in (0, 4, 9):  # 4 and 9 are the two that fell back
         p = linnet.subspace_shift(jax.random.PRNGKey(seed), d=500, k=5, n=100, eps=0.1, inputs="isotropic")
-        assert _flow.explicit_is_enough(p._s)
+        assert _flow.explicit_is_enough(p.reduced.s)
         v0 = jax.random.normal(jax.random.PRNGKey(1000 + seed), (5,))
-        G0 = p.B0 @ p._V
+        G0 = p.B0 @ p.reduced.V
         v, G, res, steps, _ = _flow.solve_reduced(
-            p._s, p._Uty, v0, G0, np.zeros((0,)), to_inf=True, rtol=1e-8, atol=1e-10, max_steps=_flow.EXPLICIT_STEPS,
-            solver=_flow.explicit_solver(),
+            p.reduced.s, p.reduced.Uty, v0, G0, np.array([np.inf]), rtol=1e-8, atol=1e-10,
+            max_steps=_flow.EXPLICIT_STEPS, solver=_flow.explicit_solver(),
         )  # fmt: skip
         assert res == dfx.RESULTS.event_occurred and int(steps) < 500, (seed, int(steps))
-        w = np.asarray((p.B0 + (G[-1] - G0) @ p._V.T).T @ v[-1])
+        w = np.asarray((p.B0 + (G[-1] - G0) @ p.reduced.V.T).T @ v[-1])
         ref = linnet.fine_tune(p, v0, [np.inf], solver=_flow.default_solver())
         w_ref = np.asarray(ref.predictor[-1])
         assert np.linalg.norm(w - w_ref) <= 1e-7 * np.linalg.norm(w_ref), seed
@@ -205,9 +205,9 @@ def test_explicit_first_step_is_stable_at_large_k():
 
     p = linnet.subspace_shift(jax.random.PRNGKey(0), d=2000, k=100, n=1000, eps=0.1, inputs="isotropic")
     v0 = jax.random.normal(jax.random.PRNGKey(1), (100,))
-    G0 = p.B0 @ p._V
+    G0 = p.B0 @ p.reduced.V
     _, _, res, steps, _ = _flow.solve_reduced(
-        p._s, p._Uty, v0, G0, np.zeros((0,)), to_inf=True, rtol=1e-8, atol=1e-10, max_steps=_flow.EXPLICIT_STEPS,
+        p.reduced.s, p.reduced.Uty, v0, G0, np.array([np.inf]), rtol=1e-8, atol=1e-10, max_steps=_flow.EXPLICIT_STEPS,
         solver=_flow.explicit_solver(),
     )  # fmt: skip
     assert res == dfx.RESULTS.event_occurred, int(steps)

@@ -8,6 +8,7 @@ import textwrap
 SCRIPT = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np
+    jax.config.update("jax_enable_x64", True)
     import linnet
     from linnet import _sweep
     assert len(jax.devices()) == 8, jax.devices()

@@ -28,13 +28,13 @@ def test_arrowhead_solve_matches_dense_numpy(k, n, gamma, params):
     p = linnet.subspace_shift(jax.random.PRNGKey(k), d=3 * n, k=k, n=n, m=n - 2, eps=0.4)
     rng = np.random.default_rng(k)
     v = jnp.asarray(rng.standard_normal(k))
-    G = p.B0 @ p._V + 0.3 * jnp.asarray(rng.standard_normal((k, n)))
+    G = p.B0 @ p.reduced.V + 0.3 * jnp.asarray(rng.standard_normal((k, n)))
     if params is None:
-        args = (p._s, p._Uty)
+        args = (p.reduced.s, p.reduced.Uty)
         f = lambda y: _flow.ft_vector_field(0.0, y, args)  # noqa: E731
     else:
-        args = (p._s, p._Uty, p.B0 @ p._V, jnp.asarray(params))
-        f = lambda y: _flow._general_field(0.0, y, args)  # noqa: E731
+        args = (p.reduced.s, p.reduced.Uty, p.B0 @ p.reduced.V, jnp.asarray(params))
+        f = lambda y: _flow.general_field(0.0, y, args)  # noqa: E731
     _, jvp = jax.linearize(f, (v, G))
     op = lx.FunctionLinearOperator(
         lambda x: jax.tree_util.tree_map(lambda a, b: a - gamma * b, x, jvp(x)), jax.eval_shape(lambda: (v, G))

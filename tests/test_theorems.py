@@ -22,7 +22,7 @@ def _instances(seed, count, *, d, k, n, m=None, eps_range=(1e-3, 1.0)):
     key = jax.random.PRNGKey(seed)
     ke, kp, kh, ks = jax.random.split(key, 4)
     eps = jnp.exp(jax.random.uniform(ke, (count,), minval=np.log(eps_range[0]), maxval=np.log(eps_range[1])))
-    probs = _sweep.batched_subspace_shifts(jax.random.split(kp, count), eps, d=d, k=k, n=n, m=m)
+    probs = linnet.subspace_shifts(jax.random.split(kp, count), eps, d=d, k=k, n=n, m=m)
     scales = jnp.exp(jax.random.uniform(ks, (count, 1), minval=np.log(0.05), maxval=np.log(5.0)))
     heads = scales * jax.random.normal(kh, (count, k))
     return probs, heads
@@ -79,7 +79,7 @@ def test_theorem_3_2_lp_over_ft_ratio_vanishes_like_eps_squared():
     keys = jax.random.split(jax.random.PRNGKey(21), seeds)
     keys = jnp.tile(keys, (eps_grid.size, 1))
     eps = jnp.repeat(jnp.asarray(eps_grid), seeds)
-    probs = _sweep.batched_subspace_shifts(keys, eps, d=30, k=2, n=10, m=5)
+    probs = linnet.subspace_shifts(keys, eps, d=30, k=2, n=10, m=5)
     heads = jax.random.normal(jax.random.PRNGKey(22), (eps.shape[0], 2))
     lp = jax.vmap(th.lp_ood_error)(probs, heads).reshape(eps_grid.size, seeds)
     _, w = _sweep.batched_predictors(probs, heads, [1.0, np.inf])

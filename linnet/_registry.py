@@ -1,0 +1,131 @@
+"""The method registry: every training method is declared once, as a `Method`, and everything else — the public
+functions (`fine_tune`, `linear_probe`, …), `sweep`, `linnet run --method` and the figures — runs it through
+`linnet.simulate`.
+
+A declaration holds the method's parameters (`Param`: name, default, kind and the bound its value must meet),
+how it starts (`lp_head`: from the LP limit), and either
+
+- `kind="flow"`: an ODE on a small state — `init` (initial state and arguments), `field` (the reduced vector
+  field), `steady` (its steady-state rule for t = ∞), `decode` (the path back to (v, ΔG, basis)), the default
+  `solver` and whether the explicit solver may be chosen automatically (`explicit_ok`);
+- `kind="closed_form"`: `path` evaluates the exact solution at the times;
+- `kind="iteration"`: `path` runs a discrete iteration (gradient descent) and returns its own result code.
+
+Adding a method is one `register(Method(...))` plus its tests; see `docs/theory.md` for the conventions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+REQUIRED = object()  # sentinel default of a parameter that must be given
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One method parameter.
+
+    - `kind`: `"real"` (continuous: may be traced, and differentiated), `"int"` or `"bool"` (static: they fix the
+      shape or the structure of the computation).
+    - `lower`: the smallest allowed value (inclusive), or None; `positive`: whether it must be > `lower`.
+    - `default`: the default, `REQUIRED`, or None (a real that is optional: see the method's docs).
+    """
+
+    name: str
+    default: Any
+    kind: str = "real"
+    lower: float | None = 0.0
+    positive: bool = False
+    doc: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A method declaration (see the module docstring). Functions receive `p`, the dict of validated parameters
+    (reals as arrays of the problem's dtype, statics as Python values)."""
+
+    name: str
+    summary: str
+    kind: str
+    params: tuple[Param, ...] = ()
+    lp_head: bool = False
+    needs_key: bool = False
+    # kind = "flow"
+    init: Callable | None = None  # (problem, v0, p, key) -> (y0, args, aux)
+    field: Callable | None = None  # (t, y, args) -> dy
+    steady: Callable | None = None  # (rtol, atol) -> (t, y, args) -> bool
+    decode: Callable | None = None  # (problem, ys, args, aux, p) -> (v (T, k), dG (T, k, r), basis (d, r))
+    solver: Callable | None = None  # () -> the default (implicit) diffrax solver
+    explicit_ok: Callable | None = None  # (p) -> whether the explicit solver may be chosen automatically
+    dt0: Callable | None = None  # (y0, args) -> first step of an explicit solver
+    # kind = "closed_form": (problem, v0, times, p) -> (v, dG, basis)
+    # kind = "iteration": (problem, v0, times, p, rtol, atol, max_steps) -> (v, dG, basis, result, num_steps)
+    path: Callable | None = None
+    # value checks across parameters: (p, times) -> [(bad, message), ...]
+    checks: Callable | None = None
+    # a degenerate concrete parameter choice that is another method: (p) -> None | (name, params, time_scale)
+    delegate: Callable | None = None
+    # extra words for an eager failure message: (problem, v0, p) -> str
+    advice: Callable | None = None
+
+    def param(self, name: str) -> Param:
+        for q in self.params:
+            if q.name == name:
+                return q
+        raise KeyError(name)
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a method to the registry (its name must be new). Returns it, so a declaration can be assigned."""
+    if method.name in REGISTRY:
+        raise ValueError(f"a method named {method.name!r} is already registered")
+    if method.kind not in ("flow", "closed_form", "iteration"):
+        raise ValueError(f"`kind` must be 'flow', 'closed_form' or 'iteration', got {method.kind!r}")
+    REGISTRY[method.name] = method
+    return method
+
+
+def get_method(name) -> Method:
+    """The registered `Method` called `name` (a `Method` is returned as is)."""
+    if isinstance(name, Method):
+        return name
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; registered methods: {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def methods() -> tuple[str, ...]:
+    """The names of the registered methods, in registration order."""
+    return tuple(REGISTRY)
+
+
+def parse_spec(spec) -> tuple[str, Method, dict]:
+    """A method given as a name or a dict {"name": ..., parameters...} → (label, Method, options).
+
+    The label is the name, followed by the parameters given, e.g. "two_lr(eta_B=0.3)" or "lora(rank=2, lp_head)"."""
+    if isinstance(spec, str):
+        if spec not in REGISTRY:
+            raise ValueError(
+                f"unknown method {spec!r} in `methods`; expected one of {sorted(REGISTRY)}, or a dict with a 'name' "
+                f"and parameters, e.g. {{'name': 'two_lr', 'eta_B': 0.1}}"
+            )
+        return spec, REGISTRY[spec], {}
+    if not isinstance(spec, dict):
+        raise TypeError(f"each entry of `methods` must be a str or a dict, got {type(spec).__name__}")
+    opts = dict(spec)
+    name = opts.pop("name", None)
+    if name not in REGISTRY:
+        raise ValueError(f"a dict in `methods` needs 'name' in {sorted(REGISTRY)}, got {name!r}")
+    m = REGISTRY[name]
+    allowed = {q.name for q in m.params} | {"lp_head"} | ({"seed"} if m.needs_key else set())
+    bad = set(opts) - allowed
+    if bad:
+        raise ValueError(f"method {name!r} takes {sorted(allowed)}, got unknown {sorted(bad)}")
+    shown = [f"{a}={b:g}" if isinstance(b, int | float) else f"{a}={b}" for a, b in opts.items() if a != "lp_head"]
+    label = name + "(" + ", ".join(shown) + (", lp_head" if opts.get("lp_head") else "") + ")"
+    return label.replace("(, ", "("), m, opts

@@ -1,0 +1,265 @@
+"""`simulate`: run any registered method on a problem, purely (jit, vmap and grad compose with it).
+
+What happens, in order:
+
+1. Shape and static checks, eagerly (they raise `ValueError`/`TypeError` naming the argument).
+2. Value checks (finite head, times, parameter bounds): eagerly on concrete inputs, through `eqx.error_if`
+   when traced, with the same message.
+3. The solver plan. A given `solver=` is used as is. Otherwise a flow uses its implicit default, except plain FT
+   on data that are not stiff (cond(X)² ≤ 100, `linnet._flow.explicit_is_enough`), decided from the *concrete*
+   singular values before anything is traced: it tries the explicit Tsit5 with a small step budget and falls back
+   to the implicit method if that fails. With concrete inputs the fallback is decided on the host; under tracing
+   by `lax.cond` on the result code (under `vmap` that evaluates both branches). A traced problem (e.g. `vmap`
+   over a batch of problems) gets the implicit method. `Trajectory.solver` records the choice.
+4. The jit-compiled core (`_core`) runs the method with `throw=False` semantics and returns a `Trajectory` with
+   its `result` code.
+5. `throw=True` raises at the edge: `ConvergenceError`/`DivergenceError` with a specific message on concrete
+   inputs, the result's own message through `error_if` when traced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _flow
+from ._closed_forms import lp_limit_head
+from ._problem import Problem
+from ._registry import REQUIRED, Method, get_method
+from ._solve import integrate
+from ._trajectory import RESULTS, ConvergenceError, DivergenceError, Trajectory, is_okay, make_trajectory
+from ._validate import (
+    as_float_array,
+    check_shape,
+    check_times,
+    check_tolerance,
+    check_value,
+    is_traced,
+    warn_tolerance,
+)
+
+
+def check_head(problem: Problem, v0) -> jax.Array:
+    """The initial head as an array of the problem's dtype, shape (k,), finite (eagerly or via `error_if`)."""
+    v0 = as_float_array(v0, "v0", 1)
+    check_shape(v0, "v0", (problem.k,), "one entry per feature, k = problem.k")
+    v0 = v0.astype(problem.X.dtype)
+    return check_value(v0, ~jnp.all(jnp.isfinite(v0)), "`v0` contains NaN or inf; every entry must be finite")
+
+
+def _parse_params(m: Method, given: dict, dtype) -> tuple[dict, tuple]:
+    """Validated parameters: (reals {name: array}, statics ((name, value), ...)). Bounds are checked eagerly
+    on concrete values and by `error_if` on traced ones."""
+    unknown = set(given) - {q.name for q in m.params}
+    if unknown:
+        raise TypeError(
+            f"method {m.name!r} got unknown parameters {sorted(unknown)}; it takes {[q.name for q in m.params]}"
+        )
+    reals, statics = {}, []
+    for q in m.params:
+        val = given.get(q.name, q.default)
+        if val is REQUIRED:
+            raise TypeError(f"method {m.name!r} needs the parameter `{q.name}` ({q.doc})")
+        if q.kind in ("int", "bool"):
+            if is_traced(val):
+                raise TypeError(f"`{q.name}` must be a concrete Python {q.kind}: it fixes the computation's structure")
+            if q.kind == "int" and (int(val) != val or (q.lower is not None and val < q.lower)):
+                raise ValueError(f"`{q.name}` must be an integer >= {q.lower:g}, got {val}")
+            statics.append((q.name, int(val) if q.kind == "int" else bool(val)))
+            continue
+        if val is None:
+            statics.append((q.name, None))
+            continue
+        x = jnp.asarray(val, dtype)
+        if x.shape != ():
+            raise ValueError(f"`{q.name}` must be a scalar, got shape {x.shape}")
+        bad = ~jnp.isfinite(x)
+        if q.lower is not None:
+            bad = bad | ((x <= q.lower) if q.positive else (x < q.lower))
+        rel = ">" if q.positive else ">="
+        reals[q.name] = check_value(x, bad, f"`{q.name}` must be a finite number {rel} {q.lower:g}, got {val}")
+    return reals, tuple(statics)
+
+
+def solver_plan(m: Method, s, p: dict, solver) -> list:
+    """The fallback rule, written once: the solvers to try, in order, each with its step budget, as
+    [(solver, max_steps or EXPLICIT_STEPS), ...] (see the module docstring, step 3).
+
+    `s` is the concrete singular values of X (any batch shape), or None when the problem is traced: then the
+    explicit solver is never chosen automatically, since its choice inspects the data."""
+    big = 1 << 62  # "no budget of its own": the caller's max_steps applies
+    if m.kind != "flow":
+        return [(None, big)]
+    if solver is not None:
+        return [(solver, big)]
+    implicit = m.solver()
+    if s is not None and m.explicit_ok is not None and m.explicit_ok(p) and _flow.explicit_is_enough(s):
+        return [(_flow.explicit_solver(), _flow.EXPLICIT_STEPS), (implicit, big)]
+    return [(implicit, big)]
+
+
+@partial(jax.jit, static_argnames=("name", "statics", "solver", "max_steps", "lp_head"))
+def _core(problem, v0, times, reals, key, rtol, atol, *, name, statics, solver, max_steps, lp_head) -> Trajectory:
+    m = get_method(name)
+    p = {**reals, **dict(statics)}
+    if lp_head or m.lp_head:
+        v0 = lp_limit_head(problem, v0)
+    zero = jnp.asarray(0)
+    if m.kind == "closed_form":
+        v, dG, basis = m.path(problem, v0, times, p)
+        result, steps, t_stop, label = RESULTS.successful, zero, 0.0, "closed form"
+    elif m.kind == "iteration":
+        v, dG, basis, result, steps = m.path(problem, v0, times, p, rtol, atol, max_steps)
+        t_stop, label = jnp.max(jnp.where(jnp.isfinite(times), times, 0.0)), "iteration"
+    else:
+        y0, args, aux = m.init(problem, v0, p, key)
+        explicit = not _is_implicit(solver)
+        dt0 = m.dt0(y0, args) if (explicit and m.dt0 is not None) else None
+        ys, result, steps, t_stop = integrate(
+            m.field,
+            y0,
+            args,
+            times,
+            steady=m.steady(rtol, atol),
+            solver=solver,
+            rtol=rtol,
+            atol=atol,
+            max_steps=max_steps,
+            dt0=dt0,
+        )
+        v, dG, basis = m.decode(problem, ys, args, aux, p)
+        label = _flow.solver_name(solver)
+    return make_trajectory(
+        problem, times, v, dG, basis, num_steps=steps, result=result, t_stop=t_stop, method=name, solver=label
+    )
+
+
+def _is_implicit(solver) -> bool:
+    import diffrax as dfx
+
+    return isinstance(solver, dfx.AbstractImplicitSolver)
+
+
+def simulate(
+    method,
+    problem: Problem,
+    v0,
+    times,
+    *,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    max_steps: int = 100_000,
+    solver=None,
+    throw: bool = True,
+    key=None,
+    lp_head: bool = False,
+    **params,
+) -> Trajectory:
+    """Run the registered method `method` on `problem` from the head `v0`, saving at `times`.
+
+    **Arguments:**
+
+    - `method`: a registered name (`linnet.methods()`) or a `linnet.Method`.
+    - `problem`: a `Problem`; `v0`: (k,) initial head; `times`: (T,) increasing times ≥ 0 in the paper's units,
+      a last `inf` for the limit. All three may be traced.
+    - `rtol`, `atol`: tolerances of the step controller and the steady-state test; `max_steps`: step budget
+      (iterations for GD: see its `max_iter`); `solver`: a diffrax solver for flows (default: see the module).
+    - `throw`: raise on failure (default); `False` returns the trajectory with its `result` code instead.
+    - `key`: a `jax.random` key for methods that draw (LoRA); `lp_head`: start from the LP limit v_lp^∞.
+    - `**params`: the method's parameters (`linnet.get_method(name).params`).
+
+    **Returns:** a `Trajectory` (its `method`, `solver`, `result`, `num_steps` and `t_stop` say how it was
+    obtained).
+    """
+    m = get_method(method)
+    if not isinstance(problem, Problem):
+        raise TypeError(f"`problem` must be a linnet.Problem, got {type(problem).__name__}")
+    if problem.X.ndim != 2:
+        raise ValueError(
+            f"`problem` must be one instance (X of shape (n, d)), got X of shape {problem.X.shape}; "
+            "use jax.vmap or linnet.sweep for a batched Problem"
+        )
+    v0 = check_head(problem, v0)
+    times = check_times(times)
+    rtol, atol = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
+    if int(max_steps) != max_steps or max_steps < 1:
+        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps}")
+    dtype = problem.X.dtype
+    warn_tolerance(rtol, atol, dtype)
+    reals, statics = _parse_params(m, params, dtype)
+    p = {**reals, **dict(statics)}
+    if m.checks is not None:
+        for bad, message in m.checks(p, times):
+            v0 = check_value(v0, bad, message)
+    if m.delegate is not None and not is_traced(reals):
+        other = m.delegate(p)
+        if other is not None:
+            name, kw, scale = other
+            traj = simulate(
+                name,
+                problem,
+                v0,
+                times * scale,
+                rtol=rtol,
+                atol=atol,
+                max_steps=max_steps,
+                throw=throw,
+                key=key,
+                lp_head=lp_head,
+                **kw,
+            )
+            return dataclasses.replace(traj, times=jnp.asarray(times, dtype), method=m.name)
+    if m.needs_key:
+        if key is None:
+            raise TypeError(f"method {m.name!r} draws its initialisation: pass `key` (a jax.random key)")
+    else:
+        key = None
+    args = (problem, v0, times, reals, key, rtol, atol)
+    plan = solver_plan(m, None if is_traced(problem) else problem.reduced.s, p, solver)
+    traced = is_traced(args)
+
+    def run(i):
+        solver_i, budget = plan[i]
+        return _core(
+            *args,
+            name=m.name,
+            statics=statics,
+            lp_head=bool(lp_head),
+            solver=solver_i,
+            max_steps=min(int(max_steps), budget),
+        )
+
+    traj = run(0)
+    if len(plan) == 2 and not traced:
+        traj = traj if bool(is_okay(traj.result)) else run(1)
+    elif len(plan) == 2:
+        label = "|".join(_flow.solver_name(s) for s, _ in plan)
+        first = dataclasses.replace(traj, solver=label)
+        traj = jax.lax.cond(is_okay(first.result), lambda: first, lambda: dataclasses.replace(run(1), solver=label))
+    if throw:
+        traj = _throw(traj, m, problem, v0, p, times, max_steps, traced)
+    return traj
+
+
+def _throw(traj: Trajectory, m: Method, problem, v0, p, times, max_steps, traced) -> Trajectory:
+    if traced:
+        return traj.result.error_if(traj, ~is_okay(traj.result))
+    if bool(is_okay(traj.result)):
+        return traj
+    t = np.asarray(times)
+    target = "a steady state (t = inf)" if np.isinf(t[-1]) else f"t = {t[-1]:g}"
+    advice = m.advice(problem, v0, p) if m.advice is not None else ""
+    if traj.result == RESULTS.nonlinear_divergence:
+        raise DivergenceError(
+            f"{m.name}: diverged after {int(traj.num_steps)} iterations (the loss blew up): the step must stay below "
+            f"about 2/λ_max of the Hessian of L̂ along the path. {advice}".strip()
+        )
+    raise ConvergenceError(
+        f"{m.name} did not reach {target} within {int(traj.num_steps)} steps ({RESULTS[traj.result]}); it ended at "
+        f"t = {float(traj.t_stop):.6g}. Increase `max_steps` (now {max_steps}) or loosen `rtol`/`atol`. "
+        f"{advice}".strip()
+    )

@@ -1,0 +1,70 @@
+"""The one ODE driver: every flow in linnet (the reduced FT flow and its generalisations, LoRA, deep extractors)
+is integrated here, saved at the requested times, and stopped at a steady state for t = ∞.
+
+Times. `times` (T,) is increasing from ≥ 0; its last entry may be `inf`. The solve runs from t = 0 to
+t1 = times[-1] and saves at times[:-1] and at t1, so one code path serves finite and infinite horizons and
+`times` may be traced. The method's steady-state rule is a diffrax `Event`: when it fires, the solve ends there
+(for t1 = ∞ this is how the limit is reached; for a finite t1 past the steady state it saves work), and every
+requested time after the stop gets the stopped state, which is the limit to tolerance.
+
+Differentiation. `jax.grad` goes through the solve by diffrax's default `RecursiveCheckpointAdjoint`
+(backpropagation through the steps actually taken, with checkpointing). At t = ∞ this differentiates the
+event-stopped solution: the stop time depends on the inputs, but the state there is stationary to tolerance,
+so its contribution is of the order of the tolerance. Implicit differentiation of the limit is not an option
+for FT: its limits form a manifold of minimisers (rotations of (v, B) that keep the fit), the Hessian there is
+singular, and which minimiser is reached is decided by the whole path (`docs/theory.md`, "Derivatives").
+"""
+
+from __future__ import annotations
+
+import diffrax as dfx
+import jax
+import jax.numpy as jnp
+
+
+def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: int, dt0=None):
+    """Integrate dy/dt = field(t, y, args) from y(0) = y0 and save at `times`.
+
+    **Arguments:**
+
+    - `field`: the vector field, `field(t, y, args)` → a pytree like `y`.
+    - `y0`, `args`: pytrees of arrays.
+    - `times`: (T,) increasing times ≥ 0, the last possibly `inf`.
+    - `steady`: `steady(t, y, args)` → bool, the steady-state rule (stops the solve).
+    - `solver`: a diffrax solver; `rtol`, `atol`: tolerances of the PID controller; `max_steps`: step budget;
+      `dt0`: first step (None: diffrax's heuristic).
+
+    **Returns:** `(ys, result, num_steps, t_stop)`: `ys` the states at `times` (leading axis T), `result` a
+    `linnet.RESULTS` code (diffrax's, `event_occurred` for a steady-state stop), `num_steps` the steps taken and
+    `t_stop` the time the solve ended.
+    """
+    dtype = jax.tree_util.tree_leaves(y0)[0].dtype
+    times = jnp.asarray(times, dtype)
+    ts = times[:-1]
+    saveat = dfx.SaveAt(ts=ts if ts.shape[0] > 0 else None, t1=True)
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(field),
+        solver,
+        t0=jnp.asarray(0.0, dtype),
+        t1=times[-1],
+        dt0=dt0,
+        y0=y0,
+        args=args,
+        saveat=saveat,
+        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4),
+        event=dfx.Event(steady),
+        max_steps=max_steps,
+        throw=False,
+    )
+    # diffrax packs saves contiguously: the requested times reached before a steady-state stop come first, then the
+    # final (t1 or event) state, then unfilled slots (time inf). Requested times after the stop get the final state.
+    n_saved = jnp.sum(jnp.isfinite(sol.ts))
+    last = jnp.maximum(n_saved - 1, 0)
+    reached = jnp.arange(times.shape[0]) < last
+
+    def fill(y):
+        return jnp.where(reached.reshape((-1,) + (1,) * (y.ndim - 1)), y, y[last])
+
+    ys = jax.tree_util.tree_map(fill, sol.ys)
+    t_stop = jnp.where(n_saved > 0, sol.ts[last], jnp.asarray(0.0, dtype))
+    return ys, sol.result, sol.stats["num_steps"], t_stop

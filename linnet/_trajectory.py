@@ -1,0 +1,135 @@
+"""The result of every method: a `Trajectory` pytree, its result codes and the errors raised at the edge."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import diffrax as dfx
+import jax
+import jax.numpy as jnp
+
+from ._errors import id_error_of_predictor, ood_error_of_predictor, train_loss_of_predictor
+from ._problem import Problem
+
+# diffrax's result codes, used as they are so that `traj.result == diffrax.RESULTS.successful` works. Discrete
+# gradient descent reports a blow-up as `RESULTS.nonlinear_divergence`.
+RESULTS = dfx.RESULTS
+
+
+def is_okay(result) -> jax.Array:
+    """Whether a result code means success (`successful`, or `event_occurred`: the t = ∞ steady-state stop)."""
+    return (result == RESULTS.successful) | (result == RESULTS.event_occurred)
+
+
+class ConvergenceError(RuntimeError):
+    """The ODE solver stopped before reaching the requested time (step budget spent or a failed step)."""
+
+
+class DivergenceError(ConvergenceError):
+    """Gradient descent diverged (its step is beyond the problem's stability limit)."""
+
+
+@partial(
+    jax.tree_util.register_dataclass,
+    data_fields=[
+        "times",
+        "v",
+        "train_loss",
+        "id_error",
+        "ood_error",
+        "B0",
+        "basis",
+        "dG",
+        "num_steps",
+        "result",
+        "t_stop",
+    ],
+    meta_fields=["method", "solver"],
+)
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+    """A training trajectory sampled at `times` (an immutable pytree; batched under `jax.vmap`).
+
+    **Fields:**
+
+    - `times` (T,): the requested times; `inf` stands for the limit t → ∞.
+    - `v` (T, k): the head.
+    - `B` (T, k, d): the features — a property, rebuilt on access as B0 + ΔG Vᵀ (features only move inside
+      S = rowspace(X), so only the (T, k, r) coefficients `dG` on the orthonormal `basis` (d, r) are stored).
+      Methods whose features also move outside S (LoRA, deeper extractors) extend `basis` by orthonormal
+      directions of S⊥ (then r > rank X).
+    - `train_loss`, `id_error`, `ood_error` (T,): L̂, L_id and L_ood at each time.
+    - `num_steps`: ODE steps taken (GD: iterations; 0 for closed forms).
+    - `result`: a `linnet.RESULTS` code (= `diffrax.RESULTS`; GD's blow-up is `nonlinear_divergence`);
+      `linnet.is_okay(traj.result)` tests it.
+      With `throw=True` (the default) a failure raises instead, so a returned trajectory is always okay.
+    - `t_stop`: the time the solve ended: the last finite time, or where the steady-state test stopped it for
+      t = ∞ (0 for closed forms).
+    - `method`: the registry name ("lp", "ft", "lpft", "two_lr", "l2_sp", "features_only", "lp_features_only",
+      "gd", "lora", "deep"); `solver`: how it was obtained ("closed form", "iteration", or the ODE solver, e.g.
+      "Tsit5", "Kvaerno5+Arrowhead", "Tsit5|Kvaerno5+Arrowhead" when a traced call carries the fallback).
+    """
+
+    times: jax.Array
+    v: jax.Array
+    train_loss: jax.Array
+    id_error: jax.Array
+    ood_error: jax.Array
+    B0: jax.Array
+    basis: jax.Array
+    dG: jax.Array
+    num_steps: jax.Array
+    result: RESULTS
+    t_stop: jax.Array
+    method: str = "ft"
+    solver: str = "closed form"
+
+    @property
+    def B(self) -> jax.Array:
+        """Features B(t) = B0 + ΔG(t) Vᵀ, shape (T, k, d)."""
+        return self.B0[..., None, :, :] + jnp.einsum("...tkr,...dr->...tkd", self.dG, self.basis)
+
+    @property
+    def predictor(self) -> jax.Array:
+        """w(t) = B(t)ᵀ v(t), shape (T, d), computed without forming B."""
+        return predictor_path(self.B0, self.basis, self.v, self.dG)
+
+    @property
+    def feature_change(self) -> jax.Array:
+        """‖B(t) − B0‖_F, shape (T,) (for FT all of it lies in S)."""
+        return jnp.sqrt(jnp.sum(self.dG**2, axis=(-2, -1)))
+
+    def at(self, i: int) -> tuple[jax.Array, jax.Array]:
+        """(v, B) at saved index `i`."""
+        return self.v[i], self.B0 + self.dG[i] @ self.basis.T
+
+    def __repr__(self) -> str:
+        T, k = self.v.shape[-2:]
+        return f"Trajectory(method={self.method!r}, solver={self.solver!r}, T={T}, k={k}, d={self.B0.shape[-1]})"
+
+
+def predictor_path(B0, basis, v, dG):
+    """w(t) = (B0 + ΔG(t) basisᵀ)ᵀ v(t) for a path `v` (T, k), `dG` (T, k, r): shape (T, d)."""
+    return v @ B0 + jnp.einsum("tkr,tk,dr->td", dG, v, basis)
+
+
+def make_trajectory(problem: Problem, times, v, dG, basis, *, num_steps, result, t_stop, method, solver) -> Trajectory:
+    """Assemble a `Trajectory` from a path (v (T, k), ΔG (T, k, r) on `basis` (d, r)): the metrics are the closed
+    forms of `_errors` evaluated on the predictor path."""
+    w = predictor_path(problem.B0, basis, v, dG)
+    return Trajectory(
+        times=jnp.asarray(times, dtype=v.dtype),
+        v=v,
+        train_loss=train_loss_of_predictor(problem, w),
+        id_error=id_error_of_predictor(problem, w),
+        ood_error=ood_error_of_predictor(problem, w),
+        B0=problem.B0,
+        basis=basis,
+        dG=dG,
+        num_steps=jnp.asarray(num_steps),
+        result=result,
+        t_stop=jnp.asarray(t_stop, dtype=v.dtype),
+        method=method,
+        solver=solver,
+    )
