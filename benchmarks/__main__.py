@@ -8,33 +8,19 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from linnet import _flow
-from linnet._methods import _predictor
+jax.config.update("jax_enable_x64", True)  # linnet leaves the precision to the caller; the benchmarks are float64
 
-from . import suite
+import linnet  # noqa: E402
+
+from . import suite  # noqa: E402
 
 
 def reference(problem, v0):
     """linnet at rtol 1e-10 / atol 1e-12: the reference limit w∞ and the time t⋆ of its steady-state stop."""
-    G0 = problem.B0 @ problem._V
-    solver = _flow.explicit_solver() if _flow.explicit_is_enough(problem._s) else None
-    v, G, _, _, t_stop = _flow.solve_reduced(
-        problem._s,
-        problem._Uty,
-        v0,
-        G0,
-        jnp.zeros((0,)),
-        to_inf=True,
-        rtol=1e-10,
-        atol=1e-12,
-        max_steps=1_000_000,
-        solver=solver,
-    )
-    w = np.asarray(_predictor(problem.B0, problem._V, v, G - G0)[-1])
-    return w, float(t_stop)
+    tr = linnet.fine_tune(problem, v0, [np.inf], rtol=1e-10, atol=1e-12, max_steps=1_000_000)
+    return np.asarray(tr.predictor[-1]), float(tr.t_stop)
 
 
 def run(sizes, budget, out: Path, keep: bool = False):
@@ -47,7 +33,7 @@ def run(sizes, budget, out: Path, keep: bool = False):
         print(f"== {size}", flush=True)
         t = time.perf_counter()
         problem, v0 = suite.make_problem(size)
-        jax.block_until_ready(problem._s)
+        jax.block_until_ready(problem.reduced.s)
         extra[f"{size}_setup_s"] = time.perf_counter() - t
         ref_w, t_star = reference(problem, v0)
         extra[f"{size}_t_star"] = t_star

@@ -72,7 +72,7 @@ def _timed(fn):
 def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3, other_solver=True):
     """linnet.fine_tune to t = ∞ with its default solver choice: cold (first call: compilation included) and
     warm (best of `repeats`); then the other solver family for comparison."""
-    explicit = _flow.explicit_is_enough(problem._s)
+    explicit = _flow.explicit_is_enough(problem.reduced.s)
     auto = "Tsit5, not stiff" if explicit else "Kvaerno5 + ArrowheadSolver, stiff"
     rows = []
     jax.clear_caches()  # cold means cold, even if an earlier row compiled the same shapes
@@ -100,11 +100,13 @@ def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3, other_solver=True):
 
 
 _CACHED_COLD = """
-import sys, time, jax, numpy as np, linnet
+import sys, time, jax, numpy as np
+jax.config.update("jax_enable_x64", True)
+import linnet
 from benchmarks.suite import make_problem
 linnet.use_compilation_cache(sys.argv[1])
 problem, v0 = make_problem(sys.argv[2])
-jax.block_until_ready(problem._s)
+jax.block_until_ready(problem.reduced.s)
 t = time.perf_counter()
 jax.block_until_ready(linnet.fine_tune(problem, v0, [np.inf]).ood_error)
 print(time.perf_counter() - t)
@@ -191,8 +193,9 @@ def tsit5_rows(size, problem, v0, ref_w, t_star, max_steps=2_000_000, safe_dt0=F
 
     dt0 = None
     if safe_dt0:
-        G0 = problem.B0 @ problem._V
-        dt0 = float(1.0 / _flow._lipschitz_bound(problem._s, problem._Uty, v0, G0, jnp.asarray(_flow.FT_PARAMS)))
+        G0 = problem.B0 @ problem.reduced.V
+        red = problem.reduced
+        dt0 = float(1.0 / _flow._lipschitz_bound(red.s, red.Uty, v0, G0, jnp.asarray(_flow.FT_PARAMS)))
 
     @jax.jit
     def solve(v0, B0):
@@ -333,7 +336,7 @@ def d_scaling(ds=(1_000, 3_000, 10_000, 30_000, 100_000), n=200, k=10):
     for d in ds:
         t = time.perf_counter()
         problem = _embed(base, d, jax.random.PRNGKey(d))
-        jax.block_until_ready(problem._s)
+        jax.block_until_ready(problem.reduced.s)
         fact = time.perf_counter() - t
         tr = linnet.fine_tune(problem, v0, [np.inf])
         solve = min(_timed(lambda problem=problem: linnet.fine_tune(problem, v0, [np.inf]))[0] for _ in range(3))

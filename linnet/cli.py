@@ -146,32 +146,17 @@ def cmd_run(args):
     return 0
 
 
-_METHODS = (
-    "ft", "lp", "lpft", "two_lr", "l2_sp", "features_only", "lp_features_only", "gd", "lora", "deep",
-)  # fmt: skip
-
-
 def _run_method(args, problem, v0, times):
+    """One registered method through `linnet.simulate`: its parameters are read from the options of the same name
+    (`--eta-B` → `eta_B`, ...), so a newly registered method needs no code here beyond its options."""
     import jax
 
     import linnet
 
-    m = args.method
-    simple = {"ft": linnet.fine_tune, "lp": linnet.linear_probe, "lpft": linnet.lp_ft}
-    if m in simple:
-        return simple[m](problem, v0, times)
-    if m == "two_lr":
-        return linnet.two_learning_rates(problem, v0, times, eta_v=args.eta_v, eta_B=args.eta_B)
-    if m == "l2_sp":
-        return linnet.l2_sp(problem, v0, times, lam_B=args.lam_B, lam_v=args.lam_v)
-    if m in ("features_only", "lp_features_only"):
-        return linnet.features_only(problem, v0, times, lp_head=m == "lp_features_only")
-    if m == "gd":
-        lr = args.lr if args.lr is not None else 0.5 * linnet.gd_stability_step(problem, v0)
-        return linnet.gradient_descent(problem, v0, times, lr=lr)
-    if m == "lora":
-        return linnet.lora(problem, v0, times, rank=args.rank, key=jax.random.PRNGKey(args.seed + 1))
-    return linnet.deep_fine_tune(problem, v0, times, depth=args.depth)
+    m = linnet.get_method(args.method)
+    params = {q.name: getattr(args, q.name) for q in m.params if getattr(args, q.name, None) is not None}
+    key = jax.random.PRNGKey(args.seed + 1) if m.needs_key else None
+    return linnet.simulate(m.name, problem, v0, times, key=key, **params)
 
 
 def cmd_stress(args):
@@ -230,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_problem_args(p)
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("run", help="one simulation, printed as a table")
-    p.add_argument("--method", choices=_METHODS, required=True)
+    from ._registry import methods
+
+    p.add_argument("--method", choices=methods(), required=True, help="a registered method (linnet.methods())")
     _add_problem_args(p)
     p.add_argument("--eta-v", type=_float_in(0.0, 1e6), default=1.0, help="two_lr: head learning rate η_v")
     p.add_argument("--eta-B", type=_float_in(0.0, 1e6), default=0.1, help="two_lr: feature learning rate η_B")

@@ -25,9 +25,9 @@ from ._general_flows import deep_fine_tune, lora
 from ._interpolate import early_stopping, wise_ft, with_label_noise
 from ._methods import fine_tune, linear_probe, lp_ft
 from ._problem import figure2_ood_point, figure2_toy, random_head, subspace_shift, subspace_shifts
+from ._simulate import simulate
 from ._sweep import batched_predictors, sweep
 from ._trajectory import DivergenceError
-from ._variants import features_only, l2_sp, two_learning_rates
 
 # Okabe–Ito colour-blind-safe palette, one colour per method everywhere
 COLORS = {"LP": "#0072B2", "FT": "#D55E00", "LP-FT": "#009E73", "FT (zero head)": "#E69F00", "bound": "#000000"}
@@ -49,32 +49,53 @@ FIGURES = (
 )
 
 
+STYLE = {
+    "figure.figsize": (3.4, 2.6),
+    "figure.dpi": 150,
+    "savefig.dpi": 200,
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "lines.linewidth": 1.3,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "savefig.bbox": "tight",
+    "pdf.fonttype": 42,
+    "figure.constrained_layout.use": True,
+}
+
+
+class _Canvas:
+    """What the figure functions need of pyplot, without pyplot: `subplots` makes a `matplotlib.figure.Figure`
+    (no backend is selected and no global figure manager holds it), drawn under `STYLE` by `_styled`."""
+
+    @staticmethod
+    def subplots(*args, figsize=None, layout=None, **kwargs):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize, layout=layout)
+        return fig, fig.subplots(*args, **kwargs)
+
+
+def _styled(fn):
+    """Run a figure function under `matplotlib.rc_context(STYLE)`: the style applies to its figure only, and the
+    caller's rcParams and backend are left as they were."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _style():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update(
-        {
-            "figure.figsize": (3.4, 2.6),
-            "figure.dpi": 150,
-            "savefig.dpi": 200,
-            "font.size": 8,
-            "axes.titlesize": 8,
-            "axes.labelsize": 8,
-            "legend.fontsize": 7,
-            "xtick.labelsize": 7,
-            "ytick.labelsize": 7,
-            "lines.linewidth": 1.3,
-            "axes.grid": True,
-            "grid.alpha": 0.3,
-            "savefig.bbox": "tight",
-            "pdf.fonttype": 42,
-            "figure.constrained_layout.use": True,
-        }
-    )
-    return plt
+    return _Canvas
 
 
 def _versions():
@@ -114,9 +135,6 @@ def _save(fig, name: str, out, data: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / f"{name}.png")
     fig.savefig(out / f"{name}.pdf", metadata={"CreationDate": None})  # reproducible bytes
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     data = dict(data, figure=name, versions=_versions())
     (out / f"{name}.json").write_text(json.dumps(_jsonable(data), indent=1))
     return data
@@ -169,6 +187,7 @@ def _slope(x, y) -> float:
 # ------------------------------------------------------------------------------------------------------
 
 
+@_styled
 def fig_toy(out="figures", quick: bool = False) -> dict:
     """Figure 2 of the paper from a simulation: d = 2, k = 1, one training point x_id."""
     plt = _style()
@@ -232,6 +251,7 @@ def fig_toy(out="figures", quick: bool = False) -> dict:
     return _save(fig, "toy", out, data)
 
 
+@_styled
 def fig_error_vs_time(out="figures", quick: bool = False, seed: int = 0) -> dict:
     """√L_ood and √L_id against time for FT (zero and random head), LP and LP-FT, with Theorem 3.1's bound."""
     plt = _style()
@@ -276,6 +296,7 @@ def fig_error_vs_time(out="figures", quick: bool = False, seed: int = 0) -> dict
     return _save(fig, "error_vs_time", out, data)
 
 
+@_styled
 def fig_ood_vs_eps(out="figures", quick: bool = False, seed: int = 0) -> dict:
     """Limiting OOD error against ε (log–log, four decades) for LP, FT and LP-FT, with fitted slopes (Thm 3.2)."""
     plt = _style()
@@ -298,6 +319,7 @@ def fig_ood_vs_eps(out="figures", quick: bool = False, seed: int = 0) -> dict:
     return _save(fig, "ood_vs_eps", out, data)
 
 
+@_styled
 def fig_id_vs_ood(out="figures", quick: bool = False, seed: int = 0) -> dict:
     """ID-subspace error against OOD error at the limit, for the three methods across ε (Prop. 3.1, Thm 3.2)."""
     plt = _style()
@@ -326,6 +348,7 @@ def fig_id_vs_ood(out="figures", quick: bool = False, seed: int = 0) -> dict:
     return _save(fig, "id_vs_ood", out, data)
 
 
+@_styled
 def fig_feature_change(out="figures", quick: bool = False, seed: int = 0) -> dict:
     """‖B(t) − B0‖ split into its ID-subspace (S) and S⊥ parts, for FT and LP-FT (random head, ε = 0.1)."""
     plt = _style()
@@ -360,6 +383,7 @@ def fig_feature_change(out="figures", quick: bool = False, seed: int = 0) -> dic
     return _save(fig, "feature_change", out, data)
 
 
+@_styled
 def fig_stress_slack(out="figures", quick: bool = False, seed: int = 0, progress: bool = False) -> dict:
     """Distribution of Theorem 3.1's slack min_t √L_ood(t) − bound over the random counterexample search."""
     plt = _style()
@@ -403,6 +427,7 @@ def fig_stress_slack(out="figures", quick: bool = False, seed: int = 0, progress
     return _save(fig, "stress_slack", out, data)
 
 
+@_styled
 def fig_phase(out="figures", quick: bool = False, seed: int = 0) -> dict:
     """Which method has the lowest OOD error at t = ∞ over feature error ε × OOD shift strength u, where
     Σ_ood = (1 − u) P_S + u P_S⊥ (u = 0: test inputs in the training span; u = 1: orthogonal to it)."""
@@ -457,6 +482,7 @@ def _paper_methods_limits(probs, heads):
     return {name: res.get(code) for name, code in (("LP", "lp"), ("FT", "ft"), ("LP-FT", "lpft"))}
 
 
+@_styled
 def fig_two_lr(out="figures", quick: bool = False, seed: int = 0) -> dict:
     """Limiting OOD error of two-learning-rate fine-tuning against η_B/η_v (mean over seeds), with LP, FT, LP-FT."""
     plt = _style()
@@ -487,6 +513,7 @@ def fig_two_lr(out="figures", quick: bool = False, seed: int = 0) -> dict:
     return _save(fig, "two_lr", out, data)
 
 
+@_styled
 def fig_wise_ft(out="figures", quick: bool = False, seed: int = 0) -> dict:
     """OOD error along WiSE-FT interpolations LP → FT and LP → LP-FT (one instance), with the exact α*."""
     plt = _style()
@@ -513,6 +540,7 @@ def fig_wise_ft(out="figures", quick: bool = False, seed: int = 0) -> dict:
     return _save(fig, "wise_ft", out, data)
 
 
+@_styled
 def fig_l2_sp(out="figures", quick: bool = False, seed: int = 0) -> dict:
     """ID/OOD trade-off of L2-SP over λ_B (λ_v = 1e-3) against LP, FT and LP-FT (means over seeds)."""
     plt = _style()
@@ -548,6 +576,7 @@ def fig_l2_sp(out="figures", quick: bool = False, seed: int = 0) -> dict:
     return _save(fig, "l2_sp", out, data)
 
 
+@_styled
 def fig_gd(out="figures", quick: bool = False, seed: int = 0) -> dict:
     """Discrete GD against the flow: distance of the limits and OOD error against the step (one instance)."""
     plt = _style()
@@ -599,6 +628,7 @@ def _s_perp_change(p, tr) -> float:
     return float(np.linalg.norm(dB - (dB @ V) @ V.T))
 
 
+@_styled
 def fig_lora(out="figures", quick: bool = False, seed: int = 0) -> dict:
     """LoRA: limiting OOD error and S⊥ feature change against rank, for several W-init scales (mean over seeds)."""
     plt = _style()
@@ -640,6 +670,7 @@ def fig_lora(out="figures", quick: bool = False, seed: int = 0) -> dict:
     return _save(fig, "lora", out, data)
 
 
+@_styled
 def fig_deep(out="figures", quick: bool = False, seed: int = 0) -> dict:
     """Deeper extractors B = W_L ⋯ W_1: OOD error and S⊥ feature change against depth, FT vs LP-FT (means)."""
     plt = _style()
@@ -678,33 +709,34 @@ def fig_deep(out="figures", quick: bool = False, seed: int = 0) -> dict:
 
 
 def _all_methods(p, v0) -> dict:
-    """Limits (or oracle early stops) of every method on one instance: {name: (L_id, L_ood)}."""
+    """Limits (or oracle early stops) of every method on one instance: {name: (L_id, L_ood)}; each method runs
+    through the registry (`linnet.simulate`)."""
     t_dense = np.concatenate([np.logspace(-3, 3, 40), [np.inf]])
-    ft = fine_tune(p, v0, t_dense)
-    lp = linear_probe(p, v0, [np.inf])
-    lpft = lp_ft(p, v0, [np.inf])
+    runs = {  # label: (registered name, parameters, times)
+        "LP": ("lp", {}, [np.inf]),
+        "FT": ("ft", {}, t_dense),
+        "LP-FT": ("lpft", {}, [np.inf]),
+        "two LR (η_B/η_v = 0.1)": ("two_lr", {"eta_B": 0.1}, [np.inf]),
+        "L2-SP (λ = 0.1)": ("l2_sp", {"lam_B": 0.1}, [np.inf]),
+        "features only (LP head)": ("lp_features_only", {}, [np.inf]),
+        "features only (v0 head)": ("features_only", {}, [np.inf]),
+        "GD (step = stable/4)": ("gd", {"lr": gd_stability_step(p, v0) / 4}, [np.inf]),
+        "LoRA (rank 1)": ("lora", {"rank": 1, "key": jax.random.PRNGKey(7)}, [np.inf]),
+        "deep FT (L = 2)": ("deep", {"depth": 2}, [np.inf]),
+        "deep LP-FT (L = 2)": ("deep", {"depth": 2, "lp_head": True}, [np.inf]),
+    }
+    trajs = {label: simulate(name, p, v0, times, **kw) for label, (name, kw, times) in runs.items()}
+    ft, lp = trajs["FT"], trajs["LP"]
     es = early_stopping(ft)
     fam = wise_ft(p, (lp.v[-1], p.B0), ft.at(-1))
     a_star, _ = fam.optimal_alpha()
-    trajs = {
-        "LP": lp,
-        "FT": ft,
-        "LP-FT": lpft,
-        "two LR (η_B/η_v = 0.1)": two_learning_rates(p, v0, [np.inf], eta_B=0.1),
-        "L2-SP (λ = 0.1)": l2_sp(p, v0, [np.inf], lam_B=0.1),
-        "features only (LP head)": features_only(p, v0, [np.inf], lp_head=True),
-        "features only (v0 head)": features_only(p, v0, [np.inf]),
-        "GD (step = stable/4)": gradient_descent(p, v0, [np.inf], lr=gd_stability_step(p, v0) / 4),
-        "LoRA (rank 1)": lora(p, v0, [np.inf], rank=1, key=jax.random.PRNGKey(7)),
-        "deep FT (L = 2)": deep_fine_tune(p, v0, [np.inf], depth=2),
-        "deep LP-FT (L = 2)": deep_fine_tune(p, v0, [np.inf], depth=2, lp_head=True),
-    }
     out = {n: (float(t.id_error[-1]), float(t.ood_error[-1])) for n, t in trajs.items()}
     out["FT early-stopped (oracle)"] = (float(ft.id_error[es.index]), es.value)
     out["WiSE-FT (α*)"] = (float(fam.error(a_star, "id_error")), float(fam.error(a_star)))
     return out
 
 
+@_styled
 def fig_methods(out="figures", quick: bool = False, seed: int = 0) -> dict:
     """Every method ranked by its limiting OOD error (mean ± std over seeds), with its ID error, on the standard
     subspace shift; and label noise: ID/OOD error of LP, FT, LP-FT against the noise level."""
