@@ -138,17 +138,20 @@ EXPLICIT_STEPS = 2_000  # step budget of the explicit attempt before falling bac
 STIFF_COND2 = 100.0  # cond(X)² above which the flow counts as stiff (explicit steps would be rate-limited)
 
 
-def explicit_is_enough(s) -> bool:
-    """Whether plain fine-tuning on data with singular values `s` (concrete) is non-stiff enough for Tsit5: the
-    relaxation rates near a fit span s_min² … s_max² (times ‖v‖²-like factors), so cond(X)² bounds the ratio.
-    Only in float64."""
+def explicit_is_enough(s):
+    """Whether plain fine-tuning on data with singular values `s` (concrete, (r,) or batched (..., r)) is non-stiff
+    enough for Tsit5: the relaxation rates near a fit span s_min² … s_max² (times ‖v‖²-like factors), so cond(X)²
+    bounds the ratio. Only in float64. **Returns:** a bool for (r,), a NumPy bool array (...) for a batch."""
     s = np.asarray(s)
     if np.finfo(s.dtype).eps > 1e-10:
         # float32: near the limit Tsit5's error estimates are rounding noise, its steps jitter the state, and the
         # steady-state test is never met (measured); the implicit method stops cleanly
-        return False
-    pos = s[s > 0]
-    return pos.size > 0 and float((pos.max() / pos.min()) ** 2) <= STIFF_COND2
+        return False if s.ndim == 1 else np.zeros(s.shape[:-1], bool)
+    pos = s > 0
+    s_max = np.max(s, axis=-1)
+    s_min = np.min(np.where(pos, s, np.inf), axis=-1)
+    ok = np.any(pos, axis=-1) & ((s_max / np.where(np.isfinite(s_min), s_min, 1.0)) ** 2 <= STIFF_COND2)
+    return bool(ok) if s.ndim == 1 else ok
 
 
 def explicit_solver():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 
@@ -45,7 +46,10 @@ def _gd_segment(s, a, lr, state, n_iter, max_iter, rtol, atol, limit):
         done = limit & (step <= rate * (atol + rtol * norm))
         return i + 1, new, bad, done
 
-    i, st, bad, done = jax.lax.while_loop(cond, body, (jnp.asarray(0), state, jnp.asarray(False), jnp.asarray(False)))
+    # equinox's checkpointed while loop, so that reverse-mode `jax.grad` goes through the iterations (with
+    # recursive checkpointing, as diffrax does for ODE steps); forward it runs as a plain while loop
+    init = (jnp.asarray(0), state, jnp.asarray(False), jnp.asarray(False))
+    i, st, bad, done = eqxi.while_loop(cond, body, init, max_steps=max_iter, kind="checkpointed")
     return st, i, bad, done
 
 

@@ -95,10 +95,10 @@ class Problem:
         s = jnp.where(mask, s, 0.0)
         if sigma_ood is not None:
             sigma_ood = as_float_array(sigma_ood, "sigma_ood", 2).astype(dtype)
-            check_psd(sigma_ood, "sigma_ood", d)
+            sigma_ood = check_psd(sigma_ood, "sigma_ood", d)
         if sigma_id is not None:
             sigma_id = as_float_array(sigma_id, "sigma_id", 2).astype(dtype)
-            check_psd(sigma_id, "sigma_id", d)
+            sigma_id = check_psd(sigma_id, "sigma_id", d)
         if not is_traced(X, B0):
             warn_regime(n, d, k)
         values = dict(X=X, y=y, B0=B0, B_star=B_star, v_star=v_star, _sigma_ood=sigma_ood, _sigma_id=sigma_id)

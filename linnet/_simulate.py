@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,6 +158,7 @@ def simulate(
     throw: bool = True,
     key=None,
     lp_head: bool = False,
+    _explicit=None,
     **params,
 ) -> Trajectory:
     """Run the registered method `method` on `problem` from the head `v0`, saving at `times`.
@@ -171,6 +173,8 @@ def simulate(
     - `throw`: raise on failure (default); `False` returns the trajectory with its `result` code instead.
     - `key`: a `jax.random` key for methods that draw (LoRA); `lp_head`: start from the LP limit v_lp^∞.
     - `**params`: the method's parameters (`linnet.get_method(name).params`).
+    - `_explicit` (internal, for batched callers such as `sweep`): a per-member boolean, decided from the concrete
+      data of each member before tracing, that selects the explicit plan with its fallback by `lax.cond`.
 
     **Returns:** a `Trajectory` (its `method`, `solver`, `result`, `num_steps` and `t_stop` say how it was
     obtained).
@@ -233,10 +237,25 @@ def simulate(
             max_steps=min(int(max_steps), budget),
         )
 
-    traj = run(0)
-    if len(plan) == 2 and not traced:
+    if _explicit is not None and len(plan) == 1 and solver is None and m.explicit_ok is not None and m.explicit_ok(p):
+        plan = [(_flow.explicit_solver(), _flow.EXPLICIT_STEPS), plan[0]]
+        label = "|".join(_flow.solver_name(s) for s, _ in plan)
+
+        def relabel(tr):
+            return dataclasses.replace(tr, solver=label)
+
+        def explicit_first():
+            first = relabel(run(0))
+            return jax.lax.cond(is_okay(first.result), lambda: first, lambda: relabel(run(1)))
+
+        traj = jax.lax.cond(jnp.asarray(_explicit), explicit_first, lambda: relabel(run(1)))
+    elif len(plan) == 1:
+        traj = run(0)
+    elif not traced:
+        traj = run(0)
         traj = traj if bool(is_okay(traj.result)) else run(1)
-    elif len(plan) == 2:
+    else:
+        traj = run(0)
         label = "|".join(_flow.solver_name(s) for s, _ in plan)
         first = dataclasses.replace(traj, solver=label)
         traj = jax.lax.cond(is_okay(first.result), lambda: first, lambda: dataclasses.replace(run(1), solver=label))
@@ -247,7 +266,11 @@ def simulate(
 
 def _throw(traj: Trajectory, m: Method, problem, v0, p, times, max_steps, traced) -> Trajectory:
     if traced:
-        return traj.result.error_if(traj, ~is_okay(traj.result))
+        # one message for every failure: under vmap the members may fail differently, and a per-code message
+        # would name one member's code for all
+        msg = (f"linnet.{m.name}: the solve did not succeed (max_steps reached, a failed step, or divergence); pass "
+               "throw=False to get each member's `result` code (linnet.RESULTS) instead of this error")  # fmt: skip
+        return eqx.error_if(traj, ~is_okay(traj.result), msg)
     if bool(is_okay(traj.result)):
         return traj
     t = np.asarray(times)

@@ -17,31 +17,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._flow import explicit_is_enough
 from ._problem import Problem
 from ._registry import parse_spec
-from ._simulate import simulate, solver_plan
+from ._simulate import simulate
 from ._trajectory import ConvergenceError, is_okay
 from ._validate import check_times
 
 
 @functools.lru_cache(maxsize=64)
-def _batched(name: str, opts: tuple, solver, rtol: float, atol: float, max_steps: int, chunk: int, devices: tuple):
-    """The compiled batch function of one method: (problems (N, …), heads (N, k), indices (N,), times) →
-    ((train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,))."""
+def _batched(name: str, opts: tuple, rtol: float, atol: float, max_steps: int, chunk: int, devices: tuple):
+    """The compiled batch function of one method: (problems (N, …), (heads (N, k), indices (N,), explicit (N,)),
+    times) → ((train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,)). `explicit` is each member's
+    solver choice, made from its concrete data by the same rule as `fine_tune` (`_flow.explicit_is_enough`)."""
     kw = dict(opts)
     seed = kw.pop("seed", None)
 
     def one(args, times):
-        p, v0, idx = args
+        p, v0, idx, explicit = args
         key = None if seed is None else jax.random.fold_in(jax.random.PRNGKey(seed), idx)
-        tr = simulate(
-            name, p, v0, times, rtol=rtol, atol=atol, max_steps=max_steps, solver=solver, throw=False, key=key, **kw
-        )
+        tr = simulate(name, p, v0, times, rtol=rtol, atol=atol, max_steps=max_steps, throw=False, key=key,
+                      _explicit=explicit, **kw)  # fmt: skip
         return (tr.train_loss, tr.id_error, tr.ood_error), tr.num_steps, is_okay(tr.result)
 
     def batch(problems, inputs, times):
-        v0s, idx = inputs
-        return jax.lax.map(lambda a: one(a, times), (problems, v0s, idx), batch_size=None if chunk == 1 else chunk)
+        v0s, idx, explicit = inputs
+        # lax.map runs one member per iteration, so each member's solver branch (`lax.cond`) really branches
+        return jax.lax.map(lambda a: one(a, times), (problems, v0s, idx, explicit),
+                           batch_size=None if chunk == 1 else chunk)  # fmt: skip
 
     if len(devices) == 1:
         return jax.jit(batch)
@@ -157,6 +160,7 @@ def sweep(
     steps = np.zeros((len(specs), len(head_arrays), N), dtype=np.int64)
     starts = range(0, N, size)
     bar = tqdm(total=len(starts) * len(specs) * len(head_arrays), desc="sweep", unit="batch", disable=not progress)
+    explicit_all = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s)))
     for i, (label, m, opts) in enumerate(specs):
         key_opts = tuple(sorted(opts.items()))
         for j, h in enumerate(head_arrays.values()):
@@ -165,23 +169,10 @@ def sweep(
                 pad = size - (stop - b)
                 take = jnp.concatenate([jnp.arange(b, stop), jnp.full((pad,), stop - 1)])
                 batch = jax.tree_util.tree_map(lambda a, take=take: a[take], problems)
-                inputs = (h[take], take)
-                plan = solver_plan(m, np.asarray(problems.reduced.s[b:stop]), opts, None)
-                for attempt, (solver, budget) in enumerate(plan):
-                    fn = _batched(
-                        m.name,
-                        key_opts,
-                        solver,
-                        float(rtol),
-                        float(atol),
-                        min(budget, int(max_steps)),
-                        int(chunk),
-                        devices,
-                    )
-                    metrics, st, ok = fn(batch, inputs, ts)
-                    ok = np.asarray(ok)[: stop - b]
-                    if ok.all() or attempt == len(plan) - 1:
-                        break
+                explicit = jnp.asarray(explicit_all[take])
+                fn = _batched(m.name, key_opts, float(rtol), float(atol), int(max_steps), int(chunk), devices)
+                metrics, st, ok = fn(batch, (h[take], take, explicit), ts)
+                ok = np.asarray(ok)[: stop - b]
                 if not ok.all():
                     bad = np.flatnonzero(~ok)
                     raise ConvergenceError(
@@ -211,21 +202,14 @@ def batched_predictors(
     solver is chosen as in `fine_tune`, from the concrete data."""
     devices = list(jax.devices() if devices is None else devices)
     t_all = check_times(times)
-    m, *_ = (method,)
-    plan = solver_plan(parse_spec(m)[1], np.asarray(problems.reduced.s), {}, None)
+    explicit = jnp.asarray(explicit_is_enough(np.asarray(problems.reduced.s)))
 
-    def run(solver, budget):
-        def one(p, v0):
-            tr = simulate(m, p, v0, t_all, rtol=rtol, atol=atol, max_steps=budget, solver=solver, throw=False)
-            return tr.v, tr.predictor, is_okay(tr.result)
+    def one(p, v0, e):
+        tr = simulate(method, p, v0, t_all, rtol=rtol, atol=atol, max_steps=max_steps, throw=False, _explicit=e)
+        return tr.v, tr.predictor, is_okay(tr.result)
 
-        fn = jax.jit(lambda P, V: jax.lax.map(lambda a: one(*a), (P, V)))
-        return _run_sharded(fn, problems, jnp.asarray(v0s, problems.X.dtype), devices)
-
-    for attempt, (solver, budget) in enumerate(plan):
-        v, w, ok = run(solver, min(budget, int(max_steps)))
-        if bool(jnp.all(ok)) or attempt == len(plan) - 1:
-            break
+    fn = jax.jit(lambda P, inputs: jax.lax.map(lambda a: one(a[0], *a[1]), (P, inputs)))
+    v, w, ok = _run_sharded(fn, problems, (jnp.asarray(v0s, problems.X.dtype), explicit), devices)
     if not bool(jnp.all(ok)):
         bad = np.flatnonzero(~np.asarray(ok))
         raise ConvergenceError(

@@ -52,6 +52,8 @@ def as_float_array(x, name: str, ndim: int | None = None) -> jax.Array:
         x = x.astype(jnp.result_type(float))
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"`{name}` must be {ndim}-dimensional, got shape {x.shape}")
+    if is_traced(x):
+        x = check_value(x, ~jnp.all(jnp.isfinite(x)), f"`{name}` contains NaN or inf; every entry must be finite")
     return x
 
 
@@ -60,20 +62,27 @@ def check_shape(x: jax.Array, name: str, shape: tuple[int, ...], meaning: str) -
         raise ValueError(f"`{name}` must have shape {shape} ({meaning}), got {tuple(x.shape)}")
 
 
-def check_psd(sigma: jax.Array, name: str, d: int) -> None:
-    """A second-moment matrix must be (d, d), symmetric and positive semidefinite."""
+def check_psd(sigma: jax.Array, name: str, d: int) -> jax.Array:
+    """A second-moment matrix must be (d, d), symmetric and positive semidefinite, to 10³ · d · eps · max|Σ|
+    (the rounding of a computed second moment; 1e-10 at d ≈ 500 in float64). Eager on concrete input, through
+    `eqx.error_if` when traced. Returns `sigma`."""
     check_shape(sigma, name, (d, d), "a d x d second-moment matrix")
+    eps = float(jnp.finfo(sigma.dtype).eps)
     if is_traced(sigma):
-        return
+        scale = jnp.maximum(jnp.max(jnp.abs(sigma)), 1.0)
+        tol = 1e3 * d * eps * scale
+        asym = jnp.max(jnp.abs(sigma - sigma.T)) > tol
+        neg = jnp.min(jnp.linalg.eigvalsh((sigma + sigma.T) / 2)) < -tol
+        return check_value(sigma, asym | neg, f"`{name}` must be symmetric positive semidefinite")
     s = np.asarray(sigma, dtype=np.float64)
     scale = max(np.abs(s).max(), 1.0)
-    # rounding of a computed second moment is ~ d · eps · scale; 10³ of it is accepted (1e-10 at d ≈ 500 in float64)
-    tol = 1e3 * d * np.finfo(np.asarray(sigma).dtype).eps * scale
+    tol = 1e3 * d * eps * scale
     if not np.allclose(s, s.T, atol=tol, rtol=0):
         raise ValueError(f"`{name}` must be symmetric; max |S - S^T| = {np.abs(s - s.T).max():.3g}")
     lam_min = np.linalg.eigvalsh((s + s.T) / 2).min()
     if lam_min < -tol:
         raise ValueError(f"`{name}` must be positive semidefinite; its smallest eigenvalue is {lam_min:.3g}")
+    return sigma
 
 
 def warn_regime(n: int, d: int, k: int) -> None:
