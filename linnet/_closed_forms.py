@@ -1,7 +1,7 @@
-"""Exact solutions of the linear flows: linear probing (THEORY fact 3) and features-only tuning.
+"""Exact solutions of the linear flows: linear probing and features-only tuning.
 
 Both are linear ODEs once one layer is frozen, so they are evaluated at any time, t = ∞ included, without a
-solver (`docs/theory.md`, "Linear probing" and "Features only")."""
+solver (`docs/theory.md`, "Methods" and "Methods beyond the paper")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Design note (issue #2, item 6). With the thin SVD X = U diag(s) Vᵀ (V of shape (d, r)), the gradient
 ∇_B L̂ = 2 v (Xᵀ r)ᵀ has rows in S = rowspace(X) = span(V). So B(t) = B0 + ΔG(t) Vᵀ with ΔG ∈ R^{k×r}, and the
-flow of THEORY.md is, exactly, the flow of (v, G = B V) ∈ R^k × R^{k×r}:
+flow of docs/theory.md is, exactly, the flow of (v, G = B V) ∈ R^k × R^{k×r}:
 
     z = Gᵀ v,   g = s ⊙ (s ⊙ z − Uᵀ y),   dv/dt = −2 G g,   dG/dt = −2 v gᵀ.
 

@@ -80,7 +80,7 @@ def linear_probe(problem: Problem, v0: jax.Array, times, *, throw: bool = True) 
     """Linear probing: B frozen at B0, head by gradient flow ∂_t v = −∇_v L̂(v, B0), solved exactly.
 
     The flow is linear, ∂_t v = −2 Fᵀ(F v − y) with F = X B0ᵀ, so v(t) = v∞ + exp(−2FᵀF t)(v0 − v∞) with v∞
-    as in THEORY fact 3 (`docs/theory.md`, "Linear probing"); it is evaluated by an eigendecomposition of the
+    as in `docs/theory.md`, "Methods"; it is evaluated by an eigendecomposition of the
     k × k matrix FᵀF (no ODE solver).
 
     **Arguments:**

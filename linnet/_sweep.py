@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _flow
 from ._flow import explicit_is_enough
 from ._problem import Problem
 from ._registry import parse_spec
@@ -26,18 +27,25 @@ from ._validate import check_times
 
 
 @functools.lru_cache(maxsize=64)
-def _batched(name: str, opts: tuple, rtol: float, atol: float, max_steps: int, chunk: int, devices: tuple):
+def _batched(name: str, opts: tuple, rtol: float, atol: float, max_steps: int, chunk: int, devices: tuple, mode: str):
     """The compiled batch function of one method: (problems (N, …), (heads (N, k), indices (N,), explicit (N,)),
     times) → ((train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,)). `explicit` is each member's
-    solver choice, made from its concrete data by the same rule as `fine_tune` (`_flow.explicit_is_enough`)."""
+    solver choice, made from its concrete data by the same rule as `fine_tune` (`_flow.explicit_is_enough`).
+    `mode`: "mixed" (each member's choice by `lax.cond`), "explicit" (Tsit5 for all, with its step budget) or
+    "default" (the method's default solver for all)."""
     kw = dict(opts)
     seed = kw.pop("seed", None)
 
     def one(args, times):
         p, v0, idx, explicit = args
         key = None if seed is None else jax.random.fold_in(jax.random.PRNGKey(seed), idx)
-        tr = simulate(name, p, v0, times, rtol=rtol, atol=atol, max_steps=max_steps, throw=False, key=key,
-                      _explicit=explicit, **kw)  # fmt: skip
+        if mode == "mixed":
+            extra = dict(_explicit=explicit, max_steps=max_steps)
+        elif mode == "explicit":
+            extra = dict(solver=_flow.explicit_solver(), max_steps=min(max_steps, _flow.EXPLICIT_STEPS))
+        else:
+            extra = dict(max_steps=max_steps)
+        tr = simulate(name, p, v0, times, rtol=rtol, atol=atol, throw=False, key=key, **extra, **kw)
         return (tr.train_loss, tr.id_error, tr.ood_error), tr.num_steps, is_okay(tr.result)
 
     def batch(problems, inputs, times):
@@ -88,6 +96,11 @@ class SweepResult:
         return {
             name: np.asarray(getattr(self, name)[i, j]) for name in ("train_loss", "id_error", "ood_error", "num_steps")
         }
+
+
+def _explicit_allowed(m, opts) -> bool:
+    """Whether the method may take the explicit solver automatically (plain FT and LP-FT)."""
+    return m.kind == "flow" and m.explicit_ok is not None and bool(m.explicit_ok(opts))
 
 
 def sweep(
@@ -169,9 +182,20 @@ def sweep(
                 pad = size - (stop - b)
                 take = jnp.concatenate([jnp.arange(b, stop), jnp.full((pad,), stop - 1)])
                 batch = jax.tree_util.tree_map(lambda a, take=take: a[take], problems)
-                explicit = jnp.asarray(explicit_all[take])
-                fn = _batched(m.name, key_opts, float(rtol), float(atol), int(max_steps), int(chunk), devices)
-                metrics, st, ok = fn(batch, (h[take], take, explicit), ts)
+                flags = explicit_all[np.asarray(take)] & _explicit_allowed(m, opts)
+                args = (batch, (h[take], take, jnp.asarray(flags)), ts)
+                run = partial(_batched, m.name, key_opts, float(rtol), float(atol), int(max_steps), int(chunk), devices)
+                if flags.all() or not flags.any():
+                    # one plan for the whole batch: the fallback is decided on the host, so the implicit program is
+                    # compiled only if some member needs it, and only those members take its results
+                    metrics, st, ok = run("explicit" if flags.all() else "default")(*args)
+                    if flags.all() and not bool(np.all(ok)):
+                        m2, st2, ok2 = run("default")(*args)
+                        keep = np.asarray(ok)
+                        metrics = tuple(np.where(keep[:, None], a, c) for a, c in zip(metrics, m2, strict=True))
+                        st, ok = np.where(keep, st, st2), ok2 | keep
+                else:
+                    metrics, st, ok = run("mixed")(*args)
                 ok = np.asarray(ok)[: stop - b]
                 if not ok.all():
                     bad = np.flatnonzero(~ok)

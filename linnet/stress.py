@@ -6,7 +6,8 @@ the statement is violated), in two ways:
 (a) `random_search`: large random sweeps over shapes (d, k, n, dim S), feature error ε, head scale (zero heads
     included), ‖v⋆‖ and the OOD second moment, simulated in vmapped batches at several times and at t = ∞;
 (b) `gradient_search`: BFGS on the instance itself (inputs X, features B0, B⋆, heads v0, v⋆) through the exact k = 1
-    fine-tuning limit (THEORY.md fact 5) and t = 0, with `jax.grad`; each minimiser is then replayed with the ODE
+    fine-tuning limit (docs/theory.md, "Reduced coordinates") and t = 0, with `jax.grad`; each minimiser is then
+    replayed with the ODE
     simulator at every saved time.
 
 Statements searched:

@@ -1,9 +1,9 @@
 """The paper's results as executable predictions.
 
-One function per quantity or statement of THEORY.md. Numbering: "submission" is the OpenReview version
+One function per quantity or statement of docs/theory.md. Numbering: "submission" is the OpenReview version
 (Theorem 3.1, Theorem 3.2, Proposition 3.1, Proposition 3.2); "camera-ready" is the ICLR 2022 version (Theorem
 3.2, Theorem 3.4, Proposition 3.5, Theorem 3.6). Every bound is implemented exactly as printed, with the typos
-listed in THEORY.md corrected and said so in the docstring; whether it holds is a question for the tests and for
+listed in docs/theory.md corrected and said so in the docstring; whether it holds is a question for the tests and for
 `linnet.stress`, never assumed here.
 
 Quantities that depend only on the problem and the initial head are pure `jax.numpy` (jit-, vmap- and
@@ -50,15 +50,15 @@ __all__ = [
 
 
 def head_alignment_sq(v0: jax.Array, v_star: jax.Array) -> jax.Array:
-    """φ² as printed in Theorem 3.1 (submission; camera-ready Theorem 3.2): (v0ᵀv⋆)² − (v⋆ᵀv⋆)².
+    """φ² as printed in Theorem 3.1 (submission numbering; camera-ready number unverified): (v0ᵀv⋆)² − (v⋆ᵀv⋆)².
 
-    It is negative whenever |v0ᵀv⋆| < ‖v⋆‖², a zero head included, so φ is then not real (THEORY.md).
+    It is negative whenever |v0ᵀv⋆| < ‖v⋆‖², a zero head included, so φ is then not real (docs/theory.md).
     """
     return (v0 @ v_star) ** 2 - (v_star @ v_star) ** 2
 
 
 def head_alignment_error(v0: jax.Array, v_star: jax.Array, *, form: str = "abs") -> jax.Array:
-    """The head alignment error φ of Theorem 3.1 (submission; camera-ready Theorem 3.2).
+    """The head alignment error φ of Theorem 3.1 (submission numbering; camera-ready number unverified).
 
     - `form="abs"` (default, camera-ready *(unverified)* and linnet's convention): φ = √|(v0ᵀv⋆)² − (v⋆ᵀv⋆)²|.
     - `form="printed"`: φ = √((v0ᵀv⋆)² − (v⋆ᵀv⋆)²) exactly as printed in the submission: NaN where the
@@ -79,7 +79,7 @@ def prob_head_alignment_below(delta: float, v_star, scale: float) -> float:
 
     v0ᵀv⋆ ~ N(0, scale² ‖v⋆‖²), and φ² < δ iff (v0ᵀv⋆)² lies within δ of ‖v⋆‖⁴; the probability is a difference
     of normal CDFs. It tends to 0 as δ → 0: φ is bounded away from 0 with high probability (the random-head
-    corollary, camera-ready Corollary 3.3). For a zero head φ² = ‖v⋆‖⁴ deterministically.
+    corollary, camera-ready Corollary 3.3, unverified). For a zero head φ² = ‖v⋆‖⁴ deterministically.
     """
     from scipy.stats import norm
 
@@ -128,7 +128,8 @@ def _sigma_min(sigma: jax.Array) -> jax.Array:
 
 
 def ft_ood_lower_bound(problem: Problem, v0: jax.Array, *, form: str = "abs", camera_ready: bool = False):
-    """Theorem 3.1 (submission; camera-ready Theorem 3.2): a lower bound on √L_ood(v_ft(t), B_ft(t)) for all t.
+    """Theorem 3.1 (submission numbering; camera-ready number unverified): a lower bound on √L_ood(v_ft(t),
+    B_ft(t)) for all t.
 
         √L_ood ≥ (cos θ_k(R, S⊥) / √k) · min(φ, φ² / ‖w⋆‖₂) / (1 + ‖w⋆‖₂)² − ε
 
@@ -152,7 +153,7 @@ def ft_ood_lower_bound(problem: Problem, v0: jax.Array, *, form: str = "abs", ca
 
 
 def lp_limit(problem: Problem, v0: jax.Array) -> jax.Array:
-    """v_lp^∞, the limit of linear probing from v0 (THEORY.md fact 3): v0's component in null(F) plus F⁺ y,
+    """v_lp^∞, the limit of linear probing from v0 (docs/theory.md, "Methods"): v0's component in null(F) plus F⁺ y,
     F = X B0ᵀ. The LP predictor is B0ᵀ v_lp^∞."""
     return lp_limit_head(problem, jnp.asarray(v0, problem.X.dtype))
 
@@ -164,7 +165,7 @@ def lp_ood_error(problem: Problem, v0: jax.Array) -> jax.Array:
 
 
 def ft_limit_k1(problem: Problem, v0: jax.Array, *, sign: float | None = None, lr_ratio: float = 1.0):
-    """The exact fine-tuning limit for k = 1 (THEORY.md fact 5).
+    """The exact fine-tuning limit for k = 1 (docs/theory.md, "Reduced coordinates").
 
     With two learning rates (`lr_ratio` ρ = η_v/η_B, see `two_learning_rates`) the conserved quantity is
     v²/η_v − ‖b‖²/η_B, and the same argument gives v∞² − ρ a²/v∞² = c with c = v0² − ρ‖P_S b0‖², so
@@ -211,7 +212,8 @@ def ft_limit_k1(problem: Problem, v0: jax.Array, *, sign: float | None = None, l
 
 
 def lp_ft_ood_ratio(problem: Problem, v0: jax.Array, times) -> jax.Array:
-    """Theorem 3.2 (submission; camera-ready Theorem 3.4): L_ood(v_lp^∞, B0) / L_ood(v_ft(t), B_ft(t)) at each t.
+    """Theorem 3.2 (submission numbering; camera-ready number unverified): L_ood(v_lp^∞, B0) / L_ood(v_ft(t),
+    B_ft(t)) at each t.
 
     The theorem says this ratio → 0 in probability as ε → 0, for Gaussian ID inputs and every t (the FT limit
     included). **Returns:** (T,) ratios.
@@ -222,7 +224,8 @@ def lp_ft_ood_ratio(problem: Problem, v0: jax.Array, times) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class IdComparison:
-    """Proposition 3.1 (submission; camera-ready Proposition 3.5): ID-subspace errors at the FT and LP limits."""
+    """Proposition 3.1 (submission numbering; camera-ready number unverified): ID-subspace errors at the FT and LP
+    limits."""
 
     ft_id_error: float
     lp_id_error: float
@@ -244,7 +247,7 @@ def id_comparison(problem: Problem, v0: jax.Array) -> IdComparison:
 
 @dataclasses.dataclass(frozen=True)
 class LpFtComparison:
-    """Proposition 3.2 (submission; camera-ready Theorem 3.6): OOD errors of LP-FT and FT along time."""
+    """Proposition 3.2 (submission numbering; camera-ready Proposition 3.7): OOD errors of LP-FT and FT along time."""
 
     times: np.ndarray
     lpft_ood: np.ndarray

@@ -16,7 +16,7 @@ def small_problem():
 
 
 def full_ft_rhs(X, y, k, d):
-    """The fine-tuning ODE on the full state θ = (v, vec B) ∈ R^{k + k d}, written from THEORY.md:
+    """The fine-tuning ODE on the full state θ = (v, vec B) ∈ R^{k + k d}, written from docs/theory.md:
     r = X Bᵀ v − y, ∂v = −2 B Xᵀ r, ∂B = −2 v (Xᵀ r)ᵀ. Independent of linnet's reduced coordinates."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)

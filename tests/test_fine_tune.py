@@ -51,7 +51,8 @@ def test_fine_tune_limit_matches_long_radau(k):
 
 
 def _k1_limit(p, v0):
-    """THEORY.md fact 5, written out independently: v∞² = (c + √(c² + 4a²))/2, c = v0² − ‖P_S b0‖², a = ‖P_S w⋆‖,
+    """docs/theory.md (k = 1 limit), written out independently: v∞² = (c + √(c² + 4a²))/2,
+    c = v0² − ‖P_S b0‖², a = ‖P_S w⋆‖,
     B∞ᵀ v∞ = P_S w⋆ + v∞ P_S⊥ b0."""
     Q = sla.orth(np.asarray(p.X).T)
     PS = Q @ Q.T

@@ -13,7 +13,7 @@ from linnet import theory as th
 
 
 def test_pinned_counterexample_violates_theorem_3_1():
-    """Regression: k = 1, ε = 0, ‖v⋆‖ = 3, v0 = 3.03. The FT limit from the closed form of THEORY.md fact 5
+    """Regression: k = 1, ε = 0, ‖v⋆‖ = 3, v0 = 3.03. The FT limit from the closed form of docs/theory.md (k = 1)
     (computed here with scipy, independently of linnet's solver) has √L_ood ≈ 0.0201 < bound ≈ 0.0240; the
     simulated trajectory is below the bound from t = 0.1 on. Both φ forms agree (φ² > 0)."""
     p, v0 = stress.theorem_3_1_counterexample()
