@@ -15,6 +15,14 @@ from ._config import enable_x64, use_compilation_cache
 from ._errors import id_error, ood_error, predictor, train_loss
 from ._gd import gd_stability_step, gradient_descent
 from ._general_flows import deep_fine_tune, lora
+from ._generators import (
+    figure2_ood_point,
+    figure2_toy,
+    random_head,
+    random_orthogonal,
+    subspace_shift,
+    subspace_shifts,
+)
 from ._geometry import (
     complement_projection,
     feature_distance,
@@ -23,16 +31,7 @@ from ._geometry import (
 )
 from ._interpolate import EarlyStop, Interpolation, early_stopping, wise_ft, with_label_noise
 from ._methods import fine_tune, linear_probe, lp_ft
-from ._problem import (
-    Problem,
-    Reduced,
-    figure2_ood_point,
-    figure2_toy,
-    random_head,
-    random_orthogonal,
-    subspace_shift,
-    subspace_shifts,
-)
+from ._problem import Problem, Reduced
 from ._registry import Method, Param, get_method, methods, register
 from ._simulate import simulate
 from ._sweep import SweepResult, sweep

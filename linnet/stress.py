@@ -33,7 +33,8 @@ import numpy as np
 
 from . import theory as th
 from ._errors import id_error_of_predictor
-from ._problem import Problem, subspace_shift, subspace_shifts
+from ._generators import subspace_shift, subspace_shifts
+from ._problem import Problem
 from ._sweep import batched_predictors
 
 TIMES = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0, math.inf)

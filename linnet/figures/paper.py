@@ -11,8 +11,8 @@ import numpy as np
 from .. import stress as _stress
 from .. import theory as th
 from .._errors import id_error_of_predictor
+from .._generators import figure2_ood_point, figure2_toy, random_head, subspace_shift, subspace_shifts
 from .._methods import fine_tune, linear_probe, lp_ft
-from .._problem import figure2_ood_point, figure2_toy, random_head, subspace_shift, subspace_shifts
 from .._sweep import batched_predictors
 from ._io import COLORS, _save, _shape, _slope, _style, _styled
 

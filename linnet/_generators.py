@@ -1,0 +1,215 @@
+"""Problem generators: synthetic subspace shifts with the feature error set exactly, batches of them, random
+heads and rotations, and the paper's Figure 2 toy."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._problem import Problem
+from ._validate import is_traced
+
+# ------------------------------------------------------------------------------------------------------
+# Generators
+# ------------------------------------------------------------------------------------------------------
+
+
+def _orthonormal_columns(key, d: int, p: int, dtype, against: jax.Array | None = None) -> jax.Array:
+    """(d, p) orthonormal columns drawn uniformly (Haar), orthogonal to the columns of `against` if given."""
+    g = jax.random.normal(key, (d, p), dtype=dtype)
+    if against is not None:
+        g = g - against @ (against.T @ g)
+    q, r = jnp.linalg.qr(g)
+    # fix signs so the draw is Haar-distributed rather than biased by the QR convention
+    return q * jnp.sign(jnp.diag(r))
+
+
+def random_orthogonal(key, k: int, dtype=None) -> jax.Array:
+    """A Haar-random (k, k) orthogonal matrix."""
+    dtype = dtype or jnp.result_type(float)
+    return _orthonormal_columns(key, k, k, dtype)
+
+
+def random_head(key, k: int, scale: float = 1.0) -> jax.Array:
+    """A random head v0 ~ N(0, scale² I_k), the random initialisation covered by the theory.
+
+    **Arguments:** `key` a `jax.random` key, `k` the number of features, `scale` the standard deviation σ ≥ 0.
+
+    **Returns:** (k,) array in the default float dtype.
+    """
+    if int(k) != k or k < 1:
+        raise ValueError(f"`k` must be a positive integer, got {k}")
+    if not (np.isfinite(scale) and scale >= 0):
+        raise ValueError(f"`scale` must be a finite number >= 0, got {scale}")
+    return scale * jax.random.normal(key, (int(k),), dtype=jnp.result_type(float))
+
+
+_OOD_KINDS = ("isotropic", "orthogonal", "mixture", "id")
+
+
+def subspace_shift(
+    key,
+    *,
+    d: int,
+    k: int,
+    n: int,
+    eps: float,
+    m: int | None = None,
+    ood: str | jax.Array = "isotropic",
+    shift: float = 1.0,
+    v_star_scale: float = 1.0,
+    rotate: bool = True,
+    inputs: str = "subspace",
+    dtype=None,
+) -> Problem:
+    """A synthetic subspace shift with feature error set exactly.
+
+    Construction: S is a Haar-random m-dimensional subspace of R^d with orthonormal basis V_S (d, m); the n ID
+    inputs are rows of Z V_Sᵀ with Z ~ N(0, I) of shape (n, m), so rowspace(X) = S almost surely when m ≤ n.
+    B⋆ has Haar-random orthonormal rows; v⋆ ~ N(0, v_star_scale² I_k). The pretrained features are
+    B0 = U (cos θ B⋆ + sin θ E) with E orthonormal rows orthogonal to rowspace(B⋆), U a Haar-random rotation
+    (the ground truth is only defined up to U; `rotate=False` gives U = I) and every principal angle
+    θ = 2 arcsin(ε/2), so that B0 has orthonormal rows and `feature_distance(B0, B_star) == eps`.
+
+    **Arguments:**
+
+    - `key`: a `jax.random` key.
+    - `d`, `k`, `n`: input dimension, number of features, number of training points.
+    - `eps`: feature error ε ∈ [0, √2] (√2 is the largest distance between k-frames, θ = π/2).
+    - `m`: dim S (default n).
+    - `ood`: the OOD second moment Σ_ood: `"isotropic"` (I, the paper's worst case), `"orthogonal"` (P_S⊥:
+      test inputs orthogonal to the training data), `"id"` (P_S), `"mixture"` ((1 − shift) P_S + shift P_S⊥),
+      or a (d, d) PSD array.
+    - `shift`: the shift strength in [0, 1] for `"mixture"`.
+    - `v_star_scale`: standard deviation of v⋆.
+    - `rotate`: whether to apply the random rotation U to B0.
+    - `inputs`: `"subspace"` (default: rows N(0, P_S) in a drawn m-dimensional S, as above) or `"isotropic"`:
+      rows X_i ~ N(0, I_d), the Gaussian inputs of Theorem 3.2, with S = rowspace(X) (then m = n, and X is far
+      better conditioned than a square Gaussian inside S, so the flow is much less stiff).
+    - `dtype`: float dtype (default float64 when x64 is on).
+
+    **Returns:** a `Problem`.
+    """
+    for name, val in (("d", d), ("k", k), ("n", n)):
+        if int(val) != val or val < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {val}")
+    m = n if m is None else m
+    if int(m) != m or not 1 <= m <= d:
+        raise ValueError(f"`m` (dim S) must be an integer in [1, d = {d}], got {m}")
+    if not is_traced(eps) and not (0 <= eps <= math.sqrt(2)):
+        raise ValueError(f"`eps` must be in [0, sqrt(2)] (feature distance between orthonormal frames), got {eps}")
+    if 2 * k > d:
+        raise ValueError(f"`k` must satisfy 2k <= d so that B0 can be rotated away from B_star, got k={k}, d={d}")
+    if not is_traced(shift) and not 0 <= shift <= 1:
+        raise ValueError(f"`shift` must be in [0, 1], got {shift}")
+    dtype = dtype or jnp.result_type(float)
+    kS, kB, kE, kU, kv, kZ = jax.random.split(key, 6)
+    Bs = _orthonormal_columns(kB, d, k, dtype).T
+    E = _orthonormal_columns(kE, d, k, dtype, against=Bs.T).T
+    theta = 2 * jnp.arcsin(jnp.asarray(eps, dtype) / 2)
+    B0 = jnp.cos(theta) * Bs + jnp.sin(theta) * E
+    if rotate:
+        B0 = random_orthogonal(kU, k, dtype) @ B0
+    v_star = jnp.asarray(v_star_scale, dtype) * jax.random.normal(kv, (k,), dtype=dtype)
+    if inputs == "subspace":
+        VS = _orthonormal_columns(kS, d, m, dtype)
+        X = jax.random.normal(kZ, (n, m), dtype=dtype) @ VS.T
+    elif inputs == "isotropic":
+        if m != n:
+            raise ValueError(f"`inputs='isotropic'` draws rows N(0, I_d), so dim S = n; got m = {m} != n = {n}")
+        X = jax.random.normal(kZ, (n, d), dtype=dtype)
+        VS = None  # S = rowspace(X); a basis is only formed if a Σ_ood needs P_S (a QR of X.T is costly at scale)
+    else:
+        raise ValueError(f"`inputs` must be 'subspace' or 'isotropic', got {inputs!r}")
+    if isinstance(ood, str):
+        if ood not in _OOD_KINDS:
+            raise ValueError(f"`ood` must be one of {_OOD_KINDS} or a (d, d) PSD array, got {ood!r}")
+        if ood == "isotropic":
+            sigma = None  # Problem's default Σ_ood = I, stored without a (d, d) matrix
+        else:
+            VS = jnp.linalg.qr(X.T)[0] if VS is None else VS
+            PS = VS @ VS.T
+            sigma = {
+                "orthogonal": jnp.eye(d, dtype=dtype) - PS,
+                "id": PS,
+                "mixture": (1 - shift) * PS + shift * (jnp.eye(d, dtype=dtype) - PS),
+            }[ood]
+    else:
+        sigma = ood
+    return Problem(X, B0, Bs, v_star, sigma_ood=sigma)
+
+
+def subspace_shifts(
+    keys, eps, *, d: int, k: int, n: int, m: int | None = None, v_star_scale=None, inputs: str = "subspace"
+):
+    """A batch of `subspace_shift` problems of one shape, one per key and ε: a `Problem` pytree whose every array
+    has a leading batch axis N (the input to `sweep`).
+
+    **Arguments:** `keys` (N,) `jax.random` keys, `eps` (N,) feature errors (or one ε for all), `d`, `k`, `n`, `m`,
+    `inputs` as `subspace_shift`, `v_star_scale` (N,) or None (1). Σ_ood is the default I.
+
+    **Returns:** a batched `Problem`.
+    """
+    keys = jnp.asarray(keys)
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    if (typed and keys.ndim != 1) or (not typed and (keys.ndim != 2 or keys.shape[1] != 2)):
+        raise ValueError(
+            f"`keys` must be N jax.random keys (jax.random.split(key, N)), got shape {keys.shape}, dtype {keys.dtype}"
+        )
+    eps = jnp.broadcast_to(jnp.asarray(eps, dtype=jnp.result_type(float)), keys.shape[:1])
+    scale = jnp.ones_like(eps) if v_star_scale is None else v_star_scale
+    scale = jnp.broadcast_to(jnp.asarray(scale, dtype=eps.dtype), eps.shape)
+    return _batched_generator(d, k, n, m, inputs)(keys, eps, scale)
+
+
+@functools.lru_cache(maxsize=32)
+def _batched_generator(d, k, n, m, inputs):
+    def one(args):
+        key, e, s = args
+        return subspace_shift(key, d=d, k=k, n=n, m=m, eps=e, v_star_scale=s, inputs=inputs)
+
+    # lax.map (one instance at a time inside one compiled loop), not vmap: on this project's 2-core CPU machines a
+    # vmapped generator hung inside XLA with no CPU use (reproducibly: 16 problems at d = 500, 64 at d = 200;
+    # never with one instance per iteration). Generation is a small part of a sweep's cost either way.
+    return jax.jit(lambda keys, eps, scale: jax.lax.map(one, (keys, eps, scale)))
+
+
+def figure2_toy(
+    *,
+    x_id=(1.0, 0.0),
+    b_star_angle: float = math.pi / 4,
+    b0_angle: float = math.pi / 4 + math.pi / 36,
+    v_star: float = 1.0,
+    sigma_ood=None,
+) -> Problem:
+    """The paper's Figure 2 toy: d = 2, k = 1, one training point x_id.
+
+    B⋆ = [cos α⋆, sin α⋆], B0 = [cos α0, sin α0] (unit rows, so ε = 2 sin(|α0 − α⋆|/2)), v⋆ scalar,
+    X = [x_id]. The defaults (B⋆ at 45°, B0 5° away, ε ≈ 0.087) are the figure's regime of good features. The OOD
+    direction of the figure is the unit vector orthogonal to x_id; the default Σ_ood = I
+    measures the worst case, and `sigma_ood = outer(x_ood, x_ood)` measures the error on x_ood alone.
+
+    **Returns:** a `Problem` with n = 1, d = 2, k = 1 (outside k < n, so the regime warning is silenced).
+    """
+    import warnings
+
+    from ._validate import OverparameterisationWarning
+
+    X = jnp.asarray([x_id], dtype=jnp.result_type(float))
+    if X.shape != (1, 2):
+        raise ValueError(f"`x_id` must be a 2-vector, got {x_id}")
+    Bs = jnp.asarray([[math.cos(b_star_angle), math.sin(b_star_angle)]])
+    B0 = jnp.asarray([[math.cos(b0_angle), math.sin(b0_angle)]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OverparameterisationWarning)
+        return Problem(X, B0, Bs, jnp.asarray([v_star]), sigma_ood=sigma_ood)
+
+
+def figure2_ood_point(problem: Problem) -> jax.Array:
+    """The OOD point of Figure 2: the unit vector orthogonal to x_id (d = 2)."""
+    x = problem.X[0] / jnp.linalg.norm(problem.X[0])
+    return jnp.asarray([-x[1], x[0]])
