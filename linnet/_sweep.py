@@ -29,14 +29,16 @@ from ._validate import check_times
 @functools.lru_cache(maxsize=64)
 def _batched(name: str, opts: tuple, rtol: float, atol: float, max_steps: int, chunk: int, devices: tuple, mode: str):
     """The compiled batch function of one method: (problems (N, …), (heads (N, k), indices (N,), explicit (N,)),
-    times) → ((train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,)). `explicit` is each member's
+    times, reals) → ((train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,)). `opts` holds the static
+    options only; the method's real parameters (`reals`, a dict of scalars) are arguments of the compiled
+    function, so a sweep over η or λ compiles once, not once per value. `explicit` is each member's
     solver choice, made from its concrete data by the same rule as `fine_tune` (`_flow.explicit_is_enough`).
     `mode`: "mixed" (each member's choice by `lax.cond`), "explicit" (Tsit5 for all, with its step budget) or
     "default" (the method's default solver for all)."""
     kw = dict(opts)
     seed = kw.pop("seed", None)
 
-    def one(args, times):
+    def one(args, times, reals):
         p, v0, idx, explicit = args
         key = None if seed is None else jax.random.fold_in(jax.random.PRNGKey(seed), idx)
         if mode == "mixed":
@@ -45,13 +47,13 @@ def _batched(name: str, opts: tuple, rtol: float, atol: float, max_steps: int, c
             extra = dict(solver=_flow.explicit_solver(), max_steps=min(max_steps, _flow.EXPLICIT_STEPS))
         else:
             extra = dict(max_steps=max_steps)
-        tr = simulate(name, p, v0, times, rtol=rtol, atol=atol, throw=False, key=key, **extra, **kw)
+        tr = simulate(name, p, v0, times, rtol=rtol, atol=atol, throw=False, key=key, **extra, **kw, **reals)
         return (tr.train_loss, tr.id_error, tr.ood_error), tr.num_steps, is_okay(tr.result)
 
-    def batch(problems, inputs, times):
+    def batch(problems, inputs, times, reals):
         v0s, idx, explicit = inputs
         # lax.map runs one member per iteration, so each member's solver branch (`lax.cond`) really branches
-        return jax.lax.map(lambda a: one(a, times), (problems, v0s, idx, explicit),
+        return jax.lax.map(lambda a: one(a, times, reals), (problems, v0s, idx, explicit),
                            batch_size=None if chunk == 1 else chunk)  # fmt: skip
 
     if len(devices) == 1:
@@ -61,7 +63,7 @@ def _batched(name: str, opts: tuple, rtol: float, atol: float, max_steps: int, c
 
     mesh = Mesh(np.asarray(devices), ("batch",))
     spec = P("batch")
-    return jax.jit(jax.shard_map(batch, mesh=mesh, in_specs=(spec, spec, P()), out_specs=spec, check_vma=False))
+    return jax.jit(jax.shard_map(batch, mesh=mesh, in_specs=(spec, spec, P(), P()), out_specs=spec, check_vma=False))
 
 
 @partial(
@@ -96,6 +98,19 @@ class SweepResult:
         return {
             name: np.asarray(getattr(self, name)[i, j]) for name in ("train_loss", "id_error", "ood_error", "num_steps")
         }
+
+
+def _split_options(m, opts: dict, dtype) -> tuple[dict, dict]:
+    """(static options, real parameters as arrays). A method that delegates to another for these values (two
+    learning rates with a zero rate) keeps them static: the delegation is decided on the host."""
+    from ._simulate import _parse_params
+
+    reals_all, _ = _parse_params(m, {k: v for k, v in opts.items() if k not in ("seed", "lp_head")}, dtype)
+    if m.delegate is not None and m.delegate({**reals_all, **opts}) is not None:
+        return dict(opts), {}
+    real_names = {q.name for q in m.params if q.kind == "real"}
+    reals = {k: jnp.asarray(v, dtype) for k, v in opts.items() if k in real_names and v is not None}
+    return {k: v for k, v in opts.items() if k not in reals}, reals
 
 
 def _explicit_allowed(m, opts) -> bool:
@@ -175,7 +190,8 @@ def sweep(
     bar = tqdm(total=len(starts) * len(specs) * len(head_arrays), desc="sweep", unit="batch", disable=not progress)
     explicit_all = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s)))
     for i, (label, m, opts) in enumerate(specs):
-        key_opts = tuple(sorted(opts.items()))
+        statics, reals = _split_options(m, opts, dtype)
+        key_opts = tuple(sorted(statics.items()))
         for j, h in enumerate(head_arrays.values()):
             for b in starts:
                 stop = min(b + size, N)
@@ -183,7 +199,7 @@ def sweep(
                 take = jnp.concatenate([jnp.arange(b, stop), jnp.full((pad,), stop - 1)])
                 batch = jax.tree_util.tree_map(lambda a, take=take: a[take], problems)
                 flags = explicit_all[np.asarray(take)] & _explicit_allowed(m, opts)
-                args = (batch, (h[take], take, jnp.asarray(flags)), ts)
+                args = (batch, (h[take], take, jnp.asarray(flags)), ts, reals)
                 run = partial(_batched, m.name, key_opts, float(rtol), float(atol), int(max_steps), int(chunk), devices)
                 if flags.all() or not flags.any():
                     # one plan for the whole batch: the fallback is decided on the host, so the implicit program is

@@ -199,9 +199,8 @@ def cmd_reproduce(args):
     bar = tqdm(names, desc="figures", unit="fig")
     for name in bar:
         bar.set_postfix(figure=name)
-        fn = figures.REGISTRY[name]
         kw = dict(progress=True) if name == "stress_slack" else {}
-        data = fn(args.out, quick=args.quick, **kw)
+        data = figures.make(name, args.out, quick=args.quick, **kw)
         rows += [[name, label, value] for label, value in figures.headline(name, data)]
     print(_table(rows, ["figure", "quantity", "value"]))
     print(f"\nwrote {len(names)} figures (PNG, PDF, JSON) to {args.out}/ in {time.perf_counter() - t0:.0f} s")

@@ -181,25 +181,31 @@ def test_bad_values_are_rejected_under_tracing(problem):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_sweep_equals_individual_calls(name):
-    """`sweep` runs `simulate` inside its compiled batches: to 1e-10 relative to each metric's size."""
+    """`sweep` runs `simulate` inside its compiled batches, for a shared zero head and per-instance random heads,
+    with a padded last batch (3 instances in batches of 2): to 1e-10 relative to each metric's size. (GD's step
+    is `lr_fraction` · gd_stability_step, LoRA's key fold_in(PRNGKey(seed), instance index).)"""
     probs = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(7), 3), 0.2, d=D, k=K, n=N)
-    heads = jax.random.normal(jax.random.PRNGKey(8), (3, K))
+    heads = {"zero": jnp.zeros(K), "random": jax.random.normal(jax.random.PRNGKey(8), (3, K))}
     spec = {"name": name, **{a: b for a, b in CASES[name].items() if a != "key" and not callable(b)}}
     if name == "gd":
         spec["lr_fraction"] = 0.25
     if name == "lora":
         spec["seed"] = 4
     res = linnet.sweep(probs, heads, TIMES, methods=(spec,), batch_size=2, progress=False)
-    for i in range(3):
-        p = jax.tree_util.tree_map(lambda a, i=i: a[i], probs)
-        kw = {a: b for a, b in spec.items() if a not in ("name", "seed")}
-        if name == "lora":
-            kw["key"] = jax.random.fold_in(jax.random.PRNGKey(4), i)
-        one = linnet.simulate(name, p, heads[i], TIMES, **kw)
-        for metric in ("train_loss", "id_error", "ood_error"):
-            ref = np.asarray(getattr(one, metric))
-            got = np.asarray(getattr(res, metric)[0, 0, i])
-            assert np.max(np.abs(got - ref)) <= 1e-10 * np.max(np.abs(ref)), (metric, i)
+    for j, (label, h) in enumerate(heads.items()):
+        for i in range(3):
+            p = jax.tree_util.tree_map(lambda a, i=i: a[i], probs)
+            v = h if h.ndim == 1 else h[i]
+            kw = {a: b for a, b in spec.items() if a not in ("name", "seed", "lr_fraction")}
+            if name == "gd":
+                kw["lr"] = 0.25 * linnet.gd_stability_step(p, v)
+            if name == "lora":
+                kw["key"] = jax.random.fold_in(jax.random.PRNGKey(4), i)
+            one = linnet.simulate(name, p, v, TIMES, **kw)
+            for metric in ("train_loss", "id_error", "ood_error"):
+                ref = np.asarray(getattr(one, metric))
+                got = np.asarray(getattr(res, metric)[0, j, i])
+                assert np.max(np.abs(got - ref)) <= 1e-10 * np.max(np.abs(ref)), (metric, label, i)
 
 
 IMPORT_SCRIPT = textwrap.dedent(

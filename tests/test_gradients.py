@@ -42,7 +42,7 @@ def test_grad_of_ood_error_at_a_finite_time_and_at_the_limit_matches_finite_diff
         extra = {pname: q} if pname else {}
         return linnet.simulate(name, problem, v, TIMES, **_tight(name), **{**kw, **extra}).ood_error[1:]
 
-    Jv, Jq = jax.jacrev(f, argnums=(0, 1))(jnp.asarray(V0), p0 if pname else 0.0)
+    Jv, Jq = jax.jit(jax.jacrev(f, argnums=(0, 1)))(jnp.asarray(V0), p0 if pname else 0.0)
     # a derivative is compared relative to the larger of its own size and 1e-3 of the function's: from the LP head
     # (LP-FT, features only) the result does not depend on v0 at all, and both sides are 0 to rounding
     floor = 1e-3 * float(np.max(np.abs(np.asarray(f(V0, p0)))))
@@ -69,7 +69,7 @@ def test_l2_sp_gradient_with_dense_newton_solves(problem):
     def f_dense(v):
         return linnet.simulate("l2_sp", problem, v, [0.0, 0.5], lam_B=0.2, solver=dfx.Kvaerno5(), **TIGHT).ood_error[1:]
 
-    J = jax.jacrev(f_dense)(jnp.asarray(V0))
+    J = jax.jit(jax.jacrev(f_dense))(jnp.asarray(V0))
     fd = np.stack([(np.asarray(f(V0 + e)) - np.asarray(f(V0 - e))) / (2 * H) for e in H * np.eye(K)], axis=-1)
     assert np.max(np.abs(np.asarray(J) - fd)) <= 1e-5 * np.max(np.abs(fd))
 
@@ -83,6 +83,6 @@ def test_grad_through_the_generator_in_eps_matches_finite_differences():
         p = linnet.subspace_shift(key, d=D, k=K, n=N, eps=eps)
         return linnet.fine_tune(p, V0, [1.0, np.inf], **TIGHT).ood_error
 
-    J = jax.jacrev(f)(0.3)
+    J = jax.jit(jax.jacrev(f))(0.3)
     fd = (np.asarray(f(0.3 + H)) - np.asarray(f(0.3 - H))) / (2 * H)
     assert _rel(J, fd) <= 1e-5, (np.asarray(J), fd)

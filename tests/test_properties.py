@@ -20,7 +20,9 @@ def instances(draw):
     return k, n, d, eps, seed, scale
 
 
-@settings(max_examples=12, deadline=None)
+# 8 examples: each new shape compiles the implicit solver (~7 s on a CI core); facts 1–2 are also checked at
+# fixed shapes in test_fine_tune.py and test_theorems.py
+@settings(max_examples=8, deadline=None)
 @given(instances())
 def test_flow_invariants(inst):
     """Facts 1–2 on random shapes: B(t) = B0 on S⊥ (scipy null_space, 1e-10); v vᵀ − B Bᵀ constant (1e-6)."""

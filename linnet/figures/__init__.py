@@ -1,26 +1,22 @@
-"""The theory figures. One function per figure; each writes `<name>.png`, `<name>.pdf` and `<name>.json` (the
-plotted numbers, parameters, seeds and package versions) into `out`, and returns the data dict.
+"""The theory figures, each in two separate steps:
 
-Every number comes from the library (problem generators, `linear_probe` / `fine_tune` / `lp_ft`, the batched
-sweeps and `linnet.theory`); nothing here re-derives a formula. `quick=True` shrinks sweeps for the tests.
+- `compute(name, quick, seed) -> dict`: the figure's numbers (`_data_paper`, `_data_beyond`), tested;
+- `draw(name, data) -> matplotlib.figure.Figure`: the drawing, from that dict only (`_draw_paper`, `_draw_beyond`),
+  under the package's style (`matplotlib.rc_context`; no backend or global rcParams is touched).
+
+`make(name, out, quick, seed)` does both and writes `<name>.png`, `<name>.pdf` and `<name>.json` (the plotted
+numbers with parameters, seeds and package versions) into `out`; `fig_<name>(out, quick, seed)` is the same for
+one figure. Every number comes from the library (generators, the registry's methods and sweeps, `linnet.theory`);
+nothing here re-derives a formula. `quick=True` shrinks the sweeps for the tests.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._io import COLORS, STYLE
-from .beyond import fig_deep, fig_gd, fig_l2_sp, fig_lora, fig_methods, fig_two_lr, fig_wise_ft
-from .paper import (
-    eps_sweep,
-    fig_error_vs_time,
-    fig_feature_change,
-    fig_id_vs_ood,
-    fig_ood_vs_eps,
-    fig_phase,
-    fig_stress_slack,
-    fig_toy,
-)
+from . import _data_beyond, _data_paper, _draw_beyond, _draw_paper
+from ._data_paper import eps_sweep
+from ._io import COLORS, STYLE, _save, _styled
 
 FIGURES = (
     "toy",
@@ -40,6 +36,85 @@ FIGURES = (
 )
 
 
+def _lookup(prefix: str) -> dict:
+    mods = (_data_paper, _data_beyond) if prefix == "data" else (_draw_paper, _draw_beyond)
+    return {n: getattr(m, f"{prefix}_{n}") for n in FIGURES for m in mods if hasattr(m, f"{prefix}_{n}")}
+
+
+DATA = _lookup("data")
+DRAW = _lookup("draw")
+
+
+def _check(name: str) -> None:
+    if name not in DATA:
+        raise ValueError(f"unknown figure {name!r}; the figures are {list(FIGURES)}")
+
+
+def compute(name: str, quick: bool = False, seed: int = 0, **kwargs) -> dict:
+    """The numbers of figure `name` (a dict of arrays and scalars; see each `data_<name>`'s docstring)."""
+    _check(name)
+    return DATA[name](quick=quick, seed=seed, **kwargs)
+
+
+def draw(name: str, data: dict):
+    """Figure `name` drawn from `data` (as returned by `compute`) alone: a `matplotlib.figure.Figure`."""
+    _check(name)
+    return _styled(DRAW[name])(data)
+
+
+def load(name: str, out="figures") -> dict:
+    """The saved data of figure `name` from `out/<name>.json`, with the non-finite numbers the JSON stores as
+    strings ("inf", "nan") turned back into floats; `draw(name, load(name))` redraws a committed figure."""
+    import json
+    from pathlib import Path
+
+    _check(name)
+    path = Path(out) / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no saved data for figure {name!r} at {path}; run `linnet reproduce --only {name}`")
+
+    def restore(x):
+        if isinstance(x, dict):
+            return {k: restore(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [restore(v) for v in x]
+        if x in ("inf", "-inf", "nan"):
+            return float(x)
+        return x
+
+    return restore(json.loads(path.read_text()))
+
+
+def make(name: str, out="figures", quick: bool = False, seed: int = 0, **kwargs) -> dict:
+    """Compute, draw and save figure `name` into `out`; returns the saved data (with `figure` and `versions`)."""
+    data = compute(name, quick, seed, **kwargs)
+    return _save(draw(name, data), name, out, data)
+
+
+def _figure_function(name: str):
+    def fig(out="figures", quick: bool = False, seed: int = 0, **kwargs) -> dict:
+        return make(name, out, quick, seed, **kwargs)
+
+    fig.__name__ = fig.__qualname__ = f"fig_{name}"
+    fig.__doc__ = f"`make({name!r}, out, quick, seed)`: " + (DATA[name].__doc__ or "")
+    return fig
+
+
+fig_toy = _figure_function("toy")
+fig_error_vs_time = _figure_function("error_vs_time")
+fig_ood_vs_eps = _figure_function("ood_vs_eps")
+fig_id_vs_ood = _figure_function("id_vs_ood")
+fig_feature_change = _figure_function("feature_change")
+fig_stress_slack = _figure_function("stress_slack")
+fig_phase = _figure_function("phase")
+fig_two_lr = _figure_function("two_lr")
+fig_wise_ft = _figure_function("wise_ft")
+fig_l2_sp = _figure_function("l2_sp")
+fig_gd = _figure_function("gd")
+fig_lora = _figure_function("lora")
+fig_deep = _figure_function("deep")
+fig_methods = _figure_function("methods")
+# name -> fig_<name>, in FIGURES order (what `linnet reproduce` runs)
 REGISTRY = {
     "toy": fig_toy,
     "error_vs_time": fig_error_vs_time,
@@ -134,4 +209,7 @@ def headline(name: str, data: dict) -> list[tuple[str, str]]:
     return []
 
 
-__all__ = ["COLORS", "FIGURES", "REGISTRY", "STYLE", "eps_sweep", "headline", *(f"fig_{n}" for n in FIGURES)]
+__all__ = [
+    "COLORS", "DATA", "DRAW", "FIGURES", "REGISTRY", "STYLE", "compute", "draw", "eps_sweep", "headline", "load",
+    "make", *(f"fig_{n}" for n in FIGURES),
+]  # fmt: skip

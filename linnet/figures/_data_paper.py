@@ -1,0 +1,192 @@
+"""The numbers behind the paper's theory figures: one function per figure, `data_<name>(quick, seed) -> dict`.
+
+Nothing here draws. Every number comes from the library (generators, `linear_probe` / `fine_tune` / `lp_ft`,
+the batched sweeps, `linnet.theory`, `linnet.stress`); nothing re-derives a formula. The dicts hold everything
+their drawing needs, and are what `<name>.json` stores, so a figure shows exactly its saved numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import stress as _stress
+from .. import theory as th
+from .._errors import id_error_of_predictor
+from .._generators import figure2_ood_point, figure2_toy, random_head, subspace_shift, subspace_shifts
+from .._methods import fine_tune, linear_probe, lp_ft
+from .._sweep import batched_predictors
+from ._io import _shape, _slope
+
+PAPER_METHODS = (("LP", "lp"), ("FT", "ft"), ("LP-FT", "lpft"))
+
+
+@functools.lru_cache(maxsize=4)
+def eps_sweep(quick: bool, seed: int = 0) -> dict:
+    """Limits of LP, FT and LP-FT (random head v0 ~ N(0, I)) over an ε grid × seeds, isotropic Gaussian inputs.
+
+    Returns, per method, the ID part ‖P_S e‖² and the S⊥ part ‖P_S⊥ e‖² of the limiting error e = Bᵀv − w⋆
+    (shape (len(eps), seeds)); L_ood under Σ = (1 − u) P_S + u P_S⊥ is (1 − u)·ID + u·S⊥, and Σ = I is their sum.
+    Cached, so that `reproduce` computes it once for its three figures.
+    """
+    shape = _shape(quick)
+    eps_grid = np.logspace(-4, 0, 5 if quick else 9)
+    seeds = 4 if quick else 16
+    key = jax.random.PRNGKey(seed)
+    keys = jnp.tile(jax.random.split(key, seeds), (eps_grid.size, 1))
+    eps = jnp.repeat(jnp.asarray(eps_grid), seeds)
+    probs = subspace_shifts(keys, eps, inputs="isotropic", **shape)
+    heads = jax.random.normal(jax.random.fold_in(key, 1), (eps.shape[0], shape["k"]))
+    out = {"eps": eps_grid, "seeds": seeds, "shape": shape, "seed": seed}
+    for method, code in PAPER_METHODS:
+        _, w = batched_predictors(probs, heads, [np.inf], method=code)
+        e = w[:, -1] - probs.w_star
+        id_part = jax.vmap(id_error_of_predictor)(probs, w[:, -1])
+        perp = jnp.sum(e**2, -1) - id_part
+        out[method] = {
+            "id": np.asarray(id_part).reshape(eps_grid.size, seeds),
+            "perp": np.maximum(np.asarray(perp), 0.0).reshape(eps_grid.size, seeds),
+        }
+    return out
+
+
+def _times(quick: bool) -> np.ndarray:
+    return np.concatenate([np.logspace(-4, 2, 16 if quick else 40), [np.inf]])
+
+
+def data_toy(quick: bool = False, seed: int = 0) -> dict:
+    """Figure 2 of the paper from a simulation: d = 2, k = 1, one training point x_id, zero head (no randomness:
+    `quick` and `seed` are accepted for a uniform signature and ignored)."""
+    p = figure2_toy()
+    x_ood = np.asarray(figure2_ood_point(p))
+    v0 = jnp.asarray([0.0])
+    lp = linear_probe(p, v0, [np.inf])
+    ft = fine_tune(p, v0, [np.inf])
+    w_star = np.asarray(p.w_star)
+    w_lp = np.asarray(lp.predictor[-1])
+    w_ft = np.asarray(ft.predictor[-1])
+    return dict(
+        x_id=np.asarray(p.X[0]),
+        x_ood=x_ood,
+        w_star=w_star,
+        B0=np.asarray(p.B0[0]),
+        B_ft=np.asarray(ft.B[-1, 0]),
+        w_lp=w_lp,
+        w_ft=w_ft,
+        v_lp=lp.v[-1],
+        v_ft=ft.v[-1],
+        ood_sq_error_on_x_ood=dict(LP=float((w_lp - w_star) @ x_ood) ** 2, FT=float((w_ft - w_star) @ x_ood) ** 2),
+        eps=float(th.feature_error(p)),
+        params=dict(v0=0.0),
+    )
+
+
+def data_error_vs_time(quick: bool = False, seed: int = 0) -> dict:
+    """√L_ood and √L_id over time for FT (zero and random head), LP and LP-FT, ε = 0.01, with Theorem 3.1's
+    bound (submission form, Section 3.1's ε) for both heads and whether its hypotheses hold."""
+    shape = _shape(quick)
+    eps = 0.01
+    key = jax.random.PRNGKey(seed)
+    p = subspace_shift(key, eps=eps, inputs="isotropic", **shape)
+    v_rand = random_head(jax.random.fold_in(key, 1), shape["k"], 1.0)
+    v_zero = jnp.zeros(shape["k"])
+    times = _times(quick)
+    trajs = {
+        "FT (zero head)": fine_tune(p, v_zero, times),
+        "FT": fine_tune(p, v_rand, times),
+        "LP": linear_probe(p, v_rand, times),
+        "LP-FT": lp_ft(p, v_rand, times),
+    }
+    return dict(
+        times=times,
+        params=dict(eps=eps, seed=seed, **shape),
+        bounds={
+            "FT (zero head)": float(th.ft_ood_lower_bound(p, v_zero)),
+            "FT": float(th.ft_ood_lower_bound(p, v_rand)),
+        },
+        hypotheses_hold=th.check_assumptions(p, v_rand).holds["theorem_3_1"],
+        sqrt_ood={n: np.sqrt(np.asarray(t.ood_error)) for n, t in trajs.items()},
+        sqrt_id={n: np.sqrt(np.maximum(np.asarray(t.id_error), 0)) for n, t in trajs.items()},
+    )
+
+
+def data_ood_vs_eps(quick: bool = False, seed: int = 0) -> dict:
+    """Limiting L_ood (Σ_ood = I) against ε for LP, FT and LP-FT: mean, 10 % and 90 % quantiles over seeds, and
+    the fitted log–log slope of the mean (Theorem 3.2: LP's error vanishes with ε, FT's does not)."""
+    sw = eps_sweep(quick, seed)
+    eps = sw["eps"]
+    data = dict(eps=eps, params=dict(seeds=sw["seeds"], seed=seed, head="random N(0, I)", **sw["shape"]))
+    for m, _ in PAPER_METHODS:
+        L = sw[m]["id"] + sw[m]["perp"]
+        mean = L.mean(1)
+        data[m] = dict(mean=mean, q10=np.quantile(L, 0.1, 1), q90=np.quantile(L, 0.9, 1), slope=_slope(eps, mean))
+    return data
+
+
+def data_id_vs_ood(quick: bool = False, seed: int = 0) -> dict:
+    """Mean ID-subspace error and mean OOD error at the limit, per method and ε (Proposition 3.1, Theorem 3.2)."""
+    sw = eps_sweep(quick, seed)
+    data = dict(eps=sw["eps"], params=dict(seeds=sw["seeds"], seed=seed, **sw["shape"]))
+    for m, _ in PAPER_METHODS:
+        data[m] = dict(id_error=sw[m]["id"].mean(1), ood_error=(sw[m]["id"] + sw[m]["perp"]).mean(1))
+    return data
+
+
+def data_feature_change(quick: bool = False, seed: int = 0) -> dict:
+    """‖B(t) − B0‖_F split into its part in S (the training span) and in S⊥, for FT and LP-FT (random head,
+    ε = 0.1); fact 1 says the S⊥ part is zero."""
+    shape = _shape(quick)
+    key = jax.random.PRNGKey(seed)
+    p = subspace_shift(key, eps=0.1, inputs="isotropic", **shape)
+    v0 = random_head(jax.random.fold_in(key, 1), shape["k"], 1.0)
+    times = _times(quick)
+    PS = np.asarray(p.sigma_id)
+    data = dict(times=times, params=dict(eps=0.1, seed=seed, **shape))
+    for name, tr in (("FT", fine_tune(p, v0, times)), ("LP-FT", lp_ft(p, v0, times))):
+        dB = np.asarray(tr.B) - np.asarray(p.B0)
+        perp = np.linalg.norm(dB - dB @ PS, axis=(1, 2))
+        data[name] = dict(in_S=np.linalg.norm(dB @ PS, axis=(1, 2)), in_S_perp=perp, max_in_S_perp=float(perp.max()))
+    return data
+
+
+def data_stress_slack(quick: bool = False, seed: int = 0, progress: bool = False) -> dict:
+    """Theorem 3.1's slack min_t √L_ood(t) − bound over `linnet.stress.random_search`'s instances."""
+    n_inst = 120 if quick else 3000
+    shapes = _stress.DEFAULT_SHAPES[:1] if quick else _stress.DEFAULT_SHAPES
+    reports = _stress.random_search(
+        jax.random.PRNGKey(seed),
+        instances=n_inst,
+        batch=120 if quick else 250,
+        shapes=shapes,
+        progress=progress,
+        collect=True,
+    )
+    r = reports["theorem_3_1"]
+    s = np.asarray(r.slacks)
+    return dict(
+        params=dict(instances=n_inst, seed=seed, shapes=shapes),
+        slacks=s,
+        violations=int(np.sum(s <= 0)),
+        min_slack=float(s.min()),
+        worst=r.worst,
+    )
+
+
+def data_phase(quick: bool = False, seed: int = 0) -> dict:
+    """Mean L_ood at t = ∞ of LP, FT and LP-FT over feature error ε × OOD shift strength u, where
+    Σ_ood = (1 − u) P_S + u P_S⊥, and the index of the best method at each grid point."""
+    sw = eps_sweep(quick, seed)
+    u = np.linspace(0, 1, 11 if quick else 41)
+    methods = tuple(m for m, _ in PAPER_METHODS)
+    L = np.stack(
+        [
+            ((1 - u)[None, :] * sw[m]["id"].mean(1)[:, None] + u[None, :] * sw[m]["perp"].mean(1)[:, None])
+            for m in methods
+        ]
+    )
+    return dict(
+        eps=sw["eps"], u=u, methods=methods, best=np.argmin(L, axis=0), L=L, params=dict(seed=seed, **sw["shape"])
+    )

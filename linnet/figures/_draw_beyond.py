@@ -1,0 +1,148 @@
+"""Drawing the figures of methods beyond the paper, from the dicts of `_data_beyond` only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._io import COLORS, _style
+
+_PAPER = ("LP", "FT", "LP-FT")
+
+
+def _mean(x):
+    return np.asarray(x).mean(-1)
+
+
+def draw_two_lr(data: dict):
+    plt = _style()
+    fig, ax = plt.subplots()
+    r = data["ratios"]
+    ax.loglog(r, _mean(data["ood_inf"]), "o-", color=COLORS["FT"], label="two LR, t = ∞")
+    ax.loglog(r, _mean(data["ood_t1"]), "s--", color="#CC79A7", label="two LR, t = 1")
+    for name in _PAPER:
+        ax.axhline(_mean(data["reference"][name]), color=COLORS[name], ls=":", label=f"{name} (t = ∞)")
+    sh = data["params"]
+    ax.set_xlabel("η_B / η_v (feature / head learning rate)")
+    ax.set_ylabel("L_ood (mean over seeds)")
+    ax.set_title(f"Two learning rates, ε = 0.1, d={sh['d']} k={sh['k']} n={sh['n']}")
+    ax.legend(fontsize=6, loc="best")
+    return fig
+
+
+def draw_wise_ft(data: dict):
+    plt = _style()
+    fig, ax = plt.subplots()
+    for name in ("FT", "LP-FT"):
+        d = data[name]
+        ax.plot(data["alphas"], d["ood_error"], color=COLORS[name], label=f"LP → {name}")
+        ax.plot([d["alpha_star"]], [d["ood_at_alpha_star"]], "o", color=COLORS[name], ms=4)
+    ax.set_yscale("log")
+    ax.set_xlabel("interpolation weight α  (θ_α = (1 − α) θ_LP + α θ_end)")
+    ax.set_ylabel("L_ood")
+    ax.set_title("WiSE-FT (dots: exact OOD-optimal α*)")
+    ax.legend(fontsize=6, loc="best")
+    return fig
+
+
+def draw_l2_sp(data: dict):
+    plt = _style()
+    fig, ax = plt.subplots()
+    ax.loglog(
+        np.maximum(_mean(data["id_error"]), 1e-300),
+        _mean(data["ood_error"]),
+        "o-",
+        color="#CC79A7",
+        label="L2-SP (λ_B ↑ along curve)",
+    )
+    for name in _PAPER:
+        ref = data["reference"][name]
+        ax.loglog(max(_mean(ref["id"]), 1e-300), _mean(ref["ood"]), "s", color=COLORS[name], label=name)
+    ax.set_xlabel("L_id:subspace at t = ∞ (mean)")
+    ax.set_ylabel("L_ood at t = ∞ (mean)")
+    ax.set_title(f"L2-SP trade-off, λ_v = {data['lam_v']:g}")
+    ax.legend(fontsize=6, loc="best")
+    return fig
+
+
+def draw_gd(data: dict):
+    plt = _style()
+    fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.6))
+    fr = data["step_fraction"]
+    axes[0].loglog(fr, data["distance_to_flow"], "o-", color=COLORS["FT"])
+    axes[0].set_xlabel("step / (2/λ_max at start)")
+    axes[0].set_ylabel("‖w_GD(∞) − w_flow(∞)‖")
+    axes[0].set_title(f"GD limit → flow limit, order {data['order']:.2f}")
+    axes[1].semilogx(fr, data["ood_error"], "o-", color=COLORS["FT"], label="GD limit")
+    axes[1].axhline(data["flow_ood"], color="k", ls=":", label="gradient flow")
+    axes[1].set_xlabel("step / (2/λ_max at start)")
+    axes[1].set_ylabel("L_ood at the limit")
+    title = "implicit bias of the step (3× step: diverges)" if data["diverges_at_3x"] else "OOD error vs step"
+    axes[1].set_title(title)
+    axes[1].legend(fontsize=6, loc="best")
+    return fig
+
+
+def draw_lora(data: dict):
+    plt = _style()
+    fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.6))
+    ranks = data["ranks"]
+    for a, sc in enumerate(data["scales"]):
+        axes[0].semilogy(ranks, _mean(data["ood_error"][a]), "o-", label=f"LoRA, W-init scale {sc:g}")
+        axes[1].semilogy(ranks, np.maximum(_mean(data["s_perp_change"][a]), 1e-300), "o-", label=f"scale {sc:g}")
+    for name in ("FT", "LP-FT", "LP"):
+        axes[0].axhline(_mean(data["reference"][name]), color=COLORS[name], ls=":", label=name)
+    for ax in axes:
+        ax.set_xticks(ranks)
+        ax.set_xlabel("LoRA rank")
+    axes[0].set_ylabel("L_ood at t = ∞ (mean)")
+    axes[1].set_ylabel("‖(B(∞) − B0) P_S⊥‖_F (FT: 0)")
+    axes[0].legend(fontsize=5, loc="best")
+    axes[1].legend(fontsize=6, loc="best")
+    return fig
+
+
+def draw_deep(data: dict):
+    plt = _style()
+    fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.6))
+    depths = data["depths"]
+    for m in ("FT", "LP-FT"):
+        axes[0].semilogy(depths, _mean(data[m]["ood_error"]), "o-", color=COLORS[m], label=m)
+        axes[1].semilogy(depths, np.maximum(_mean(data[m]["s_perp_change"]), 1e-17), "o-", color=COLORS[m], label=m)
+    axes[0].axhline(data["LP_ood"], color=COLORS["LP"], ls=":", label="LP")
+    for ax in axes:
+        ax.set_xticks(depths)
+    axes[0].set_xlabel("depth L of the feature extractor")
+    axes[0].set_ylabel("L_ood at t = ∞ (mean)")
+    axes[1].set_xlabel("depth L")
+    axes[1].set_ylabel("‖(B(∞) − B0) P_S⊥‖_F (mean; floor 1e-17)")
+    axes[0].legend(fontsize=6, loc="best")
+    axes[1].legend(fontsize=6, loc="best")
+    return fig
+
+
+def draw_methods(data: dict):
+    plt = _style()
+    names = list(data["methods"])
+    ood, idm = np.asarray(data["ood_error"]), np.asarray(data["id_error"])
+    order = [names.index(n) for n in data["ranking"]]
+    fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.0))
+    y = np.arange(len(names))
+    axes[0].errorbar(ood.mean(1)[order], y, xerr=ood.std(1)[order], fmt="o", color="#0072B2", ms=3, label="L_ood")
+    axes[0].plot(np.maximum(idm.mean(1)[order], 1e-16), y, "k|", ms=7, label="L_id:subspace (floor 1e-16)")
+    axes[0].set_yticks(y, data["ranking"], fontsize=6)
+    axes[0].set_ylabel("method")
+    axes[0].set_xscale("log")
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("error at t = ∞ (mean ± std over seeds)")
+    axes[0].set_title("methods ranked by OOD error")
+    axes[0].legend(fontsize=6, loc="best")
+    noise = np.asarray(data["noise"])
+    for m in _PAPER:
+        d = data["label_noise"][m]
+        axes[1].loglog(noise[1:], _mean(d["ood"][1:]), "o-", color=COLORS[m], label=f"{m} OOD")
+        axes[1].loglog(noise[1:], np.maximum(_mean(d["id"][1:]), 1e-300), "s--", color=COLORS[m], label=f"{m} ID")
+    axes[1].set_xlabel("label noise σ (y = X w⋆ + ξ, ξ ~ N(0, σ² I))")
+    axes[1].set_ylabel("error at t = ∞ (mean)")
+    axes[1].set_title("label noise (FT and LP-FT ID coincide: both interpolate)")
+    axes[1].legend(fontsize=5, ncol=2, loc="best")
+    return fig

@@ -1,0 +1,162 @@
+"""Drawing the paper's theory figures: `draw_<name>(data) -> matplotlib.figure.Figure`, from the dicts of
+`_data_paper` only (so a figure never shows a number its JSON does not hold). Nothing here computes a result."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._io import COLORS, _style
+
+_METHODS = ("LP", "FT", "LP-FT")
+
+
+def draw_toy(data: dict):
+    plt = _style()
+    fig, ax = plt.subplots(figsize=(3.4, 4.2))
+    w_ft, w_star = np.asarray(data["w_ft"]), np.asarray(data["w_star"])
+    arrows = [
+        (data["x_id"], "x_id (training point)", "#999999", "-"),
+        (data["x_ood"], "x_ood", "#CC79A7", "-"),
+        (w_star, "w* (true predictor)", "#000000", "-"),
+        (data["B0"], "pretrained feature B0", "#56B4E9", "--"),
+        (data["w_lp"], "LP predictor", COLORS["LP"], "-"),
+        (data["B_ft"], "FT feature", COLORS["FT"], "--"),
+        (w_ft, "FT predictor", COLORS["FT"], "-"),
+    ]
+    for vec, label, col, ls in arrows:
+        ax.annotate("", xy=vec, xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=col, ls=ls, lw=1.4))
+        ax.plot([], [], color=col, ls=ls, label=label)
+    err = data["ood_sq_error_on_x_ood"]["FT"]
+    ax.plot(
+        [w_ft[0], w_ft[0]],
+        [w_ft[1], w_star[1]],
+        color=COLORS["FT"],
+        lw=3,
+        alpha=0.35,
+        label=f"FT error on x_ood: {err:.3f}",
+    )
+    pts = np.array([np.asarray(a[0]) for a in arrows] + [[0.0, 0.0]])
+    lo, hi = pts.min(0) - 0.2, pts.max(0) + 0.2
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_aspect("equal")
+    ax.set_xlabel("coordinate 1 (along x_id)")
+    ax.set_ylabel("coordinate 2 (along x_ood)")
+    ax.set_title("Fig. 2 toy: FT moves the feature only along x_id")
+    ax.legend(loc="upper left", fontsize=6, framealpha=0.9)
+    return fig
+
+
+def draw_error_vs_time(data: dict):
+    plt = _style()
+    fig, axes = plt.subplots(1, 2, figsize=(6.8, 3.1), sharex=True, layout="constrained")
+    tf = np.asarray(data["times"])[:-1]
+    for name, o in data["sqrt_ood"].items():
+        axes[0].loglog(tf, np.asarray(o)[:-1], color=COLORS[name], label=name)
+        axes[1].loglog(tf, np.maximum(np.asarray(data["sqrt_id"][name])[:-1], 1e-150), color=COLORS[name], label=name)
+    for name, b in data["bounds"].items():
+        if data["hypotheses_hold"] and b > 0:
+            axes[0].axhline(b, color=COLORS[name], ls=":", lw=1, label=f"Thm 3.1 bound ({name})")
+    axes[0].set_ylabel("√L_ood  (Σ_ood = I)")
+    axes[1].set_ylabel("√L_id:subspace (floor ≈ solver tolerance)")
+    for ax in axes:
+        ax.set_xlabel("time t (loss ‖XBᵀv − y‖²)")
+    sh = data["params"]
+    axes[0].set_title(f"OOD error, ε = {sh['eps']}, d={sh['d']} k={sh['k']} n={sh['n']}")
+    axes[1].set_title("ID-subspace error")
+    # below both panels: inside, the six curves and two bounds leave no empty corner
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=6)
+    return fig
+
+
+def draw_ood_vs_eps(data: dict):
+    plt = _style()
+    fig, ax = plt.subplots()
+    eps = np.asarray(data["eps"])
+    for m in _METHODS:
+        d = data[m]
+        ax.loglog(eps, d["mean"], "o-", ms=3, color=COLORS[m], label=f"{m}: slope {d['slope']:.2f}")
+        ax.fill_between(eps, np.maximum(d["q10"], 1e-300), d["q90"], color=COLORS[m], alpha=0.2)
+    ax.set_xlabel("feature error ε = d(B0, B*)")
+    ax.set_ylabel("L_ood at t = ∞  (mean, 10–90 %)")
+    ax.set_title("Thm 3.2: LP's OOD error → 0 with ε, FT's does not")
+    ax.legend(loc="best")
+    return fig
+
+
+def draw_id_vs_ood(data: dict, floor: float = 1e-30):
+    plt = _style()
+    fig, ax = plt.subplots()
+    for m, marker in zip(_METHODS, "os^", strict=True):
+        ax.loglog(
+            data[m]["ood_error"], np.maximum(data[m]["id_error"], floor), marker + "-", ms=4, color=COLORS[m], label=m
+        )
+    for i, e in enumerate(data["eps"]):
+        if i % 2 == 0:
+            xy = (data["LP"]["ood_error"][i], max(data["LP"]["id_error"][i], floor))
+            ax.annotate(f"ε={e:.0e}", xy, fontsize=5, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("L_ood at t = ∞")
+    ax.set_ylabel(f"L_id:subspace at t = ∞ (floored at {floor:g})")
+    ax.set_title("ID vs OOD: FT fits S exactly, LP-FT also keeps OOD low")
+    ax.legend(loc="best")
+    return fig
+
+
+def draw_feature_change(data: dict):
+    plt = _style()
+    fig, ax = plt.subplots()
+    t = np.asarray(data["times"])
+    for name in ("FT", "LP-FT"):
+        in_S = np.asarray(data[name]["in_S"])
+        ax.loglog(t[:-1], in_S[:-1], color=COLORS[name], label=f"{name}: part in S")
+        ax.axhline(in_S[-1], color=COLORS[name], ls=":", lw=0.8)
+    note = "S⊥ part: max {:.1e} (FT), {:.1e} (LP-FT) — fact 1"
+    ax.text(
+        0.02,
+        0.02,
+        note.format(data["FT"]["max_in_S_perp"], data["LP-FT"]["max_in_S_perp"]),
+        transform=ax.transAxes,
+        fontsize=6,
+    )
+    ax.set_xlabel("time t")
+    ax.set_ylabel("‖B(t) − B0‖_F  (dotted: t = ∞)")
+    ax.set_title("LP-FT changes features far less than FT")
+    ax.legend(loc="best")
+    return fig
+
+
+def draw_stress_slack(data: dict):
+    plt = _style()
+    fig, ax = plt.subplots()
+    s = np.asarray(data["slacks"])
+    pos, neg = s[s > 0], s[s <= 0]
+    bins = np.logspace(np.log10(max(pos.min(), 1e-8)), np.log10(pos.max()), 40) if pos.size else 10
+    ax.hist(pos, bins=bins, color=COLORS["LP"], alpha=0.8, label=f"holds ({pos.size})")
+    for j, x in enumerate(np.sort(-neg)[:20]):  # violations are rare: draw each one as a line
+        label = f"violated ({neg.size}): |slack| of each" if j == 0 else None
+        ax.axvline(max(x, 1e-8), color=COLORS["FT"], lw=1.5, ls="--", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("|min_t √L_ood(t) − Thm 3.1 bound|")
+    ax.set_ylabel("instances")
+    ax.set_title(f"Thm 3.1 slack over {s.size} random instances")
+    ax.legend(loc="best")
+    return fig
+
+
+def draw_phase(data: dict):
+    from matplotlib.colors import ListedColormap
+
+    plt = _style()
+    fig, ax = plt.subplots()
+    methods = tuple(data["methods"])
+    best = np.asarray(data["best"])
+    cmap = ListedColormap([COLORS[m] for m in methods])
+    ax.pcolormesh(data["u"], np.log10(data["eps"]), best, cmap=cmap, vmin=-0.5, vmax=2.5, shading="nearest")
+    for i, m in enumerate(methods):
+        ax.plot([], [], "s", color=COLORS[m], label=m + ("" if (best == i).any() else " (never best)"))
+    ax.set_xlabel("OOD shift strength u  (Σ_ood = (1−u) P_S + u P_S⊥)")
+    ax.set_ylabel("log10 ε")
+    ax.set_title("Lowest OOD error at t = ∞")
+    # outside the axes: every cell of the map is data
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    return fig
