@@ -168,6 +168,9 @@ def cmd_stress(args):
         instances=args.instances,
         batch=args.batch,
         starts=args.starts,
+        ks=tuple(args.k),
+        k_starts=args.k_starts,
+        k_steps=args.k_steps,
         progress=not args.no_progress,
         out=args.out,
     )
@@ -178,9 +181,21 @@ def cmd_stress(args):
         best = g["replayed"][0]["simulated_min_slack"] if g["replayed"] else float("nan")
         rows.append([name, "gradient (k=1)", str(g["starts"]), str(g["violations"]), _fmt(best)])
     print(_table(rows, ["statement", "search", "tried", "violations", "min slack"]))
+    rows = []
+    for k, modes in summary["by_k"].items():
+        for mode, r in modes.items():
+            rep = r["replayed"][0] if r["replayed"] else {}
+            nan = float("nan")
+            best = r["best_relative_slack"] if r["best_relative_slack"] is not None else nan
+            replayed = [_fmt(rep.get("relative_slack", nan)), _fmt(rep.get("min_slack", nan))]
+            rows.append([str(k), mode, str(r["starts"]), str(r["violations"]), _fmt(best), *replayed])
+    if rows:
+        print()
+        print(_table(rows, ["k", "statement", "starts", "violations", "rel. slack", "Radau rel. slack", "Radau slack"]))
     print(
         f"\n{summary['seconds_total']:.0f} s; gradient rows: violations among BFGS minimisers, min slack of the "
-        "best one replayed by the ODE simulator"
+        "best one replayed by the ODE simulator. Per-k rows: Adam through the simulator; relative slack "
+        "min_t (√L_ood + λε)/RHS₀ − 1 (c_star rows: ε = 0, so 1 + it estimates c*(k)), replayed by scipy Radau"
     )
     if args.out:
         print(f"worst instances saved to {args.out} (replay with linnet.stress.replay)")
@@ -240,7 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stress", help="counterexample search for the paper's inequalities")
     p.add_argument("--instances", type=_positive_int, default=10_000, help="random instances (default 10 000)")
     p.add_argument("--batch", type=_positive_int, default=250, help="instances per vmapped batch")
-    p.add_argument("--starts", type=_positive_int, default=64, help="BFGS starts of the gradient search")
+    p.add_argument("--starts", type=_positive_int, default=64, help="BFGS starts of the k = 1 closed-form search")
+    p.add_argument(
+        "--k", type=_positive_int, nargs="*", default=[1, 2, 3, 5], help="k for the search through the simulator"
+    )
+    p.add_argument("--k-starts", type=_positive_int, default=8, help="starts per k and statement")
+    p.add_argument("--k-steps", type=_positive_int, default=60, help="Adam steps per start")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="figures/stress.json", help="JSON report with the worst instances")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -7,12 +7,15 @@ the statement is violated), in two ways:
     included), ‖v⋆‖ and the OOD second moment, simulated in vmapped batches at several times and at t = ∞;
 (b) `gradient_search`: BFGS on the instance itself (inputs X, features B0, B⋆, heads v0, v⋆) through the exact k = 1
     fine-tuning limit (docs/theory.md, "Reduced coordinates") and t = 0, with `jax.grad`; each minimiser is then
-    replayed with the ODE
-    simulator at every saved time.
+    replayed with the ODE simulator at every saved time;
+(c) `linnet._search.gradient_search_k`, for any k: Adam through the simulator itself (`jax.grad` of
+    `linnet.simulate`, t = ∞ included) over orthonormal-row features (exponential maps), X, v⋆ and v0; every
+    instance it reports is replayed by an independent scipy Radau integration of the full state.
 
 Statements searched:
 - "theorem_3_1": Theorem 3.1 (submission; camera-ready 3.2), Σ_ood = I, φ in the absolute-value form:
   slack = min_t √L_ood(t) − bound.
+- "theorem_3_1_eps_squared": the same with the theorem's own, squared reading of ε (`eps_form="theorem"`).
 - "theorem_3_1_camera_ready": the camera-ready Σ-weighted form on random mixtures Σ = (1 − u) P_S + u P_S⊥.
 - "theorem_3_1_halved": the candidate correction with (1 + ‖w⋆‖)² replaced by 2 (1 + ‖w⋆‖)² (see paper_repro.md).
 - "proposition_3_1": L_id:subspace(LP∞) − L_id:subspace(FT∞) (differences within the solver tolerance
@@ -39,7 +42,14 @@ from ._sweep import batched_predictors
 
 TIMES = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0, math.inf)
 DEFAULT_SHAPES = ((12, 1, 6, 3), (16, 1, 8, 4), (20, 2, 8, 4), (24, 3, 10, 5), (30, 2, 12, 6), (16, 1, 6, 6))
-STATEMENTS = ("theorem_3_1", "theorem_3_1_camera_ready", "theorem_3_1_halved", "proposition_3_1")
+STATEMENTS = (
+    "theorem_3_1",
+    "theorem_3_1_eps_squared",
+    "theorem_3_1_camera_ready",
+    "theorem_3_1_halved",
+    "proposition_3_1",
+)
+SEARCH_K = (1, 2, 3, 5)
 
 
 @dataclasses.dataclass
@@ -153,6 +163,7 @@ def random_search(
         sq_iso = jnp.sqrt(jnp.sum(e**2, -1))
         sq_sig = jnp.sqrt(jnp.einsum("ntd,nde,nte->nt", e, Sigma, e))
         bound = jax.vmap(th.ft_ood_lower_bound)(probs, heads)
+        bound_sq = jax.vmap(lambda p, v: th.ft_ood_lower_bound(p, v, eps_form="theorem"))(probs, heads)
         halved = jax.vmap(_bound_halved)(probs, heads)
         bound_cr = jnp.sqrt(jnp.minimum(shift, 1 - shift)) * bound  # √σ_min(Σ) of the mixture
         lp_w = jnp.einsum("nk,nkd->nd", jax.vmap(th.lp_limit)(probs, heads), probs.B0)
@@ -174,6 +185,7 @@ def random_search(
             )
 
         reports["theorem_3_1"].update(np.min(np.asarray(sq_iso - bound[:, None]), 1), describe)
+        reports["theorem_3_1_eps_squared"].update(np.min(np.asarray(sq_iso - bound_sq[:, None]), 1), describe)
         reports["theorem_3_1_halved"].update(np.min(np.asarray(sq_iso - halved[:, None]), 1), describe)
         reports["theorem_3_1_camera_ready"].update(
             np.min(np.asarray(sq_sig - bound_cr[:, None]), 1), lambda i: describe(i, True)
@@ -281,11 +293,15 @@ def stress(
     instances: int = 10_000,
     batch: int = 250,
     starts: int = 64,
+    ks=SEARCH_K,
+    k_starts: int = 8,
+    k_steps: int = 60,
     progress: bool = True,
     out: str | None = None,
 ) -> dict:
-    """Run both searches for every statement and summarise. `out` (a path) saves the JSON report with the worst
-    instances so they can be replayed (`replay`, `simulated_slack`)."""
+    """Run the searches for every statement and summarise. `ks`: the k for the search through the simulator
+    (`k_starts` starts, `k_steps` Adam steps each; empty to skip it). `out` (a path) saves the JSON report with
+    the worst instances so they can be replayed (`replay`, `simulated_slack`, `linnet._search.replay_radau`)."""
     t0 = time.perf_counter()
     key = jax.random.PRNGKey(seed)
     reports = random_search(jax.random.fold_in(key, 0), instances=instances, batch=batch, progress=progress)
@@ -309,8 +325,10 @@ def stress(
             violations=sum(1 for f in found if f["relative_slack"] < 0),
             replayed=verified,
         )
+    summary_k = search_k(jax.random.fold_in(key, 7), ks, starts=k_starts, steps=k_steps, progress=progress)
     summary = dict(
         seed=seed,
+        by_k=summary_k,
         seconds_random=round(t_random, 1),
         seconds_total=round(time.perf_counter() - t0, 1),
         random=dict((s, dataclasses.asdict(r)) for s, r in reports.items()),
@@ -320,6 +338,47 @@ def stress(
         with open(out, "w") as f:
             json.dump(summary, f, indent=1, default=float)
     return summary
+
+
+def search_k(key, ks=SEARCH_K, *, starts: int = 8, steps: int = 60, replays: int = 2, progress: bool = False):
+    """(c) For each k: the gradient search through the simulator for Theorem 3.1 as printed in both ε readings
+    (ε > 0), and for the tight constant at ε = 0 (objective min_t √L_ood(t)/RHS₀, over all saved times and at
+    t = ∞ alone). The best `replays` instances of each are replayed by scipy Radau on the full state.
+
+    **Returns:** {k: {mode: {"best_relative_slack", "violations", "replayed": [...]}}}; for the ε = 0 modes,
+    1 + best_relative_slack is the search's estimate (an upper bound) of c*(k).
+    """
+    from ._search import gradient_search_k, replay_radau
+
+    modes = {  # mode: (eps_zero, eps_form, lam, times)
+        "theorem_3_1": (False, "section", 1.0, None),
+        "theorem_3_1_eps_squared": (False, "theorem", 1.0, None),
+        "c_star_all_t": (True, "section", 0.0, None),
+        "c_star_t_inf": (True, "section", 0.0, (math.inf,)),
+    }
+    out = {}
+    for k in ks:
+        out[k] = {}
+        for j, (mode, (eps_zero, eps_form, lam, times)) in enumerate(modes.items()):
+            kw = dict(eps_form=eps_form, lam=lam, **({"times": times} if times else {}))
+            found = gradient_search_k(
+                jax.random.fold_in(key, 10 * k + j), k, starts=starts, steps=steps, eps_zero=eps_zero,
+                progress=progress, **kw,
+            )  # fmt: skip
+            replayed = []
+            for f in found[:replays]:
+                r = replay_radau(f, **kw)
+                replayed.append(dict(search_relative_slack=f["relative_slack"], **{a: r[a] for a in (
+                    "relative_slack", "min_slack", "violated_at", "eps", "rhs0")}))  # fmt: skip
+            out[k][mode] = dict(
+                starts=starts,
+                steps=steps,
+                best_relative_slack=found[0]["relative_slack"] if found else None,
+                violations=sum(f["relative_slack"] < 0 for f in found),
+                replayed=replayed,
+                best_instance={a: np.asarray(b).tolist() for a, b in found[0]["theta"].items()} if found else None,
+            )
+    return out
 
 
 def theorem_3_1_counterexample() -> tuple[Problem, jax.Array]:

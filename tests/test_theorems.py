@@ -28,21 +28,28 @@ def _instances(seed, count, *, d, k, n, m=None, eps_range=(1e-3, 1.0)):
     return probs, heads
 
 
-@pytest.mark.parametrize(("k", "zero_head"), [(1, False), (3, False), (2, True)])
-def test_theorem_3_1_bound_holds_at_every_saved_time(k, zero_head):
-    """Theorem 3.1 (cam. 3.2), Σ_ood = I: √L_ood(FT(t)) ≥ bound at all 7 saved times incl. t = ∞, on 60 random
-    instances per case. The simulator finds it holds everywhere it tried (min slack reported in paper_repro.md),
-    with a wide margin: the bound is loose, typically negative for ε ≳ 0.05."""
-    probs, heads = _instances(100 + k, 60, d=24, k=k, n=10, m=5)
+# measured min over instances and times of √L_ood / bound, on the instances where the bound is positive (seeded; rtol
+# 1e-8 moves these by < 1e-6): k = 1: 1.327 (Section 3.1's ε) / 1.322 (the theorem's ε²); k = 3: 2.761 / 2.709;
+# k = 2, zero head: 1.933 / 1.817. Asserted with a margin of about 0.05 below the smaller of the two readings.
+MARGINS = {(1, False): 1.27, (3, False): 2.65, (2, True): 1.76}
+
+
+@pytest.mark.parametrize(("k", "zero_head"), sorted(MARGINS))
+def test_theorem_3_1_holds_with_the_measured_margin_where_the_bound_is_positive(k, zero_head):
+    """Theorem 3.1 (submission numbering), Σ_ood = I, both readings of ε: on 60 random instances per case with
+    small ε (1e-4 … 1e-2, where the bound is informative) and random or zero heads, the bound is positive on at
+    least 55 of them, and there √L_ood(FT(t)) ≥ margin · bound at all 7 saved times incl. t = ∞."""
+    probs, heads = _instances(100 + k, 60, d=24, k=k, n=10, m=5, eps_range=(1e-4, 1e-2))
     if zero_head:
         heads = jnp.zeros_like(heads)
     _, w = _sweep.batched_predictors(probs, heads, TIMES)
-    e = w - probs.w_star[:, None, :]
-    sqrt_ood = jnp.sqrt(jnp.sum(e**2, -1))
-    bound = jax.vmap(th.ft_ood_lower_bound)(probs, heads)
-    slack = sqrt_ood - bound[:, None]
-    assert float(jnp.min(slack)) > 0
-    assert int(jnp.sum(bound > 0)) > 0  # the bound is informative (positive) on some instances
+    sqrt_ood = jnp.sqrt(jnp.sum((w - probs.w_star[:, None, :]) ** 2, -1))
+    for eps_form in th.EPS_FORMS:
+        bound = np.asarray(jax.vmap(lambda p, v, f=eps_form: th.ft_ood_lower_bound(p, v, eps_form=f))(probs, heads))
+        pos = bound > 0
+        assert pos.sum() >= 55, (eps_form, pos.sum())
+        ratio = np.asarray(jnp.min(sqrt_ood, 1))[pos] / bound[pos]
+        assert ratio.min() >= MARGINS[(k, zero_head)], (eps_form, ratio.min())
 
 
 def test_theorem_3_1_printed_phi_is_not_real_for_small_heads():

@@ -20,6 +20,7 @@ from __future__ import annotations
 from .._geometry import principal_cosines
 from ._assumptions import Assumptions, check_assumptions
 from ._quantities import (
+    C_STAR_K1,
     EPS_FORMS,
     cos_theta_k,
     feature_error,
@@ -31,11 +32,13 @@ from ._quantities import (
     lp_ood_error,
     prob_head_alignment_below,
     theorem_3_1_eps,
+    theorem_3_1_ratio_k1,
     theorem_3_1_rhs0,
 )
 from ._statements import IdComparison, LpFtComparison, id_comparison, lp_ft_ood_ratio, lp_ft_statement
 
 __all__ = [
+    "C_STAR_K1",
     "EPS_FORMS",
     "Assumptions",
     "IdComparison",
@@ -55,5 +58,6 @@ __all__ = [
     "principal_cosines",
     "prob_head_alignment_below",
     "theorem_3_1_eps",
+    "theorem_3_1_ratio_k1",
     "theorem_3_1_rhs0",
 ]

@@ -161,6 +161,36 @@ def ft_ood_lower_bound(
     return bound
 
 
+C_STAR_K1 = 0.5  # inf of √L_ood(FT limit)/RHS₀ for k = 1, ε = 0 (see `theorem_3_1_ratio_k1`)
+
+
+def theorem_3_1_ratio_k1(v_star_norm, ps_b_sq, v0):
+    """√L_ood(v_ft^∞, B_ft^∞) / RHS₀ in closed form, for k = 1, ε = 0 (B0 = B⋆ = b, a unit row), Σ_ood = I.
+
+    With V = |v⋆|, α² = ‖P_S b‖² < 1 (`ps_b_sq`), v0 of v⋆'s sign and c = v0² − α² > 0 (so the limit has v0's
+    sign, fact 5): the S⊥ part of the limiting error is (v∞ − V) P_S⊥ b and its S part is 0, so
+    √L_ood = |v∞ − V| √(1 − α²), while RHS₀ = √(1 − α²) · V · min(√δ, δ)/(1 + V)² with δ = |v0² − V²|. Hence
+
+        ratio = |v∞ − V| (1 + V)² / (V · min(√δ, δ)),
+
+    where u = v∞² − V² solves u² + u (V² + α² − σδ) − σδV² = 0 (σ = sign(v0² − V²)), taken in a
+    cancellation-free form. As δ → 0 the ratio tends to (1 + V)²/(2 (V² + α²)) > (1 + V)²/(2 (V² + 1)), and over
+    all δ, V and α² its infimum is 1/2 (`C_STAR_K1`; not attained): it is approached as ‖v⋆‖ → ∞, ‖P_S b‖ → 1 and
+    v0 → v⋆. So at t = ∞ the printed constant c = 1 fails for k = 1, and c = 1/2 is the largest that holds.
+
+    **Arguments:** scalars (broadcastable arrays). **Returns:** the ratio.
+    """
+    V = jnp.abs(jnp.asarray(v_star_norm))
+    a2 = jnp.asarray(ps_b_sq)
+    x2 = jnp.asarray(v0) ** 2
+    sig = jnp.sign(x2 - V**2)
+    delta = jnp.abs(x2 - V**2)
+    b = V**2 + a2 - sig * delta
+    u = 2 * sig * delta * V**2 / (b + jnp.sqrt(b * b + 4 * sig * delta * V**2))
+    dv = u / (jnp.sqrt(V**2 + u) + V)
+    return jnp.abs(dv) * (1 + V) ** 2 / (V * jnp.minimum(jnp.sqrt(delta), delta))
+
+
 def lp_limit(problem: Problem, v0: jax.Array) -> jax.Array:
     """v_lp^∞, the limit of linear probing from v0 (docs/theory.md, "Methods"): v0's component in null(F) plus F⁺ y,
     F = X B0ᵀ. The LP predictor is B0ᵀ v_lp^∞."""

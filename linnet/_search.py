@@ -1,0 +1,175 @@
+"""Gradient search for counterexamples to Theorem 3.1 at any k, through the simulator (`jax.grad` of
+`linnet.simulate`), and the measurement of its tight constant.
+
+An instance is a continuous parameterisation θ (`unpack`):
+
+- B⋆ = first k rows of expm(Ω⋆) and B0 = first k rows of expm(Ω⋆) expm(Ω_Δ), with Ω⋆, Ω_Δ skew-symmetric
+  (d × d): both always have orthonormal rows, and Ω_Δ = 0 gives ε = 0 exactly (`eps_zero=True` drops it);
+- X ∈ R^{n×d} free (the geometry of S = rowspace(X) and the spectrum of X);
+- v⋆, v0 ∈ R^k free. Σ_ood = I (the submission's form; the Σ-weighted form is unverified and not searched).
+
+The objective is the relative slack of the statement √L_ood(t) ≥ c·RHS₀ − λ·ε at the saved times (t = ∞
+included): min_t (√L_ood(t) + λ ε) / (c RHS₀) − 1, negative where it is violated. With `eps_zero=True`,
+`c=1` and `lam=0` it is min_t √L_ood(t)/RHS₀ − 1, so 1 + its infimum is the tight constant c*(k)
+(`theory.theorem_3_1_rhs0`). Each start is optimised by Adam on `jax.value_and_grad` of that objective,
+vmapped over starts; members whose solve fails count as not found (their value is +inf).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import theory as th
+from ._problem import Problem
+from ._simulate import simulate
+from ._trajectory import is_okay
+
+SEARCH_TIMES = (0.0, 0.1, 1.0, 10.0, math.inf)
+# (n, d) per k: the smallest shapes inside the theorem's regime 1 ≤ k < n < d, k < d − n, with room for S⊥
+SEARCH_SHAPES = {1: (3, 6), 2: (4, 9), 3: (5, 11), 5: (7, 15)}
+
+
+def _skew(A):
+    return A - A.T
+
+
+def unpack(theta: dict, k: int):
+    """θ → (Problem, v0): see the module docstring. `theta` holds X (n, d), O_star (d, d), optionally O_delta
+    (d, d), v_star (k,), v0 (k,)."""
+    Q = jax.scipy.linalg.expm(_skew(theta["O_star"]))
+    B_star = Q[:k]
+    B0 = (Q @ jax.scipy.linalg.expm(_skew(theta["O_delta"])))[:k] if "O_delta" in theta else B_star
+    return Problem(theta["X"], B0, B_star, theta["v_star"]), theta["v0"]
+
+
+def relative_slack(theta, k, *, times=SEARCH_TIMES, c=1.0, lam=1.0, eps_form="section", rtol=1e-8, atol=1e-10):
+    """min over `times` of (√L_ood(t) + λ ε)/(c RHS₀) − 1 for the instance θ; +inf where the solve fails or
+    RHS₀ = 0 (the statement then says nothing)."""
+    p, v0 = unpack(theta, k)
+    tr = simulate("ft", p, v0, jnp.asarray(times), rtol=rtol, atol=atol, throw=False)
+    rhs0 = th.theorem_3_1_rhs0(p, v0)
+    eps = th.theorem_3_1_eps(p, eps_form) if "O_delta" in theta else 0.0
+    root = jnp.sqrt(jnp.maximum(tr.ood_error, 0.0))
+    val = jnp.min(root + lam * eps) / (c * rhs0) - 1.0
+    ok = jnp.isfinite(val) & (rhs0 > 0) & is_okay(tr.result)
+    return jnp.where(ok, val, jnp.inf)
+
+
+def random_starts(key, k: int, starts: int, *, eps_zero: bool, eps_scale: float = 0.05) -> dict:
+    """`starts` random θ (stacked): v0 near v⋆ (where the bound is tight), Ω_Δ of size `eps_scale`."""
+    n, d = SEARCH_SHAPES.get(k, (k + 2, 2 * k + 4))
+    ks = jax.random.split(key, 6)
+    v_star = jax.random.normal(ks[0], (starts, k)) * 2.0
+    theta = dict(
+        X=jax.random.normal(ks[1], (starts, n, d)),
+        O_star=jax.random.normal(ks[2], (starts, d, d)),
+        v_star=v_star,
+        v0=v_star * (1.0 + 0.1 * jax.random.normal(ks[3], (starts, k))),
+    )
+    if not eps_zero:
+        theta["O_delta"] = eps_scale * jax.random.normal(ks[4], (starts, d, d))
+    return theta
+
+
+def _where_rows(mask, a, b):
+    """a where mask (one entry per start), else b."""
+    return jnp.where(jnp.asarray(mask).reshape((-1,) + (1,) * (jnp.ndim(a) - 1)), a, b)
+
+
+def _adam(theta, g, m, s, i, lr, b1=0.9, b2=0.999):
+    """One Adam step, with the rate decaying as lr / (1 + i/10): the objective has kinks (the min over times,
+    min(φ, φ²/‖w⋆‖)) that a fixed step keeps bouncing on."""
+    tmap = jax.tree_util.tree_map
+    g = tmap(lambda a: jnp.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), g)
+    m = tmap(lambda a, b: b1 * a + (1 - b1) * b, m, g)
+    s = tmap(lambda a, b: b2 * a + (1 - b2) * b * b, s, g)
+    rate = lr * math.sqrt(1 - b2 ** (i + 1)) / (1 - b1 ** (i + 1)) / (1.0 + i / 10.0)
+    return tmap(lambda t, a, b: t - rate * a / (jnp.sqrt(b) + 1e-12), theta, m, s), m, s
+
+
+def gradient_search_k(
+    key,
+    k: int,
+    *,
+    starts: int = 8,
+    steps: int = 60,
+    lr: float = 0.03,
+    eps_zero: bool = False,
+    times=SEARCH_TIMES,
+    c: float = 1.0,
+    lam: float = 1.0,
+    eps_form: str = "section",
+    progress: bool = False,
+) -> list[dict]:
+    """Adam on `relative_slack` from `starts` random instances (see the module docstring).
+
+    **Returns:** one dict per start, best first: `relative_slack` (the best value reached), `theta` (NumPy
+    arrays of the best instance), `k`, `history` (the best value after each step, min over starts).
+    """
+    from tqdm.auto import tqdm
+
+    theta = random_starts(key, k, starts, eps_zero=eps_zero)
+
+    def f(t):
+        return relative_slack(t, k, times=times, c=c, lam=lam, eps_form=eps_form)
+
+    vg = jax.jit(jax.vmap(jax.value_and_grad(f)))
+    tmap = jax.tree_util.tree_map
+    m, s = tmap(jnp.zeros_like, theta), tmap(jnp.zeros_like, theta)
+    best_val = np.full(starts, np.inf)
+    best = tmap(np.asarray, theta)
+    history = []
+    for i in tqdm(range(steps), desc=f"gradient search k={k}", disable=not progress):
+        val, g = vg(theta)
+        val = np.asarray(val)
+        better = val < best_val
+        best_val = np.where(better, val, best_val)
+        best = tmap(partial(_where_rows, better), theta, best)
+        history.append(float(best_val.min()))
+        # a failed member (value +inf) has no gradient: it stays where it is
+        g = tmap(partial(_where_rows, np.isfinite(val)), g, tmap(jnp.zeros_like, g))
+        theta, m, s = _adam(theta, g, m, s, i, lr)
+    order = np.argsort(best_val)
+    return [
+        dict(
+            k=k,
+            relative_slack=float(best_val[i]),
+            theta={name: a[i] for name, a in best.items()},
+            history=history,
+        )
+        for i in order
+        if np.isfinite(best_val[i])
+    ]
+
+
+def replay_radau(found: dict, *, times=SEARCH_TIMES, c=1.0, lam=1.0, eps_form="section") -> dict:
+    """Replay a found instance with the independent full-state Radau integration (`_replay`, rtol 1e-10,
+    atol 1e-12) and recompute the slack √L_ood(t) − (c RHS₀ − λ ε) at every time.
+
+    **Returns:** dict with `slack` (T,), `min_slack`, `violated_at` (the times with negative slack) and
+    `relative_slack` (the replayed value of the search's objective).
+    """
+    from ._replay import radau_fine_tune
+
+    k = found["k"]
+    theta = {a: jnp.asarray(b) for a, b in found["theta"].items()}
+    p, v0 = unpack(theta, k)
+    v, B = radau_fine_tune(p.X, p.y, p.B0, v0, times)
+    e = np.einsum("tkd,tk->td", B, v) - np.asarray(p.w_star)
+    root = np.sqrt(np.sum(e**2, -1))
+    rhs0 = float(th.theorem_3_1_rhs0(p, v0))
+    eps = float(th.theorem_3_1_eps(p, eps_form)) if "O_delta" in theta else 0.0
+    slack = root - (c * rhs0 - lam * eps)
+    return dict(
+        slack=slack,
+        min_slack=float(slack.min()),
+        violated_at=[float(t) for t, s in zip(times, slack, strict=True) if s < 0],
+        relative_slack=float(np.min(root + lam * eps) / (c * rhs0) - 1.0),
+        eps=eps,
+        rhs0=rhs0,
+    )
