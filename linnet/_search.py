@@ -47,13 +47,17 @@ def unpack(theta: dict, k: int):
     return Problem(theta["X"], B0, B_star, theta["v_star"]), theta["v0"]
 
 
-def relative_slack(theta, k, *, times=SEARCH_TIMES, c=1.0, lam=1.0, eps_form="section", rtol=1e-8, atol=1e-10):
+def relative_slack(
+    theta, k, *, times=SEARCH_TIMES, c=1.0, lam=1.0, eps_form="section", lam_w=False, rtol=1e-8, atol=1e-10
+):
     """min over `times` of (√L_ood(t) + λ ε)/(c RHS₀) − 1 for the instance θ; +inf where the solve fails or
-    RHS₀ = 0 (the statement then says nothing)."""
+    RHS₀ = 0 (the statement then says nothing). `lam_w=True` scales λ by (1 + ‖w⋆‖) (`theorem_3_1_corrected`)."""
     p, v0 = unpack(theta, k)
     tr = simulate("ft", p, v0, jnp.asarray(times), rtol=rtol, atol=atol, throw=False)
     rhs0 = th.theorem_3_1_rhs0(p, v0)
     eps = th.theorem_3_1_eps(p, eps_form) if "O_delta" in theta else 0.0
+    if lam_w:
+        lam = lam * (1.0 + jnp.linalg.norm(p.w_star))
     root = jnp.sqrt(jnp.maximum(tr.ood_error, 0.0))
     val = jnp.min(root + lam * eps) / (c * rhs0) - 1.0
     ok = jnp.isfinite(val) & (rhs0 > 0) & is_okay(tr.result)
@@ -104,6 +108,7 @@ def gradient_search_k(
     c: float = 1.0,
     lam: float = 1.0,
     eps_form: str = "section",
+    lam_w: bool = False,
     progress: bool = False,
 ) -> list[dict]:
     """Adam on `relative_slack` from `starts` random instances (see the module docstring).
@@ -116,7 +121,7 @@ def gradient_search_k(
     theta = random_starts(key, k, starts, eps_zero=eps_zero)
 
     def f(t):
-        return relative_slack(t, k, times=times, c=c, lam=lam, eps_form=eps_form)
+        return relative_slack(t, k, times=times, c=c, lam=lam, eps_form=eps_form, lam_w=lam_w)
 
     vg = jax.jit(jax.vmap(jax.value_and_grad(f)))
     tmap = jax.tree_util.tree_map
@@ -147,7 +152,7 @@ def gradient_search_k(
     ]
 
 
-def replay_radau(found: dict, *, times=SEARCH_TIMES, c=1.0, lam=1.0, eps_form="section") -> dict:
+def replay_radau(found: dict, *, times=SEARCH_TIMES, c=1.0, lam=1.0, eps_form="section", lam_w=False) -> dict:
     """Replay a found instance with the independent full-state Radau integration (`_replay`, rtol 1e-10,
     atol 1e-12) and recompute the slack √L_ood(t) − (c RHS₀ − λ ε) at every time.
 
@@ -164,6 +169,8 @@ def replay_radau(found: dict, *, times=SEARCH_TIMES, c=1.0, lam=1.0, eps_form="s
     root = np.sqrt(np.sum(e**2, -1))
     rhs0 = float(th.theorem_3_1_rhs0(p, v0))
     eps = float(th.theorem_3_1_eps(p, eps_form)) if "O_delta" in theta else 0.0
+    if lam_w:
+        lam = lam * (1.0 + float(np.linalg.norm(np.asarray(p.w_star))))
     slack = root - (c * rhs0 - lam * eps)
     return dict(
         slack=slack,

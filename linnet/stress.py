@@ -18,6 +18,7 @@ Statements searched:
 - "theorem_3_1_eps_squared": the same with the theorem's own, squared reading of ε (`eps_form="theorem"`).
 - "theorem_3_1_camera_ready": the camera-ready Σ-weighted form on random mixtures Σ = (1 − u) P_S + u P_S⊥.
 - "theorem_3_1_halved": the candidate correction with (1 + ‖w⋆‖)² replaced by 2 (1 + ‖w⋆‖)² (see paper_repro.md).
+- "theorem_3_1_corrected": linnet's empirical correction ½ RHS₀ − (1 + ‖w⋆‖) ε (`theory.theorem_3_1_corrected`).
 - "proposition_3_1": L_id:subspace(LP∞) − L_id:subspace(FT∞) (differences within the solver tolerance
   1e-8 (1 + ‖w⋆‖²) count as ties).
 Every worst instance is saved with what is needed to replay it (`replay`).
@@ -47,6 +48,7 @@ STATEMENTS = (
     "theorem_3_1_eps_squared",
     "theorem_3_1_camera_ready",
     "theorem_3_1_halved",
+    "theorem_3_1_corrected",
     "proposition_3_1",
 )
 SEARCH_K = (1, 2, 3, 5)
@@ -165,6 +167,7 @@ def random_search(
         bound = jax.vmap(th.ft_ood_lower_bound)(probs, heads)
         bound_sq = jax.vmap(lambda p, v: th.ft_ood_lower_bound(p, v, eps_form="theorem"))(probs, heads)
         halved = jax.vmap(_bound_halved)(probs, heads)
+        corrected = jax.vmap(th.theorem_3_1_corrected)(probs, heads)
         bound_cr = jnp.sqrt(jnp.minimum(shift, 1 - shift)) * bound  # √σ_min(Σ) of the mixture
         lp_w = jnp.einsum("nk,nkd->nd", jax.vmap(th.lp_limit)(probs, heads), probs.B0)
         lp_id = jax.vmap(id_error_of_predictor)(probs, lp_w)
@@ -187,6 +190,7 @@ def random_search(
         reports["theorem_3_1"].update(np.min(np.asarray(sq_iso - bound[:, None]), 1), describe)
         reports["theorem_3_1_eps_squared"].update(np.min(np.asarray(sq_iso - bound_sq[:, None]), 1), describe)
         reports["theorem_3_1_halved"].update(np.min(np.asarray(sq_iso - halved[:, None]), 1), describe)
+        reports["theorem_3_1_corrected"].update(np.min(np.asarray(sq_iso - corrected[:, None]), 1), describe)
         reports["theorem_3_1_camera_ready"].update(
             np.min(np.asarray(sq_sig - bound_cr[:, None]), 1), lambda i: describe(i, True)
         )
@@ -350,17 +354,19 @@ def search_k(key, ks=SEARCH_K, *, starts: int = 8, steps: int = 60, replays: int
     """
     from ._search import gradient_search_k, replay_radau
 
-    modes = {  # mode: (eps_zero, eps_form, lam, times)
-        "theorem_3_1": (False, "section", 1.0, None),
-        "theorem_3_1_eps_squared": (False, "theorem", 1.0, None),
-        "c_star_all_t": (True, "section", 0.0, None),
-        "c_star_t_inf": (True, "section", 0.0, (math.inf,)),
+    modes = {  # mode: keyword arguments of gradient_search_k / replay_radau
+        "theorem_3_1": dict(eps_form="section"),
+        "theorem_3_1_eps_squared": dict(eps_form="theorem"),
+        "theorem_3_1_corrected": dict(c=th.C_STAR_K1, lam_w=True),
+        "c_star_all_t": dict(eps_zero=True, lam=0.0),
+        "c_star_t_inf": dict(eps_zero=True, lam=0.0, times=(math.inf,)),
     }
     out = {}
     for k in ks:
         out[k] = {}
-        for j, (mode, (eps_zero, eps_form, lam, times)) in enumerate(modes.items()):
-            kw = dict(eps_form=eps_form, lam=lam, **({"times": times} if times else {}))
+        for j, (mode, kw) in enumerate(modes.items()):
+            kw = dict(kw)
+            eps_zero = kw.pop("eps_zero", False)
             found = gradient_search_k(
                 jax.random.fold_in(key, 10 * k + j), k, starts=starts, steps=steps, eps_zero=eps_zero,
                 progress=progress, **kw,

@@ -79,3 +79,56 @@ def test_search_for_k2_with_eps_reports_instances_radau_confirms():
     assert float(th.feature_error(p)) > 0
     rep = _search.replay_radau(f)
     assert rep["relative_slack"] == pytest.approx(f["relative_slack"], abs=1e-6)
+
+
+def _cancelling_instance(V, a2, rel, seed=0):
+    """k = 1, ε > 0, chosen so that FT's limit is exact: B0 differs from B⋆ on S⊥ by just what cancels the head's
+    error there (P_S⊥ b0 = ‖v⋆‖ P_S⊥ b⋆ / v∞, found by scipy's brentq on fact 5's v∞), so √L_ood(∞) = 0 while
+    RHS₀ > 0. v0 = ‖v⋆‖ (1 + rel)."""
+    from scipy.optimize import brentq
+
+    X = np.random.default_rng(seed).standard_normal((3, 6))
+    vt = np.linalg.svd(X)[2]
+    al, be = math.sqrt(a2), math.sqrt(1 - a2)
+    v0 = V * (1 + rel)
+
+    def v_inf(bp):  # fact 5 with b0 = √(1 − bp²) vt[0] + bp vt[3]
+        c = v0**2 - (1 - bp**2)
+        return math.sqrt((c + math.sqrt(c * c + 4 * (V * al) ** 2)) / 2)
+
+    bp = brentq(lambda bp: bp - V * be / v_inf(bp), 1e-9, 1 - 1e-12)
+    b0 = math.sqrt(1 - bp**2) * vt[0] + bp * vt[3]
+    return linnet.Problem(X, b0[None], (al * vt[0] + be * vt[3])[None], np.array([V])), np.array([v0])
+
+
+@pytest.mark.parametrize(("V", "rel", "low"), [(10.0, 4.64e-3, 0.74), (100.0, 4.64e-5, 0.96)])
+def test_a_constant_eps_coefficient_is_not_enough(V, rel, low):
+    """On the cancelling instances (√L_ood(FT(∞)) = 0 by construction, simulated below 1e-6), even c = ½ needs
+    λ ≥ ½ RHS₀/ε, and that grows like ‖w⋆‖: measured λ/(1 + ‖w⋆‖) = 0.760 at ‖v⋆‖ = 10 and 0.970 at 100
+    (‖P_S b⋆‖² = 0.999). So the ε term must scale with ‖w⋆‖; the corrected form's (1 + ‖w⋆‖) ε is enough here."""
+    p, v0 = _cancelling_instance(V, 0.999, rel)
+    tr = linnet.fine_tune(p, v0, [np.inf], rtol=1e-10, atol=1e-12)
+    assert math.sqrt(float(tr.ood_error[-1])) < 1e-6
+    lam_needed = 0.5 * float(th.theorem_3_1_rhs0(p, v0)) / float(th.feature_error(p))
+    assert low * (1 + V) < lam_needed < 1 + V
+    assert float(th.theorem_3_1_corrected(p, v0)) < 0 <= math.sqrt(float(tr.ood_error[-1]))
+
+
+def test_corrected_inequality_holds_on_the_pinned_counterexample_and_the_c_star_regime():
+    """The printed statement's pinned counterexample, and the k = 1 regime that approaches c* = ½ (‖v⋆‖ = 100,
+    ‖P_S b⋆‖² = 0.999, δ = v⋆² − v0² = 0.01), satisfy the corrected form at every saved time. Measured
+    √L_ood / bound: 1.678 on the first; 1.0200 on the second, which is 2 · `theorem_3_1_ratio_k1` (= 1.01999836):
+    at ε = 0 the corrected bound is RHS₀/2. That instance needs rtol = 1e-12: its error, 1.6e-6, is a difference of
+    predictors of size 100, and rtol = 1e-8 stops at t = 0 (the state is within tolerance of its limit there)."""
+    from linnet import stress
+
+    p, v0 = stress.theorem_3_1_counterexample()
+    tr = linnet.fine_tune(p, v0, list(stress.TIMES))
+    assert np.min(np.sqrt(np.asarray(tr.ood_error))) >= 1.6 * float(th.theorem_3_1_corrected(p, v0))
+    p, v0 = _k1_instance(100.0, 0.999, math.sqrt(100.0**2 - 1e-2))
+    tr = linnet.fine_tune(p, v0, [0.0, 1.0, np.inf], rtol=1e-12, atol=1e-14)
+    ratio = np.min(np.sqrt(np.asarray(tr.ood_error))) / float(th.theorem_3_1_corrected(p, v0))
+    # the tolerance bounds the predictor's error by ~rtol · ‖w⋆‖ = 1e-10 absolute, 6e-5 of this error (1.1e-11, i.e.
+    # 7e-6 relative, measured)
+    assert ratio == pytest.approx(2 * float(th.theorem_3_1_ratio_k1(100.0, 0.999, float(v0[0]))), rel=6e-5)
+    assert ratio > 1.015

@@ -191,6 +191,19 @@ def theorem_3_1_ratio_k1(v_star_norm, ps_b_sq, v0):
     return jnp.abs(dv) * (1 + V) ** 2 / (V * jnp.minimum(jnp.sqrt(delta), delta))
 
 
+def theorem_3_1_corrected(problem: Problem, v0: jax.Array) -> jax.Array:
+    """An empirical corrected form of Theorem 3.1 (linnet's, not the paper's; no proof):
+
+        √L_ood(v_ft(t), B_ft(t)) ≥ ½ · RHS₀ − (1 + ‖w⋆‖₂) · ε,   ε = d(B0, B⋆) (Section 3.1's reading).
+
+    Why these constants: c = ½ is the exact tight constant for k = 1 at t = ∞ (`C_STAR_K1`); and an ε term with
+    a constant λ cannot hold, since on instances where B0's error cancels the head's on S⊥ (√L_ood(∞) = 0) the
+    required λ grows like ‖w⋆‖ (paper_repro.md, "the ε term"). `linnet stress` searches it; the tests pin the
+    margin measured there. **Returns:** a scalar.
+    """
+    return ft_ood_lower_bound(problem, v0, c=C_STAR_K1, lam=1.0 + jnp.linalg.norm(problem.w_star))
+
+
 def lp_limit(problem: Problem, v0: jax.Array) -> jax.Array:
     """v_lp^∞, the limit of linear probing from v0 (docs/theory.md, "Methods"): v0's component in null(F) plus F⁺ y,
     F = X B0ᵀ. The LP predictor is B0ᵀ v_lp^∞."""
