@@ -38,8 +38,7 @@ from ._sweep import SweepResult, sweep
 from ._trajectory import RESULTS, ConvergenceError, DivergenceError, Trajectory, is_okay
 from ._validate import OverparameterisationWarning
 from ._variants import features_only, l2_sp, two_learning_rates
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "RESULTS",

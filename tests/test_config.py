@@ -30,3 +30,16 @@ def test_compilation_cache_is_written_and_reused(tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
     assert sorted(os.listdir(cache)) == sorted(entries)  # nothing new to compile: every program came from the cache
+
+
+def test_version_has_one_source():
+    """The installed metadata, the package and CITATION.cff all carry `linnet/_version.py`'s version."""
+    import importlib.metadata
+    from pathlib import Path
+
+    import linnet
+
+    assert importlib.metadata.version("linnet") == linnet.__version__
+    cff = (Path(__file__).parent.parent / "CITATION.cff").read_text()
+    assert f"version: {linnet.__version__}\n" in cff
+    assert (Path(linnet.__file__).parent / "py.typed").exists()

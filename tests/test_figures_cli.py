@@ -43,6 +43,19 @@ def test_figure_data_is_what_the_library_computes(quick_figs):
     assert abs(np.dot(toy["w_lp"], toy["x_id"]) - np.dot(toy["w_star"], toy["x_id"])) < 1e-12
 
 
+def test_phase_map_agrees_with_theorem_3_2s_prediction(quick_figs):
+    """Theorem 3.2 in the phase data: wherever ε is below the crossover ε*(u) predicted from LP's fitted ε² law
+    (u ≥ 0.2, away from the rounding floor at u = 0), LP's OOD error is below FT's (log10 ratio > 0); and the
+    best-method map is the argmin of the three errors it was drawn from."""
+    _, out = quick_figs
+    ph = json.loads((out / "phase.json").read_text())
+    u, eps = np.asarray(ph["u"]), np.asarray(ph["eps"])
+    z, cross = np.asarray(ph["log10_ft_over_lp"]), np.asarray(ph["predicted_crossover_eps"])
+    below = (eps[:, None] < cross[None, :]) & (u[None, :] >= 0.2)
+    assert below.sum() >= 20 and np.all(z[below] > 0)
+    assert np.array_equal(np.asarray(ph["best"]), np.argmin(np.asarray(ph["L"]), axis=0))
+
+
 def test_beyond_the_paper_figure_data(quick_figs):
     """The new figures' numbers satisfy their predictions: GD's limit approaches the flow's at first order and
     diverges at 3× the stable step; LoRA and deeper FT change S⊥ features (FT does not); the exact WiSE-FT α*

@@ -177,8 +177,12 @@ def data_stress_slack(quick: bool = False, seed: int = 0, progress: bool = False
 
 def data_phase(quick: bool = False, seed: int = 0) -> dict:
     """Mean L_ood at t = ∞ of LP, FT and LP-FT over feature error ε × OOD shift strength u, where
-    Σ_ood = (1 − u) P_S + u P_S⊥, and the index of the best method at each grid point."""
+    Σ_ood = (1 − u) P_S + u P_S⊥: the best method at each grid point, the continuous maps log10(L_FT/L_LP) and
+    log10(L_LP-FT/L_LP), and Theorem 3.2's prediction for where LP starts to win: LP's error fitted as C(u) ε² (the
+    rate the theorem's ratio → 0 implies and the tests measure) against FT's error at the smallest ε (FT's error
+    does not vanish with ε), crossing at ε*(u) = √(L_FT(u)/C(u))."""
     sw = eps_sweep(quick, seed)
+    eps = np.asarray(sw["eps"])
     u = np.linspace(0, 1, 11 if quick else 41)
     methods = tuple(m for m, _ in PAPER_METHODS)
     L = np.stack(
@@ -186,7 +190,21 @@ def data_phase(quick: bool = False, seed: int = 0) -> dict:
             ((1 - u)[None, :] * sw[m]["id"].mean(1)[:, None] + u[None, :] * sw[m]["perp"].mean(1)[:, None])
             for m in methods
         ]
-    )
+    )  # (method, ε, u)
+    tiny = np.finfo(np.float64).tiny
+    lp, ft, lpft = (np.maximum(L[i], tiny) for i in range(3))
+    # least-squares C(u) in log space over the smallest half of the ε grid (where the ε² law is asymptotic)
+    low = eps <= np.median(eps)
+    log_c = np.mean(np.log(lp[low]) - 2 * np.log(eps[low])[:, None], axis=0)
+    crossover = np.sqrt(ft[0] / np.exp(log_c))
     return dict(
-        eps=sw["eps"], u=u, methods=methods, best=np.argmin(L, axis=0), L=L, params=dict(seed=seed, **sw["shape"])
+        eps=eps,
+        u=u,
+        methods=methods,
+        best=np.argmin(L, axis=0),
+        L=L,
+        log10_ft_over_lp=np.log10(ft / lp),
+        log10_lpft_over_lp=np.log10(lpft / lp),
+        predicted_crossover_eps=crossover,
+        params=dict(seed=seed, **sw["shape"]),
     )

@@ -144,19 +144,48 @@ def draw_stress_slack(data: dict):
 
 
 def draw_phase(data: dict):
-    from matplotlib.colors import ListedColormap
+    from matplotlib.colors import ListedColormap, TwoSlopeNorm
 
     plt = _style()
-    fig, ax = plt.subplots()
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 2.9), layout="constrained")
+    u, le = np.asarray(data["u"]), np.log10(np.asarray(data["eps"]))
     methods = tuple(data["methods"])
     best = np.asarray(data["best"])
     cmap = ListedColormap([COLORS[m] for m in methods])
-    ax.pcolormesh(data["u"], np.log10(data["eps"]), best, cmap=cmap, vmin=-0.5, vmax=2.5, shading="nearest")
+    axes[0].pcolormesh(u, le, best, cmap=cmap, vmin=-0.5, vmax=2.5, shading="nearest")
     for i, m in enumerate(methods):
-        ax.plot([], [], "s", color=COLORS[m], label=m + ("" if (best == i).any() else " (never best)"))
-    ax.set_xlabel("OOD shift strength u  (Σ_ood = (1−u) P_S + u P_S⊥)")
-    ax.set_ylabel("log10 ε")
-    ax.set_title("Lowest OOD error at t = ∞")
-    # outside the axes: every cell of the map is data
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        axes[0].plot([], [], "s", color=COLORS[m], label=m + ("" if (best == i).any() else " (never best)"))
+    axes[0].set_title("lowest OOD error at t = ∞")
+    maps = (
+        ("log10_ft_over_lp", "log10 L_ood(FT) / L_ood(LP)"),
+        ("log10_lpft_over_lp", "log10 L_ood(LP-FT) / L_ood(LP)"),
+    )
+    for ax, (key, title) in zip(axes[1:], maps, strict=True):
+        z = np.asarray(data[key])
+        # colours clipped at ±3 decades: at u = 0 both errors are ID errors at the rounding floor (~1e-16), whose
+        # ratios span ±15 decades and would wash out the rest of the map
+        lim = min(max(float(np.max(np.abs(z))), 1e-3), 3.0)
+        mesh = ax.pcolormesh(u, le, z, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim), shading="nearest")
+        fig.colorbar(mesh, ax=ax, shrink=0.9, extend="both", label="decades (clipped at ±3)")
+        if z.min() < 0 < z.max():
+            ax.contour(u, le, z, levels=[0.0], colors="k", linewidths=1.0)
+            ax.plot([], [], "k-", label="measured ratio = 1")
+        ax.set_title(title)
+    axes[1].plot(u, np.log10(data["predicted_crossover_eps"]), "k--", label="Thm 3.2: C(u) ε² = L_FT(u)")
+    for ax in axes:
+        ax.set_xlabel("OOD shift strength u")
+        ax.set_ylabel("log10 ε")
+        ax.set_ylim(le.min(), le.max())
+    fig.suptitle(
+        "Σ_ood = (1 − u) P_S + u P_S⊥: u = 0 tests inside the training span, u = 1 orthogonal to it", fontsize=7
+    )
+    # below the panels: every cell of the maps is data
+    handles, labels = [], []
+    for ax in axes:
+        h, lab = ax.get_legend_handles_labels()
+        for hh, ll in zip(h, lab, strict=True):
+            if ll not in labels:
+                handles.append(hh)
+                labels.append(ll)
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=6)
     return fig
