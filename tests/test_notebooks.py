@@ -17,5 +17,15 @@ def test_notebook_runs(path, tmp_path):
     assert not errors
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_notebook_shows_its_figures(path):
+    """The committed file stores its outputs, at least one of them a figure, so a reader on a code host sees the
+    plots (regenerate with `python notebooks/execute.py`)."""
+    nb = nbformat.read(path, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs), path.name
+    assert not [o for o in outputs if o.output_type == "error"]
+
+
 def test_there_are_notebooks():
     assert {p.stem for p in NOTEBOOKS} >= {"tour", "explore", "methods"}
