@@ -85,6 +85,20 @@ def _where_rows(mask, a, b):
     return jnp.where(jnp.asarray(mask).reshape((-1,) + (1,) * (jnp.ndim(a) - 1)), a, b)
 
 
+def _freeze_failing(f, theta, best, alive):
+    """Evaluate each member alone; those that raise go back to `best` (their last successfully evaluated
+    instance) and are marked dead (their gradient is zeroed from then on)."""
+    one = jax.jit(jax.value_and_grad(f))
+    alive = alive.copy()
+    for j in range(alive.size):
+        try:
+            jax.block_until_ready(one(jax.tree_util.tree_map(lambda a, j=j: a[j], theta)))
+        except Exception:
+            alive[j] = False
+    theta = jax.tree_util.tree_map(partial(_where_rows, alive), theta, best)
+    return theta, alive
+
+
 def _adam(theta, g, m, s, i, lr, b1=0.9, b2=0.999):
     """One Adam step, with the rate decaying as lr / (1 + i/10): the objective has kinks (the min over times,
     min(φ, φ²/‖w⋆‖)) that a fixed step keeps bouncing on."""
@@ -128,17 +142,28 @@ def gradient_search_k(
     m, s = tmap(jnp.zeros_like, theta), tmap(jnp.zeros_like, theta)
     best_val = np.full(starts, np.inf)
     best = tmap(np.asarray, theta)
+    alive = np.ones(starts, bool)
     history = []
     for i in tqdm(range(steps), desc=f"gradient search k={k}", disable=not progress):
-        val, g = vg(theta)
-        val = np.asarray(val)
+        try:
+            val, g = vg(theta)
+        except Exception as err:
+            # a solve inside the reverse pass (lineax, through optimistix's implicit adjoint) raises on a
+            # non-finite linear solve, whatever `throw` says: find the members that do, return them to their last
+            # evaluated instance and stop them there
+            if "non-finite" not in str(err) and "EquinoxRuntimeError" not in type(err).__name__ + str(err):
+                raise
+            theta, alive = _freeze_failing(f, theta, best, alive)
+            val, g = vg(theta)
+        val = np.where(alive, np.asarray(val), np.inf)
         better = val < best_val
         best_val = np.where(better, val, best_val)
         best = tmap(partial(_where_rows, better), theta, best)
         history.append(float(best_val.min()))
         # a failed member (value +inf) has no gradient: it stays where it is
         g = tmap(partial(_where_rows, np.isfinite(val)), g, tmap(jnp.zeros_like, g))
-        theta, m, s = _adam(theta, g, m, s, i, lr)
+        moved, m, s = _adam(theta, g, m, s, i, lr)
+        theta = tmap(partial(_where_rows, alive), moved, theta)  # dead members stay (Adam's momentum would move them)
     order = np.argsort(best_val)
     return [
         dict(
