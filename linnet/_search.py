@@ -85,10 +85,10 @@ def _where_rows(mask, a, b):
     return jnp.where(jnp.asarray(mask).reshape((-1,) + (1,) * (jnp.ndim(a) - 1)), a, b)
 
 
-def _freeze_failing(f, theta, best, alive):
-    """Evaluate each member alone; those that raise go back to `best` (their last successfully evaluated
-    instance) and are marked dead (their gradient is zeroed from then on)."""
-    one = jax.jit(jax.value_and_grad(f))
+def _freeze_failing(one, theta, best, alive):
+    """Evaluate each member alone (`one`: the jitted single-member value and gradient); those that raise go back to
+    `best` (their last successfully evaluated instance) and are marked dead (their gradient is zeroed from then
+    on)."""
     alive = alive.copy()
     for j in range(alive.size):
         try:
@@ -138,6 +138,7 @@ def gradient_search_k(
         return relative_slack(t, k, times=times, c=c, lam=lam, eps_form=eps_form, lam_w=lam_w)
 
     vg = jax.jit(jax.vmap(jax.value_and_grad(f)))
+    one = jax.jit(jax.value_and_grad(f))  # compiled only if a member fails
     tmap = jax.tree_util.tree_map
     m, s = tmap(jnp.zeros_like, theta), tmap(jnp.zeros_like, theta)
     best_val = np.full(starts, np.inf)
@@ -146,15 +147,15 @@ def gradient_search_k(
     history = []
     for i in tqdm(range(steps), desc=f"gradient search k={k}", disable=not progress):
         try:
-            val, g = vg(theta)
+            val, g = jax.block_until_ready(vg(theta))  # dispatch is asynchronous: a raise surfaces here
         except Exception as err:
             # a solve inside the reverse pass (lineax, through optimistix's implicit adjoint) raises on a
             # non-finite linear solve, whatever `throw` says: find the members that do, return them to their last
             # evaluated instance and stop them there
             if "non-finite" not in str(err) and "EquinoxRuntimeError" not in type(err).__name__ + str(err):
                 raise
-            theta, alive = _freeze_failing(f, theta, best, alive)
-            val, g = vg(theta)
+            theta, alive = _freeze_failing(one, theta, best, alive)
+            val, g = jax.block_until_ready(vg(theta))
         val = np.where(alive, np.asarray(val), np.inf)
         better = val < best_val
         best_val = np.where(better, val, best_val)

@@ -367,10 +367,16 @@ def search_k(key, ks=SEARCH_K, *, starts: int = 8, steps: int = 60, replays: int
         for j, (mode, kw) in enumerate(modes.items()):
             kw = dict(kw)
             eps_zero = kw.pop("eps_zero", False)
-            found = gradient_search_k(
-                jax.random.fold_in(key, 10 * k + j), k, starts=starts, steps=steps, eps_zero=eps_zero,
-                progress=progress, **kw,
-            )  # fmt: skip
+            try:
+                found = gradient_search_k(
+                    jax.random.fold_in(key, 10 * k + j), k, starts=starts, steps=steps, eps_zero=eps_zero,
+                    progress=progress, **kw,
+                )  # fmt: skip
+            except Exception as err:  # one failed search must not lose the others: report it
+                error = f"{type(err).__name__}: {str(err)[:300]}"
+                out[k][mode] = dict(starts=starts, steps=steps, error=error, best_relative_slack=None, violations=0,
+                                    replayed=[], best_instance=None)  # fmt: skip
+                continue
             replayed = []
             for f in found[:replays]:
                 r = replay_radau(f, **kw)
