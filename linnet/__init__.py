@@ -7,10 +7,12 @@ Reproduces Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underp
 """
 
 from . import (
+    _logistic,  # noqa: F401  (registers the logistic-loss variants)
     figures,
     stress,
     theory,
 )
+from ._classification import is_separable, logistic_loss, max_margin, normalised_margin, zero_one_error
 from ._config import enable_x64, use_compilation_cache
 from ._errors import id_error, ood_error, predictor, train_loss
 from ._gd import gd_stability_step, gradient_descent
@@ -68,11 +70,15 @@ __all__ = [
     "gradient_descent",
     "id_error",
     "is_okay",
+    "is_separable",
     "l2_sp",
     "linear_probe",
+    "logistic_loss",
     "lora",
     "lp_ft",
+    "max_margin",
     "methods",
+    "normalised_margin",
     "ood_error",
     "predictor",
     "principal_cosines",
@@ -91,4 +97,5 @@ __all__ = [
     "use_compilation_cache",
     "wise_ft",
     "with_label_noise",
+    "zero_one_error",
 ]

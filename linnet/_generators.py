@@ -64,9 +64,11 @@ def subspace_shift(
     v_star_scale: float = 1.0,
     rotate: bool = True,
     inputs: str = "subspace",
+    labels: str = "linear",
+    flip: float = 0.0,
     dtype=None,
 ) -> Problem:
-    """A synthetic subspace shift with feature error set exactly.
+    """A synthetic subspace shift with feature error set exactly (regression targets or, with `labels="sign"`, ±1).
 
     Construction: S is a Haar-random m-dimensional subspace of R^d with orthonormal basis V_S (d, m); the n ID
     inputs are rows of Z V_Sᵀ with Z ~ N(0, I) of shape (n, m), so rowspace(X) = S almost surely when m ≤ n.
@@ -90,6 +92,11 @@ def subspace_shift(
     - `inputs`: `"subspace"` (default: rows N(0, P_S) in a drawn m-dimensional S, as above) or `"isotropic"`:
       rows X_i ~ N(0, I_d), the Gaussian inputs of Theorem 3.2, with S = rowspace(X) (then m = n, and X is far
       better conditioned than a square Gaussian inside S, so the flow is much less stiff).
+    - `labels`: `"linear"` (default: y = X w⋆, the paper's regression targets) or `"sign"`: binary labels
+      y = sign(w⋆ᵀx_i) ∈ {±1} for the logistic loss (`fine_tune(..., loss="logistic")`), each flipped
+      independently with probability `flip`.
+    - `flip`: label-flip probability in [0, ½] for `labels="sign"` (drawn from `fold_in(key, 7)`, so the rest of
+      the draw is the same as with `labels="linear"`).
     - `dtype`: float dtype (default float64 when x64 is on).
 
     **Returns:** a `Problem`.
@@ -106,6 +113,12 @@ def subspace_shift(
         raise ValueError(f"`k` must satisfy 2k <= d so that B0 can be rotated away from B_star, got k={k}, d={d}")
     if not is_traced(shift) and not 0 <= shift <= 1:
         raise ValueError(f"`shift` must be in [0, 1], got {shift}")
+    if labels not in ("linear", "sign"):
+        raise ValueError(f"`labels` must be 'linear' (y = X w_star) or 'sign' (y = sign(X w_star)), got {labels!r}")
+    if not is_traced(flip) and not 0 <= flip <= 0.5:
+        raise ValueError(f"`flip` must be a probability in [0, 0.5], got {flip}")
+    if labels == "linear" and not is_traced(flip) and flip != 0:
+        raise ValueError("`flip` applies to labels='sign' only")
     dtype = dtype or jnp.result_type(float)
     kS, kB, kE, kU, kv, kZ = jax.random.split(key, 6)
     Bs = _orthonormal_columns(kB, d, k, dtype).T
@@ -140,17 +153,33 @@ def subspace_shift(
             }[ood]
     else:
         sigma = ood
-    return Problem(X, B0, Bs, v_star, sigma_ood=sigma)
+    y = None
+    if labels == "sign":
+        f = X @ (Bs.T @ v_star)
+        y = jnp.where(f >= 0, 1.0, -1.0).astype(dtype)
+        flips = jax.random.bernoulli(jax.random.fold_in(key, 7), jnp.asarray(flip, dtype), (n,))
+        y = jnp.where(flips, -y, y)
+    return Problem(X, B0, Bs, v_star, y=y, sigma_ood=sigma)
 
 
 def subspace_shifts(
-    keys, eps, *, d: int, k: int, n: int, m: int | None = None, v_star_scale=None, inputs: str = "subspace"
+    keys,
+    eps,
+    *,
+    d: int,
+    k: int,
+    n: int,
+    m: int | None = None,
+    v_star_scale=None,
+    inputs: str = "subspace",
+    labels: str = "linear",
+    flip: float = 0.0,
 ):
     """A batch of `subspace_shift` problems of one shape, one per key and ε: a `Problem` pytree whose every array
     has a leading batch axis N (the input to `sweep`).
 
     **Arguments:** `keys` (N,) `jax.random` keys, `eps` (N,) feature errors (or one ε for all), `d`, `k`, `n`, `m`,
-    `inputs` as `subspace_shift`, `v_star_scale` (N,) or None (1). Σ_ood is the default I.
+    `inputs`, `labels`, `flip` as `subspace_shift`, `v_star_scale` (N,) or None (1). Σ_ood is the default I.
 
     **Returns:** a batched `Problem`.
     """
@@ -163,14 +192,14 @@ def subspace_shifts(
     eps = jnp.broadcast_to(jnp.asarray(eps, dtype=jnp.result_type(float)), keys.shape[:1])
     scale = jnp.ones_like(eps) if v_star_scale is None else v_star_scale
     scale = jnp.broadcast_to(jnp.asarray(scale, dtype=eps.dtype), eps.shape)
-    return _batched_generator(d, k, n, m, inputs)(keys, eps, scale)
+    return _batched_generator(d, k, n, m, inputs, labels, float(flip))(keys, eps, scale)
 
 
 @functools.lru_cache(maxsize=32)
-def _batched_generator(d, k, n, m, inputs):
+def _batched_generator(d, k, n, m, inputs, labels="linear", flip=0.0):
     def one(args):
         key, e, s = args
-        return subspace_shift(key, d=d, k=k, n=n, m=m, eps=e, v_star_scale=s, inputs=inputs)
+        return subspace_shift(key, d=d, k=k, n=n, m=m, eps=e, v_star_scale=s, inputs=inputs, labels=labels, flip=flip)
 
     # lax.map (one instance at a time inside one compiled loop), not vmap: on this project's 2-core CPU machines a
     # vmapped generator hung inside XLA with no CPU use (reproducibly: 16 problems at d = 500, 64 at d = 200;

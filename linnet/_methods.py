@@ -76,12 +76,27 @@ register(ft_flow("lpft", "LP to its limit, then FT from (v_lp^∞, B0)", lp_head
 # ------------------------------------------------------------------------------------------------------
 
 
-def linear_probe(problem: Problem, v0: jax.Array, times, *, throw: bool = True) -> Trajectory:
-    """Linear probing: B frozen at B0, head by gradient flow ∂_t v = −∇_v L̂(v, B0), solved exactly.
+def linear_probe(
+    problem: Problem,
+    v0: jax.Array,
+    times,
+    *,
+    loss: str = "squared",
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    max_steps: int = 100_000,
+    throw: bool = True,
+) -> Trajectory:
+    """Linear probing: B frozen at B0, head by gradient flow ∂_t v = −∇_v L̂(v, B0).
 
-    The flow is linear, ∂_t v = −2 Fᵀ(F v − y) with F = X B0ᵀ, so v(t) = v∞ + exp(−2FᵀF t)(v0 − v∞) with v∞
-    as in `docs/theory.md`, "Methods"; it is evaluated by an eigendecomposition of the
-    k × k matrix FᵀF (no ODE solver).
+    Squared loss (default): the flow is linear, ∂_t v = −2 Fᵀ(F v − y) with F = X B0ᵀ, so
+    v(t) = v∞ + exp(−2FᵀF t)(v0 − v∞) with v∞ as in `docs/theory.md`, "Methods"; it is evaluated exactly by an
+    eigendecomposition of the k × k matrix FᵀF (no ODE solver; `rtol`, `atol`, `max_steps` are unused).
+
+    `loss="logistic"` (labels y ∈ {±1}): logistic regression on the k features F by gradient flow, integrated in
+    log time. If the labels are separable in F (`linnet.is_separable(X @ B0.T, y)`), ‖v‖ grows like log t and
+    v/‖v‖ converges to the max-margin separator in F (`linnet.max_margin`); otherwise v has a finite limit, and
+    `inf` is allowed in `times` (refused, with this reason, when the data are separable).
 
     **Arguments:**
 
@@ -92,7 +107,7 @@ def linear_probe(problem: Problem, v0: jax.Array, times, *, throw: bool = True) 
 
     **Returns:** a `Trajectory` with B(t) = B0.
     """
-    return simulate("lp", problem, v0, times, throw=throw)
+    return simulate("lp", problem, v0, times, loss=loss, rtol=rtol, atol=atol, max_steps=max_steps, throw=throw)
 
 
 def fine_tune(
@@ -104,6 +119,7 @@ def fine_tune(
     atol: float = 1e-10,
     max_steps: int = 100_000,
     solver: dfx.AbstractSolver | None = None,
+    loss: str = "squared",
     throw: bool = True,
 ) -> Trajectory:
     """Fine-tuning: gradient flow ∂_t v = −∇_v L̂, ∂_t B = −∇_B L̂ from (v0, B0), L̂ = ‖XBᵀv − y‖².
@@ -126,13 +142,19 @@ def fine_tune(
     - `solver`: any diffrax ODE solver. Default (None): when the flow is not stiff (cond(X)² ≤ 100, decided from
       the concrete data) the explicit `diffrax.Tsit5()`, falling back to the implicit method if it runs out of
       steps; otherwise diffrax's Kvaerno5 with `ArrowheadSolver`. `Trajectory.solver` records which.
+    - `loss`: "squared" (default) or "logistic": L̂ = Σ_i log(1 + exp(−y_i vᵀBx_i)) on labels y ∈ {±1}
+      (`subspace_shift(..., labels="sign")`), integrated in log time by Kvaerno5 with a dense Newton solve; the
+      errors become 0-1 errors (`Trajectory`). There is no t = ∞ (the n ≤ dim S training points are separable):
+      ask for large finite times, e.g. `jnp.logspace(0, 6, 13)`.
     - `throw`: raise on failure (default); `False` returns the trajectory with its `result` code.
 
     Works under `jax.jit`, `jax.vmap` and `jax.grad` (t = ∞ included; see `linnet._solve`).
 
     **Returns:** a `Trajectory`.
     """
-    return simulate("ft", problem, v0, times, rtol=rtol, atol=atol, max_steps=max_steps, solver=solver, throw=throw)
+    return simulate(
+        "ft", problem, v0, times, rtol=rtol, atol=atol, max_steps=max_steps, solver=solver, loss=loss, throw=throw
+    )
 
 
 def lp_ft(
@@ -144,13 +166,30 @@ def lp_ft(
     atol: float = 1e-10,
     max_steps: int = 100_000,
     solver: dfx.AbstractSolver | None = None,
+    loss: str = "squared",
+    lp_time: float | None = None,
     throw: bool = True,
 ) -> Trajectory:
     """LP-FT: linear probing from v0 to its limit v_lp^∞ (exact), then fine-tuning from (v_lp^∞, B0).
 
     `times` count from the start of the FT phase (time 0 is (v_lp^∞, B0)). Other arguments as `fine_tune`.
+
+    `loss="logistic"`: LP may have no limit (separable features), so it runs for a finite `lp_time` = T_lp
+    (required; 0 is plain FT), then FT from (v_lp(T_lp), B0), both in log time. `lp_time` applies only to the
+    logistic loss.
     """
-    return simulate("lpft", problem, v0, times, rtol=rtol, atol=atol, max_steps=max_steps, solver=solver, throw=throw)
+    if loss == "squared":
+        if lp_time is not None:
+            raise ValueError("`lp_time` applies to loss='logistic' only; squared-loss LP-FT starts from the LP limit")
+        extra = {}
+    else:
+        if lp_time is None:
+            raise TypeError("lp_ft(loss='logistic') needs `lp_time`, the LP phase's duration (LP may have no limit)")
+        extra = {"lp_time": lp_time}
+    return simulate(
+        "lpft", problem, v0, times, rtol=rtol, atol=atol, max_steps=max_steps, solver=solver, loss=loss,
+        throw=throw, **extra,
+    )  # fmt: skip
 
 
 __all__ = ["fine_tune", "linear_probe", "lp_ft", "lp_limit_head"]

@@ -69,6 +69,12 @@ class Method:
     delegate: Callable | None = None
     # extra words for an eager failure message: (problem, v0, p) -> str
     advice: Callable | None = None
+    # the training loss: "squared" (L̂ = ‖X Bᵀv − y‖², the paper's) or "logistic" (labels y ∈ {±1})
+    loss: str = "squared"
+    # integrate in τ = log(1 + t) (flows whose interesting times span decades, e.g. the logistic loss)
+    log_time: bool = False
+    # why t = ∞ is refused on this concrete problem, or None if it has a limit: (problem, p) -> str | None
+    no_limit: Callable | None = None
 
     def param(self, name: str) -> Param:
         for q in self.params:
@@ -77,35 +83,62 @@ class Method:
         raise KeyError(name)
 
 
+LOSSES = ("squared", "logistic")
+
+# the squared-loss methods, by name; the variants for another loss, by (name, loss)
 REGISTRY: dict[str, Method] = {}
+VARIANTS: dict[tuple[str, str], Method] = {}
 
 
 def register(method: Method) -> Method:
-    """Add a method to the registry (its name must be new). Returns it, so a declaration can be assigned."""
-    if method.name in REGISTRY:
-        raise ValueError(f"a method named {method.name!r} is already registered")
+    """Add a method to the registry (its (name, loss) must be new). Returns it, so a declaration can be assigned.
+
+    A squared-loss method is registered under its name; a method with another `loss` is that loss's variant of the
+    squared-loss method of the same name (e.g. the logistic "ft"), selected by `simulate(..., loss=...)`."""
     if method.kind not in ("flow", "closed_form", "iteration"):
         raise ValueError(f"`kind` must be 'flow', 'closed_form' or 'iteration', got {method.kind!r}")
-    REGISTRY[method.name] = method
+    if method.loss not in LOSSES:
+        raise ValueError(f"`loss` must be one of {LOSSES}, got {method.loss!r}")
+    if method.loss == "squared":
+        if method.name in REGISTRY:
+            raise ValueError(f"a method named {method.name!r} is already registered")
+        REGISTRY[method.name] = method
+    else:
+        if (method.name, method.loss) in VARIANTS:
+            raise ValueError(f"a {method.loss} variant of {method.name!r} is already registered")
+        VARIANTS[(method.name, method.loss)] = method
     return method
 
 
-def get_method(name) -> Method:
-    """The registered `Method` called `name` (a `Method` is returned as is)."""
+def get_method(name, loss: str = "squared") -> Method:
+    """The registered `Method` called `name` for `loss` ("squared" or "logistic"); a `Method` is returned as is."""
     if isinstance(name, Method):
         return name
-    if name not in REGISTRY:
-        raise ValueError(f"unknown method {name!r}; registered methods: {sorted(REGISTRY)}")
-    return REGISTRY[name]
+    if loss not in LOSSES:
+        raise ValueError(f"`loss` must be one of {LOSSES}, got {loss!r}")
+    if loss == "squared":
+        if name not in REGISTRY:
+            raise ValueError(f"unknown method {name!r}; registered methods: {sorted(REGISTRY)}")
+        return REGISTRY[name]
+    if (name, loss) not in VARIANTS:
+        have = sorted(n for n, lo in VARIANTS if lo == loss)
+        raise ValueError(f"method {name!r} has no {loss} variant; methods with loss={loss!r}: {have}")
+    return VARIANTS[(name, loss)]
 
 
-def methods() -> tuple[str, ...]:
-    """The names of the registered methods, in registration order."""
-    return tuple(REGISTRY)
+def methods(loss: str = "squared") -> tuple[str, ...]:
+    """The names of the methods registered for `loss` ("squared": all of them; "logistic": lp, ft, lpft), in
+    registration order."""
+    if loss not in LOSSES:
+        raise ValueError(f"`loss` must be one of {LOSSES}, got {loss!r}")
+    if loss == "squared":
+        return tuple(REGISTRY)
+    return tuple(n for n, lo in VARIANTS if lo == loss)
 
 
-def parse_spec(spec) -> tuple[str, Method, dict]:
-    """A method given as a name or a dict {"name": ..., parameters...} → (label, Method, options).
+def parse_spec(spec, loss: str = "squared") -> tuple[str, Method, dict]:
+    """A method given as a name or a dict {"name": ..., parameters...} → (label, Method, options); `loss` is the
+    default loss, which a dict's own "loss" entry overrides.
 
     The label is the name, followed by the parameters given, e.g. "two_lr(eta_B=0.3)" or "lora(rank=2, lp_head)"."""
     if isinstance(spec, str):
@@ -114,18 +147,21 @@ def parse_spec(spec) -> tuple[str, Method, dict]:
                 f"unknown method {spec!r} in `methods`; expected one of {sorted(REGISTRY)}, or a dict with a 'name' "
                 f"and parameters, e.g. {{'name': 'two_lr', 'eta_B': 0.1}}"
             )
-        return spec, REGISTRY[spec], {}
+        return spec, get_method(spec, loss), {}
     if not isinstance(spec, dict):
         raise TypeError(f"each entry of `methods` must be a str or a dict, got {type(spec).__name__}")
     opts = dict(spec)
     name = opts.pop("name", None)
     if name not in REGISTRY:
         raise ValueError(f"a dict in `methods` needs 'name' in {sorted(REGISTRY)}, got {name!r}")
-    m = REGISTRY[name]
+    own_loss = opts.pop("loss", None)
+    m = get_method(name, loss if own_loss is None else own_loss)
     allowed = {q.name for q in m.params} | {"lp_head"} | ({"seed"} if m.needs_key else set())
     bad = set(opts) - allowed
     if bad:
         raise ValueError(f"method {name!r} takes {sorted(allowed)}, got unknown {sorted(bad)}")
     shown = [f"{a}={b:g}" if isinstance(b, int | float) else f"{a}={b}" for a, b in opts.items() if a != "lp_head"]
+    if own_loss is not None:
+        shown.append(f"loss={own_loss}")
     label = name + "(" + ", ".join(shown) + (", lp_head" if opts.get("lp_head") else "") + ")"
     return label.replace("(, ", "("), m, opts

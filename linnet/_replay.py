@@ -15,21 +15,29 @@ class ReplayError(RuntimeError):
     """The reference integration failed or did not reach a steady state."""
 
 
-def _rhs(X, y, k, d):
+def _rhs(X, y, k, d, loss="squared"):
+    from scipy.special import expit
+
     def rhs(t, th):
         v, B = th[:k], th[k:].reshape(k, d)
-        g = X.T @ (X @ (B.T @ v) - y)
-        return np.concatenate([-2.0 * B @ g, (-2.0 * np.outer(v, g)).ravel()])
+        f = X @ (B.T @ v)
+        # ∂L̂/∂f: 2 (f − y) for ‖f − y‖², and −y e^{−y f} / (1 + e^{−y f}) for Σ log(1 + e^{−y f})
+        dL = 2.0 * (f - y) if loss == "squared" else -y * expit(-y * f)
+        g = X.T @ dL
+        return np.concatenate([-B @ g, -np.outer(v, g).ravel()])
 
     return rhs
 
 
-def radau_fine_tune(X, y, B0, v0, times, *, rtol: float = 1e-10, atol: float = 1e-12, t_max: float = 1e10):
+def radau_fine_tune(
+    X, y, B0, v0, times, *, rtol: float = 1e-10, atol: float = 1e-12, t_max: float = 1e10, loss: str = "squared"
+):
     """Full-state fine-tuning from (v0, B0) with `scipy.integrate.solve_ivp(method="Radau")`.
 
     **Arguments:** `X` (n, d), `y` (n,), `B0` (k, d), `v0` (k,) as NumPy-convertible arrays; `times` (T,)
     increasing, a last `inf` for the limit, which is taken where the field's norm has fallen below
-    `atol`·(1 + ‖θ‖) (integrating over decades up to `t_max`; `ReplayError` if it does not).
+    `atol`·(1 + ‖θ‖) (integrating over decades up to `t_max`; `ReplayError` if it does not); `loss` "squared"
+    or "logistic" (labels y ∈ {±1}; finite times only, in the ordinary time t).
 
     **Returns:** `(v (T, k), B (T, k, d))`.
     """
@@ -37,7 +45,7 @@ def radau_fine_tune(X, y, B0, v0, times, *, rtol: float = 1e-10, atol: float = 1
 
     X, y, B0, v0 = (np.asarray(a, dtype=np.float64) for a in (X, y, B0, v0))
     k, d = B0.shape
-    rhs = _rhs(X, y, k, d)
+    rhs = _rhs(X, y, k, d, loss)
     times = np.asarray(times, dtype=np.float64)
     finite = times[np.isfinite(times)]
     th0 = np.concatenate([v0, B0.ravel()])

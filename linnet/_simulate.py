@@ -103,10 +103,11 @@ def solver_plan(m: Method, s, p: dict, solver) -> list:
     return [(implicit, big)]
 
 
-@partial(jax.jit, static_argnames=("name", "statics", "solver", "max_steps", "lp_head"))
-def _core(problem, v0, times, reals, key, rtol, atol, *, name, statics, solver, max_steps, lp_head) -> Trajectory:
-    m = get_method(name)
-    p = {**reals, **dict(statics)}
+@partial(jax.jit, static_argnames=("name", "loss", "statics", "solver", "max_steps", "lp_head"))
+def _core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, solver, max_steps, lp_head) -> Trajectory:
+    m = get_method(name, loss)
+    # the solve's own settings travel with the parameters, for methods whose initial state is itself a solve
+    p = {**reals, **dict(statics), "_rtol": rtol, "_atol": atol, "_max_steps": max_steps}
     if lp_head or m.lp_head:
         v0 = lp_limit_head(problem, v0)
     zero = jnp.asarray(0)
@@ -131,12 +132,17 @@ def _core(problem, v0, times, reals, key, rtol, atol, *, name, statics, solver, 
             atol=atol,
             max_steps=max_steps,
             dt0=dt0,
+            log_time=m.log_time,
         )
+        if isinstance(aux, dict) and "result" in aux:  # a preliminary phase (logistic LP-FT's LP) that failed
+            result = RESULTS.where(is_okay(aux["result"]), result, aux["result"])
+            steps = steps + aux["num_steps"]
         v, dG, basis = m.decode(problem, ys, args, aux, p)
         label = _flow.solver_name(solver)
     return make_trajectory(
-        problem, times, v, dG, basis, num_steps=steps, result=result, t_stop=t_stop, method=name, solver=label
-    )
+        problem, times, v, dG, basis, num_steps=steps, result=result, t_stop=t_stop, method=name, solver=label,
+        loss=m.loss,
+    )  # fmt: skip
 
 
 def _is_implicit(solver) -> bool:
@@ -158,6 +164,7 @@ def simulate(
     throw: bool = True,
     key=None,
     lp_head: bool = False,
+    loss: str = "squared",
     _explicit=None,
     **params,
 ) -> Trajectory:
@@ -172,6 +179,8 @@ def simulate(
       (iterations for GD: see its `max_iter`); `solver`: a diffrax solver for flows (default: see the module).
     - `throw`: raise on failure (default); `False` returns the trajectory with its `result` code instead.
     - `key`: a `jax.random` key for methods that draw (LoRA); `lp_head`: start from the LP limit v_lp^∞.
+    - `loss`: "squared" (L̂ = ‖X Bᵀv − y‖², default) or "logistic" (L̂ = Σ_i log(1 + exp(−y_i vᵀBx_i)), labels
+      y ∈ {±1}; the variants `linnet.methods("logistic")`, integrated in log time; see `linnet._logistic`).
     - `**params`: the method's parameters (`linnet.get_method(name).params`).
     - `_explicit` (internal, for batched callers such as `sweep`): a per-member boolean, decided from the concrete
       data of each member before tracing, that selects the explicit plan with its fallback by `lax.cond`.
@@ -179,7 +188,7 @@ def simulate(
     **Returns:** a `Trajectory` (its `method`, `solver`, `result`, `num_steps` and `t_stop` say how it was
     obtained).
     """
-    m = get_method(method)
+    m = get_method(method, loss)
     if not isinstance(problem, Problem):
         raise TypeError(f"`problem` must be a linnet.Problem, got {type(problem).__name__}")
     if problem.X.ndim != 2:
@@ -199,6 +208,17 @@ def simulate(
     if m.checks is not None:
         for bad, message in m.checks(p, times):
             v0 = check_value(v0, bad, message)
+    if m.loss == "logistic":
+        v0 = check_value(
+            v0, ~jnp.all(jnp.abs(problem.y) == 1),
+            "the logistic loss needs labels `problem.y` in {-1, +1}; use subspace_shift(..., labels='sign')",
+        )  # fmt: skip
+    if m.no_limit is not None and not is_traced(times) and bool(np.isinf(np.asarray(times)[-1])):
+        why = None if is_traced(problem) else m.no_limit(problem, p)
+        if why is None and is_traced(problem) and m.loss != "squared":
+            why = f"{m.name} (loss={m.loss!r}) decides whether t = inf exists from concrete data; pass finite times"
+        if why is not None:
+            raise ValueError(f"`times` ends in inf, but {why}")
     if m.delegate is not None and not is_traced(reals):
         other = m.delegate(p)
         if other is not None:
@@ -231,6 +251,7 @@ def simulate(
         return _core(
             *args,
             name=m.name,
+            loss=m.loss,
             statics=statics,
             lp_head=bool(lp_head),
             solver=solver_i,

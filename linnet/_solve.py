@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 
-def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: int, dt0=None):
+def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: int, dt0=None, log_time=False):
     """Integrate dy/dt = field(t, y, args) from y(0) = y0 and save at `times`.
 
     **Arguments:**
@@ -30,9 +30,12 @@ def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: 
     - `field`: the vector field, `field(t, y, args)` → a pytree like `y`.
     - `y0`, `args`: pytrees of arrays.
     - `times`: (T,) increasing times ≥ 0, the last possibly `inf`.
-    - `steady`: `steady(t, y, args)` → bool, the steady-state rule (stops the solve).
+    - `steady`: `steady(t, y, args)` → bool, the steady-state rule (stops the solve), or None (no steady state).
     - `solver`: a diffrax solver; `rtol`, `atol`: tolerances of the PID controller; `max_steps`: step budget;
       `dt0`: first step (None: diffrax's heuristic).
+    - `log_time`: integrate in τ = log(1 + t), dy/dτ = (1 + t) field(t, y, args), for flows whose dynamics slow
+      down like 1/t (the logistic loss on separable data): steps are then spread evenly over decades of t. The
+      tolerances apply to the state as before; `times` and the returned `t_stop` stay in t (`dt0` is in τ).
 
     **Returns:** `(ys, result, num_steps, t_stop)`: `ys` the states at `times` (leading axis T), `result` a
     `linnet.RESULTS` code (diffrax's, `event_occurred` for a steady-state stop), `num_steps` the steps taken and
@@ -40,6 +43,19 @@ def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: 
     """
     dtype = jax.tree_util.tree_leaves(y0)[0].dtype
     times = jnp.asarray(times, dtype)
+    if log_time:
+        times = jnp.log1p(times)  # inf stays inf
+        t_field, t_steady = field, steady
+
+        def field(tau, y, args):
+            t = jnp.expm1(tau)
+            return jax.tree_util.tree_map(lambda f: (1.0 + t) * f, t_field(t, y, args))
+
+        if steady is not None:
+
+            def steady(tau, y, args, **kw):
+                return t_steady(jnp.expm1(tau), y, args, **kw)
+
     ts = times[:-1]
     saveat = dfx.SaveAt(ts=ts if ts.shape[0] > 0 else None, t1=True)
     sol = dfx.diffeqsolve(
@@ -52,7 +68,7 @@ def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: 
         args=args,
         saveat=saveat,
         stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4),
-        event=dfx.Event(steady),
+        event=None if steady is None else dfx.Event(steady),
         max_steps=max_steps,
         throw=False,
     )
@@ -67,4 +83,6 @@ def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: 
 
     ys = jax.tree_util.tree_map(fill, sol.ys)
     t_stop = jnp.where(n_saved > 0, sol.ts[last], jnp.asarray(0.0, dtype))
+    if log_time:
+        t_stop = jnp.expm1(t_stop)
     return ys, sol.result, sol.stats["num_steps"], t_stop

@@ -9,6 +9,11 @@ import diffrax as dfx
 import jax
 import jax.numpy as jnp
 
+from ._classification import (
+    logistic_loss_of_predictor,
+    normalised_margin_of_predictor,
+    zero_one_error_of_predictor,
+)
 from ._errors import id_error_of_predictor, ood_error_of_predictor, train_loss_of_predictor
 from ._problem import Problem
 
@@ -38,6 +43,7 @@ class DivergenceError(ConvergenceError):
         "train_loss",
         "id_error",
         "ood_error",
+        "margin",
         "B0",
         "basis",
         "dG",
@@ -45,7 +51,7 @@ class DivergenceError(ConvergenceError):
         "result",
         "t_stop",
     ],
-    meta_fields=["method", "solver"],
+    meta_fields=["method", "solver", "loss"],
 )
 @dataclasses.dataclass(frozen=True)
 class Trajectory:
@@ -59,7 +65,12 @@ class Trajectory:
       S = rowspace(X), so only the (T, k, r) coefficients `dG` on the orthonormal `basis` (d, r) are stored).
       Methods whose features also move outside S (LoRA, deeper extractors) extend `basis` by orthonormal
       directions of S⊥ (then r > rank X).
-    - `train_loss`, `id_error`, `ood_error` (T,): L̂, L_id and L_ood at each time.
+    - `train_loss`, `id_error`, `ood_error` (T,): the training loss and the ID and OOD errors at each time.
+      `loss="squared"`: L̂ = ‖X Bᵀv − y‖² and L_id, L_ood (Section 3.1). `loss="logistic"`: L̂ = Σ_i log(1 +
+      exp(−y_i vᵀBx_i)) and the exact 0-1 errors of sign(wᵀx) against sign(w⋆ᵀx) under x ~ N(0, Σ_id) and
+      N(0, Σ_ood) (`linnet.zero_one_error`).
+    - `margin` (T,): the normalised training margin min_i y_i wᵀx_i / ‖w‖ (`linnet.normalised_margin`; it is
+      meaningful for labels in {±1}).
     - `num_steps`: ODE steps taken (GD: iterations; 0 for closed forms).
     - `result`: a `linnet.RESULTS` code (= `diffrax.RESULTS`; GD's blow-up is `nonlinear_divergence`);
       `linnet.is_okay(traj.result)` tests it.
@@ -68,7 +79,8 @@ class Trajectory:
       t = ∞ (0 for closed forms).
     - `method`: the registry name ("lp", "ft", "lpft", "two_lr", "l2_sp", "features_only", "lp_features_only",
       "gd", "lora", "deep"); `solver`: how it was obtained ("closed form", "iteration", or the ODE solver, e.g.
-      "Tsit5", "Kvaerno5+Arrowhead", "Tsit5|Kvaerno5+Arrowhead" when a traced call carries the fallback).
+      "Tsit5", "Kvaerno5+Arrowhead", "Tsit5|Kvaerno5+Arrowhead" when a traced call carries the fallback);
+      `loss`: "squared" or "logistic".
     """
 
     times: jax.Array
@@ -76,6 +88,7 @@ class Trajectory:
     train_loss: jax.Array
     id_error: jax.Array
     ood_error: jax.Array
+    margin: jax.Array
     B0: jax.Array
     basis: jax.Array
     dG: jax.Array
@@ -84,6 +97,7 @@ class Trajectory:
     t_stop: jax.Array
     method: str = "ft"
     solver: str = "closed form"
+    loss: str = "squared"
 
     @property
     def B(self) -> jax.Array:
@@ -114,16 +128,25 @@ def predictor_path(B0, basis, v, dG):
     return v @ B0 + jnp.einsum("tkr,tk,dr->td", dG, v, basis)
 
 
-def make_trajectory(problem: Problem, times, v, dG, basis, *, num_steps, result, t_stop, method, solver) -> Trajectory:
+def make_trajectory(
+    problem: Problem, times, v, dG, basis, *, num_steps, result, t_stop, method, solver, loss="squared"
+) -> Trajectory:
     """Assemble a `Trajectory` from a path (v (T, k), ΔG (T, k, r) on `basis` (d, r)): the metrics are the closed
-    forms of `_errors` evaluated on the predictor path."""
+    forms of `_errors` (squared loss) or `_classification` (logistic loss) evaluated on the predictor path."""
     w = predictor_path(problem.B0, basis, v, dG)
+    if loss == "squared":
+        metrics = (train_loss_of_predictor(problem, w), id_error_of_predictor(problem, w),
+                   ood_error_of_predictor(problem, w))  # fmt: skip
+    else:
+        metrics = (logistic_loss_of_predictor(problem, w), zero_one_error_of_predictor(problem, w, which="id"),
+                   zero_one_error_of_predictor(problem, w, which="ood"))  # fmt: skip
     return Trajectory(
         times=jnp.asarray(times, dtype=v.dtype),
         v=v,
-        train_loss=train_loss_of_predictor(problem, w),
-        id_error=id_error_of_predictor(problem, w),
-        ood_error=ood_error_of_predictor(problem, w),
+        train_loss=metrics[0],
+        id_error=metrics[1],
+        ood_error=metrics[2],
+        margin=normalised_margin_of_predictor(problem, w),
         B0=problem.B0,
         basis=basis,
         dG=dG,
@@ -132,4 +155,5 @@ def make_trajectory(problem: Problem, times, v, dG, basis, *, num_steps, result,
         t_stop=jnp.asarray(t_stop, dtype=v.dtype),
         method=method,
         solver=solver,
+        loss=loss,
     )
