@@ -27,7 +27,10 @@ from ._validate import check_times
 
 
 @functools.lru_cache(maxsize=64)
-def _batched(name: str, opts: tuple, rtol: float, atol: float, max_steps: int, chunk: int, devices: tuple, mode: str):
+def _batched(
+    name: str, opts: tuple, rtol: float, atol: float, max_steps: int, chunk: int, devices: tuple, mode: str,
+    loss: str = "squared",
+):  # fmt: skip
     """The compiled batch function of one method: (problems (N, …), (heads (N, k), indices (N,), explicit (N,)),
     times, reals) → ((train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,)). `opts` holds the static
     options only; the method's real parameters (`reals`, a dict of scalars) are arguments of the compiled
@@ -47,7 +50,7 @@ def _batched(name: str, opts: tuple, rtol: float, atol: float, max_steps: int, c
             extra = dict(solver=_flow.explicit_solver(), max_steps=min(max_steps, _flow.EXPLICIT_STEPS))
         else:
             extra = dict(max_steps=max_steps)
-        tr = simulate(name, p, v0, times, rtol=rtol, atol=atol, throw=False, key=key, **extra, **kw, **reals)
+        tr = simulate(name, p, v0, times, rtol=rtol, atol=atol, throw=False, key=key, loss=loss, **extra, **kw, **reals)
         return (tr.train_loss, tr.id_error, tr.ood_error), tr.num_steps, is_okay(tr.result)
 
     def batch(problems, inputs, times, reals):
@@ -131,6 +134,7 @@ def sweep(
     chunk: int = 1,
     devices=None,
     progress: bool = True,
+    loss: str = "squared",
 ) -> SweepResult:
     """Run many instances × methods × heads through the registry, one compiled computation per method and shape,
     and keep only the metrics L̂, L_id, L_ood at `times`.
@@ -152,6 +156,8 @@ def sweep(
       `devices`: devices to shard each batch over (default all; on several hosts call
       `jax.distributed.initialize()` first).
     - `rtol`, `atol`, `max_steps`: as `fine_tune`. `progress`: show a progress bar over batches.
+    - `loss`: "squared" (default) or "logistic" for every method (a dict's own "loss" entry overrides it); under
+      the logistic loss the errors are the 0-1 errors and L̂ the logistic loss (see `linnet.Trajectory`).
 
     Plain FT on data that are not stiff takes the explicit solver, batch by batch, with the same fallback rule as
     `fine_tune` (`linnet._simulate.solver_plan`).
@@ -176,7 +182,7 @@ def sweep(
         if h.shape != (N, k):
             raise ValueError(f"head {label!r} in `heads` must have shape ({k},) or ({N}, {k}), got {h.shape}")
         head_arrays[label] = h
-    specs = [parse_spec(m) for m in methods]
+    specs = [parse_spec(m, loss) for m in methods]
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size}")
     devices = tuple(jax.devices() if devices is None else devices)
@@ -200,7 +206,8 @@ def sweep(
                 batch = jax.tree_util.tree_map(lambda a, take=take: a[take], problems)
                 flags = explicit_all[np.asarray(take)] & _explicit_allowed(m, opts)
                 args = (batch, (h[take], take, jnp.asarray(flags)), ts, reals)
-                run = partial(_batched, m.name, key_opts, float(rtol), float(atol), int(max_steps), int(chunk), devices)
+                run = partial(_batched, m.name, key_opts, float(rtol), float(atol), int(max_steps), int(chunk), devices,
+                              loss=m.loss)  # fmt: skip
                 if flags.all() or not flags.any():
                     # one plan for the whole batch: the fallback is decided on the host, so the implicit program is
                     # compiled only if some member needs it, and only those members take its results

@@ -61,7 +61,11 @@ def _build_problem(args):
 
     key = jax.random.PRNGKey(args.seed)
     kp, kh = jax.random.split(key)
-    problem = linnet.subspace_shift(kp, d=args.d, k=args.k, n=args.n, eps=args.eps, ood=args.ood)
+    labels = "sign" if getattr(args, "loss", "squared") == "logistic" else "linear"
+    extra = dict(flip=args.flip) if labels == "sign" else {}
+    problem = linnet.subspace_shift(
+        kp, d=args.d, k=args.k, n=args.n, eps=args.eps, ood=args.ood, labels=labels, **extra
+    )
     if args.head == "zero":
         v0 = np.zeros(args.k)
     else:
@@ -125,13 +129,18 @@ def cmd_run(args):
     """One method, one problem: a table over time, optionally saved as JSON."""
 
     problem, v0 = _build_problem(args)
-    times = np.concatenate([[0.0], np.logspace(-2, 3, args.num_times - 1), [np.inf]])
+    if args.loss == "logistic":  # no t = ∞ in general: decades of t instead (the flow runs in log time)
+        times = np.concatenate([[0.0], np.logspace(0, 8, args.num_times - 1)])
+        head = ["t", "logistic loss", "ID 0-1 error", "OOD 0-1 error"]
+    else:
+        times = np.concatenate([[0.0], np.logspace(-2, 3, args.num_times - 1), [np.inf]])
+        head = ["t", "train loss", "ID error", "OOD error"]
     tr = _run_method(args, problem, v0, times)
     rows = [
         [_fmt(t), _fmt(float(a)), _fmt(float(b)), _fmt(float(c))]
         for t, a, b, c in zip(times, tr.train_loss, tr.id_error, tr.ood_error, strict=True)
     ]
-    print(_table(rows, ["t", "train loss", "ID error", "OOD error"]))
+    print(_table(rows, head))
     if args.save:
         data = {
             "args": {k: v for k, v in vars(args).items() if k != "func"},
@@ -153,10 +162,11 @@ def _run_method(args, problem, v0, times):
 
     import linnet
 
-    m = linnet.get_method(args.method)
+    loss = getattr(args, "loss", "squared")
+    m = linnet.get_method(args.method, loss)
     params = {q.name: getattr(args, q.name) for q in m.params if getattr(args, q.name, None) is not None}
     key = jax.random.PRNGKey(args.seed + 1) if m.needs_key else None
-    return linnet.simulate(m.name, problem, v0, times, key=key, **params)
+    return linnet.simulate(m.name, problem, v0, times, key=key, loss=loss, **params)
 
 
 def cmd_stress(args):
@@ -233,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--method", choices=methods(), required=True, help="a registered method (linnet.methods())")
     _add_problem_args(p)
+    p.add_argument(
+        "--loss",
+        choices=["squared", "logistic"],
+        default="squared",
+        help="training loss; logistic uses sign labels (methods: " + ", ".join(methods("logistic")) + ")",
+    )
+    p.add_argument("--flip", type=_float_in(0.0, 0.5), default=0.0, help="logistic: label-flip probability")
+    p.add_argument("--lp-time", type=_float_in(0.0, 1e12), default=100.0, help="logistic lpft: LP phase duration")
     p.add_argument("--eta-v", type=_float_in(0.0, 1e6), default=1.0, help="two_lr: head learning rate η_v")
     p.add_argument("--eta-B", type=_float_in(0.0, 1e6), default=0.1, help="two_lr: feature learning rate η_B")
     p.add_argument("--lam-B", type=_float_in(0.0, 1e6), default=0.1, help="l2_sp: λ_B on ‖B − B0‖²")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _data_beyond, _data_paper, _draw_beyond, _draw_paper
+from . import _data_beyond, _data_classification, _data_paper, _draw_beyond, _draw_classification, _draw_paper
 from ._data_paper import eps_sweep
 from ._io import COLORS, STYLE, _save, _styled
 
@@ -33,11 +33,18 @@ FIGURES = (
     "lora",
     "deep",
     "methods",
+    "cls_error_vs_time",
+    "cls_perp_fraction",
+    "cls_lp_time",
 )
 
 
 def _lookup(prefix: str) -> dict:
-    mods = (_data_paper, _data_beyond) if prefix == "data" else (_draw_paper, _draw_beyond)
+    mods = (
+        (_data_paper, _data_beyond, _data_classification)
+        if prefix == "data"
+        else (_draw_paper, _draw_beyond, _draw_classification)
+    )
     return {n: getattr(m, f"{prefix}_{n}") for n in FIGURES for m in mods if hasattr(m, f"{prefix}_{n}")}
 
 
@@ -114,6 +121,9 @@ fig_gd = _figure_function("gd")
 fig_lora = _figure_function("lora")
 fig_deep = _figure_function("deep")
 fig_methods = _figure_function("methods")
+fig_cls_error_vs_time = _figure_function("cls_error_vs_time")
+fig_cls_perp_fraction = _figure_function("cls_perp_fraction")
+fig_cls_lp_time = _figure_function("cls_lp_time")
 # name -> fig_<name>, in FIGURES order (what `linnet reproduce` runs)
 REGISTRY = {
     "toy": fig_toy,
@@ -130,6 +140,9 @@ REGISTRY = {
     "lora": fig_lora,
     "deep": fig_deep,
     "methods": fig_methods,
+    "cls_error_vs_time": fig_cls_error_vs_time,
+    "cls_perp_fraction": fig_cls_perp_fraction,
+    "cls_lp_time": fig_cls_lp_time,
 }
 
 
@@ -206,6 +219,19 @@ def headline(name: str, data: dict) -> list[tuple[str, str]]:
         return [
             ("phase grid share where best, LP / FT / LP-FT", " / ".join(f"{np.mean(best == i):.0%}" for i in range(3)))
         ]
+    if name == "cls_error_vs_time":
+        o = {m: np.mean(np.asarray(data["ood_error"][m])[:, -1]) for m in ("LP", "FT", "LP-FT")}
+        return [
+            (
+                "logistic: mean OOD 0-1 error at t = 1e12, LP / FT / LP-FT; data max-margin",
+                " / ".join(f(o[m]) for m in ("LP", "FT", "LP-FT")) + f"; {f(np.mean(data['data_max_margin_ood']))}",
+            )
+        ]
+    if name == "cls_perp_fraction":
+        return [("logistic FT: fitted exponent of ‖P_S⊥w‖/‖w‖ in log t", f(np.mean(data["fitted_exponent"])))]
+    if name == "cls_lp_time":
+        o = np.asarray(data["ood_error"]).mean(0)
+        return [("logistic LP-FT: OOD at t = 1e2, T_lp = 0 / largest", f"{f(o[0, 0])} / {f(o[-1, 0])}")]
     return []
 
 
