@@ -48,7 +48,7 @@ def draw_cls_perp_fraction(data: dict):
         axes[1].loglog(t, np.maximum(g, 1e-16), color=COLORS["FT"], alpha=0.4 + 0.6 / (i + 1), label=f"seed {i}")
     axes[1].set_xlabel("t")
     axes[1].set_ylabel("1 − cos(w, u_mm)")
-    axes[1].set_title("FT: direction against the data's max-margin separator")
+    axes[1].set_title("FT: direction vs the data max-margin u_mm")
     axes[1].legend(fontsize=5, loc="lower left")
     return fig
 
