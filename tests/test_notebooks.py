@@ -28,4 +28,4 @@ def test_committed_notebook_shows_its_figures(path):
 
 
 def test_there_are_notebooks():
-    assert {p.stem for p in NOTEBOOKS} >= {"tour", "explore", "methods"}
+    assert {p.stem for p in NOTEBOOKS} >= {"tour", "explore", "methods", "classification"}
