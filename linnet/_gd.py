@@ -5,6 +5,7 @@ from __future__ import annotations
 import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from ._flow import residual
 from ._general_flows import residual_loss
@@ -95,9 +96,8 @@ def _gd_run(problem: Problem, v0, times, p, rtol, atol, max_steps):
     red = problem.reduced
     lr = p["lr"] if p["lr"] is not None else p["lr_fraction"] * 2.0 / hessian_lmax(red.s, red.Uty, (v0, red.G0))
     v, G, iters, bad, conv = _gd_path(red.s, red.Uty, v0, red.G0, times, lr, rtol, atol, p["max_iter"])
-    result = RESULTS.where(
-        bad, RESULTS.nonlinear_divergence, RESULTS.where(conv, RESULTS.successful, RESULTS.max_steps_reached)
-    )
+    ok = RESULTS.where(conv, RESULTS.successful, RESULTS.max_steps_reached)
+    result = RESULTS.where(bad, RESULTS.nonlinear_divergence, ok)  # pyright: ignore[reportArgumentType]
     return v, G - red.G0, red.V, result, iters
 
 
@@ -128,7 +128,7 @@ register(
 
 def gradient_descent(
     problem: Problem,
-    v0: jax.Array,
+    v0: ArrayLike,
     times,
     *,
     lr,
@@ -152,7 +152,7 @@ def gradient_descent(
     return simulate("gd", problem, v0, times, lr=lr, rtol=rtol, atol=atol, max_iter=max_iter, throw=throw)
 
 
-def gd_stability_step(problem: Problem, v0: jax.Array):
+def gd_stability_step(problem: Problem, v0: ArrayLike):
     """2/λ_max(∇²L̂(v0, B0)): the largest step for which GD is stable near the initial point (power iteration on
     Hessian-vector products of the reduced loss; 200 iterations). A float (a traced scalar under tracing)."""
     v0 = check_head(problem, v0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from ._flow import residual
 from ._problem import Problem
@@ -170,7 +171,7 @@ register(
 
 def lora(
     problem: Problem,
-    v0: jax.Array,
+    v0: ArrayLike,
     times,
     *,
     rank: int,
@@ -211,7 +212,7 @@ def lora(
 
 def deep_fine_tune(
     problem: Problem,
-    v0: jax.Array,
+    v0: ArrayLike,
     times,
     *,
     depth: int = 2,

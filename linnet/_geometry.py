@@ -25,12 +25,11 @@ def orthonormal_basis(A: jax.Array, rtol: float | None = None) -> tuple[jax.Arra
     return vt.T, rank_mask(s, A.shape, rtol)
 
 
-def rank_mask(s: jax.Array, shape: tuple[int, int], rtol: float | None = None) -> jax.Array:
+def rank_mask(s: jax.Array, shape: tuple[int, ...], rtol: float | None = None) -> jax.Array:
     """Which singular values `s` of a matrix of `shape` count as nonzero: s > rtol · s_max with the default
-    rtol = max(shape) · machine eps (as `numpy.linalg.matrix_rank`)."""
-    if rtol is None:
-        rtol = max(shape) * jnp.finfo(s.dtype).eps
-    return s > rtol * jnp.max(s, initial=0.0)
+    rtol = max(shape[-2:]) · machine eps (as `numpy.linalg.matrix_rank`)."""
+    tol = max(shape[-2:]) * float(jnp.finfo(s.dtype).eps) if rtol is None else rtol
+    return s > tol * jnp.max(s, initial=0.0)
 
 
 def projection(A: jax.Array) -> jax.Array:

@@ -4,8 +4,8 @@ public functions. Each public function is `linnet.simulate` with the method's na
 from __future__ import annotations
 
 import diffrax as dfx
-import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from . import _flow
 from ._closed_forms import lp_limit_head, lp_path
@@ -78,7 +78,7 @@ register(ft_flow("lpft", "LP to its limit, then FT from (v_lp^∞, B0)", lp_head
 
 def linear_probe(
     problem: Problem,
-    v0: jax.Array,
+    v0: ArrayLike,
     times,
     *,
     loss: str = "squared",
@@ -112,7 +112,7 @@ def linear_probe(
 
 def fine_tune(
     problem: Problem,
-    v0: jax.Array,
+    v0: ArrayLike,
     times,
     *,
     rtol: float = 1e-8,
@@ -159,7 +159,7 @@ def fine_tune(
 
 def lp_ft(
     problem: Problem,
-    v0: jax.Array,
+    v0: ArrayLike,
     times,
     *,
     rtol: float = 1e-8,
@@ -181,14 +181,14 @@ def lp_ft(
     if loss == "squared":
         if lp_time is not None:
             raise ValueError("`lp_time` applies to loss='logistic' only; squared-loss LP-FT starts from the LP limit")
-        extra = {}
+        extra: dict[str, float] = {}
     else:
         if lp_time is None:
             raise TypeError("lp_ft(loss='logistic') needs `lp_time`, the LP phase's duration (LP may have no limit)")
         extra = {"lp_time": lp_time}
     return simulate(
         "lpft", problem, v0, times, rtol=rtol, atol=atol, max_steps=max_steps, solver=solver, loss=loss,
-        throw=throw, **extra,
+        throw=throw, **extra,  # pyright: ignore[reportArgumentType]  (lp_time is a method parameter)
     )  # fmt: skip
 
 

@@ -68,6 +68,13 @@ class Problem:
     B0: jax.Array
     B_star: jax.Array
     v_star: jax.Array
+    # stored privately (set once in __init__): the explicit Σs or None for the defaults, and the reduced SVD
+    _sigma_ood: jax.Array | None
+    _sigma_id: jax.Array | None
+    _s: jax.Array
+    _V: jax.Array
+    _Uty: jax.Array
+    _G0: jax.Array
 
     def __init__(self, X, B0, B_star, v_star, *, y=None, sigma_ood=None, sigma_id=None):
         X = as_float_array(X, "X", 2)

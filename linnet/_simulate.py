@@ -97,6 +97,7 @@ def solver_plan(m: Method, s, p: dict, solver) -> list:
         return [(None, big)]
     if solver is not None:
         return [(solver, big)]
+    assert m.solver is not None, f"flow method {m.name!r} declares no default solver"
     implicit = m.solver()
     if s is not None and m.explicit_ok is not None and m.explicit_ok(p) and _flow.explicit_is_enough(s):
         return [(_flow.explicit_solver(), _flow.EXPLICIT_STEPS), (implicit, big)]
@@ -112,12 +113,15 @@ def _core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, so
         v0 = lp_limit_head(problem, v0)
     zero = jnp.asarray(0)
     if m.kind == "closed_form":
+        assert m.path is not None
         v, dG, basis = m.path(problem, v0, times, p)
         result, steps, t_stop, label = RESULTS.successful, zero, 0.0, "closed form"
     elif m.kind == "iteration":
+        assert m.path is not None
         v, dG, basis, result, steps = m.path(problem, v0, times, p, rtol, atol, max_steps)
         t_stop, label = jnp.max(jnp.where(jnp.isfinite(times), times, 0.0)), "iteration"
     else:
+        assert m.init is not None and m.field is not None and m.steady is not None and m.decode is not None
         y0, args, aux = m.init(problem, v0, p, key)
         explicit = not _is_implicit(solver)
         dt0 = m.dt0(y0, args) if (explicit and m.dt0 is not None) else None

@@ -45,17 +45,7 @@ def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: 
     times = jnp.asarray(times, dtype)
     if log_time:
         times = jnp.log1p(times)  # inf stays inf
-        t_field, t_steady = field, steady
-
-        def field(tau, y, args):
-            t = jnp.expm1(tau)
-            return jax.tree_util.tree_map(lambda f: (1.0 + t) * f, t_field(t, y, args))
-
-        if steady is not None:
-
-            def steady(tau, y, args, **kw):
-                return t_steady(jnp.expm1(tau), y, args, **kw)
-
+        field, steady = _in_log_time(field, steady)
     ts = times[:-1]
     saveat = dfx.SaveAt(ts=ts if ts.shape[0] > 0 else None, t1=True)
     sol = dfx.diffeqsolve(
@@ -74,6 +64,7 @@ def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: 
     )
     # diffrax packs saves contiguously: the requested times reached before a steady-state stop come first, then the
     # final (t1 or event) state, then unfilled slots (time inf). Requested times after the stop get the final state.
+    assert sol.ts is not None and sol.ys is not None and sol.stats is not None
     n_saved = jnp.sum(jnp.isfinite(sol.ts))
     last = jnp.maximum(n_saved - 1, 0)
     reached = jnp.arange(times.shape[0]) < last
@@ -86,3 +77,19 @@ def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: 
     if log_time:
         t_stop = jnp.expm1(t_stop)
     return ys, sol.result, sol.stats["num_steps"], t_stop
+
+
+def _in_log_time(field, steady):
+    """The field and steady-state rule in τ = log(1 + t): dy/dτ = (1 + t) field(t, y, args), t = e^τ − 1."""
+
+    def field_tau(tau, y, args):
+        t = jnp.expm1(tau)
+        return jax.tree_util.tree_map(lambda f: (1.0 + t) * f, field(t, y, args))
+
+    if steady is None:
+        return field_tau, None
+
+    def steady_tau(tau, y, args, **kw):
+        return steady(jnp.expm1(tau), y, args, **kw)
+
+    return field_tau, steady_tau

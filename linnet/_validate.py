@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 
 class OverparameterisationWarning(UserWarning):
@@ -16,7 +17,7 @@ class OverparameterisationWarning(UserWarning):
 
 def is_traced(*xs) -> bool:
     """True when any argument is a JAX tracer (inside jit/vmap/grad), where value checks are skipped."""
-    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(xs))
+    return any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(xs))
 
 
 def check_value(x, bad, message: str):

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from ._closed_forms import features_only_path
 from ._methods import ETA, LAM, ft_flow
@@ -75,7 +75,7 @@ register(
 
 def two_learning_rates(
     problem: Problem,
-    v0: jax.Array,
+    v0: ArrayLike,
     times,
     *,
     eta_v=1.0,
@@ -106,7 +106,7 @@ def two_learning_rates(
 
 def l2_sp(
     problem: Problem,
-    v0: jax.Array,
+    v0: ArrayLike,
     times,
     *,
     lam_B,
@@ -144,7 +144,7 @@ def l2_sp(
     )
 
 
-def features_only(problem: Problem, v0: jax.Array, times, *, lp_head: bool = False, throw: bool = True) -> Trajectory:
+def features_only(problem: Problem, v0: ArrayLike, times, *, lp_head: bool = False, throw: bool = True) -> Trajectory:
     """Partial tuning of the features: head frozen at v0 (or at the LP head v_lp^∞ if `lp_head`), ∂_t B = −∇_B L̂.
 
     Solved exactly (no ODE): with v fixed the flow of z = (BV)ᵀ v is linear (`_closed_forms.features_only_path`).

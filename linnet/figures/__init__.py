@@ -89,7 +89,9 @@ def load(name: str, out="figures") -> dict:
             return float(x)
         return x
 
-    return restore(json.loads(path.read_text()))
+    data = restore(json.loads(path.read_text()))
+    assert isinstance(data, dict), f"{path} does not hold a figure's data (a JSON object)"
+    return data
 
 
 def make(name: str, out="figures", quick: bool = False, seed: int = 0, **kwargs) -> dict:
@@ -236,6 +238,34 @@ def headline(name: str, data: dict) -> list[tuple[str, str]]:
 
 
 __all__ = [
-    "COLORS", "DATA", "DRAW", "FIGURES", "REGISTRY", "STYLE", "compute", "draw", "eps_sweep", "headline", "load",
-    "make", *(f"fig_{n}" for n in FIGURES),
+    "COLORS",
+    "DATA",
+    "DRAW",
+    "FIGURES",
+    "REGISTRY",
+    "STYLE",
+    "compute",
+    "draw",
+    "eps_sweep",
+    "fig_cls_error_vs_time",
+    "fig_cls_lp_time",
+    "fig_cls_perp_fraction",
+    "fig_deep",
+    "fig_error_vs_time",
+    "fig_feature_change",
+    "fig_gd",
+    "fig_id_vs_ood",
+    "fig_l2_sp",
+    "fig_lora",
+    "fig_methods",
+    "fig_ood_vs_eps",
+    "fig_phase",
+    "fig_stress_slack",
+    "fig_toy",
+    "fig_two_lr",
+    "fig_wise_ft",
+    "headline",
+    "load",
+    "make",
 ]  # fmt: skip
+assert {n[4:] for n in __all__ if n.startswith("fig_")} == set(FIGURES)

@@ -7,6 +7,8 @@ wrappers); nothing here draws.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,11 +25,11 @@ from ._io import _slope
 
 
 def _beyond(quick: bool, seed: int):
-    shape = dict(d=24, k=2, n=8) if quick else dict(d=60, k=3, n=15)
+    shape: dict[str, int] = dict(d=24, k=2, n=8) if quick else dict(d=60, k=3, n=15)
     seeds = 2 if quick else 6
     key = jax.random.PRNGKey(seed)
     keys = jax.random.split(key, seeds)
-    probs = subspace_shifts(keys, jnp.full(seeds, 0.1), inputs="isotropic", **shape)
+    probs = subspace_shifts(keys, jnp.full(seeds, 0.1), inputs="isotropic", d=shape["d"], k=shape["k"], n=shape["n"])
     heads = jax.random.normal(jax.random.fold_in(key, 1), (seeds, shape["k"]))
     return shape, probs, heads
 
@@ -67,7 +69,7 @@ def data_wise_ft(quick: bool = False, seed: int = 0) -> dict:
     theta_lp = (linear_probe(p, v0, [np.inf]).v[-1], p.B0)
     ends = {"FT": fine_tune(p, v0, [np.inf]).at(-1), "LP-FT": lp_ft(p, v0, [np.inf]).at(-1)}
     alphas = np.linspace(0, 1, 101)
-    data = dict(alphas=alphas, params=dict(seed=seed, eps=0.1, **shape))
+    data: dict[str, Any] = dict(alphas=alphas, params=dict(seed=seed, eps=0.1, **shape))
     for name, theta in ends.items():
         fam = wise_ft(p, theta_lp, theta)
         a_star, e_star = fam.optimal_alpha()

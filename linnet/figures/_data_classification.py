@@ -28,7 +28,7 @@ def _setting(quick: bool, seed: int):
     seeds = 2 if quick else 4
     key = jax.random.PRNGKey(seed)
     keys = jax.random.split(key, seeds)
-    probs = [subspace_shift(kk, eps=EPS, labels="sign", **shape) for kk in keys]
+    probs = [subspace_shift(kk, eps=EPS, labels="sign", d=shape["d"], k=shape["k"], n=shape["n"]) for kk in keys]
     heads = HEAD_SCALE * jax.random.normal(jax.random.fold_in(key, 1), (seeds, shape["k"]))
     params = dict(seed=seed, eps=EPS, head_scale=HEAD_SCALE, seeds=seeds, **shape)
     return shape, probs, heads, params

@@ -8,6 +8,7 @@ their drawing needs, and are what `<name>.json` stores, so a figure shows exactl
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -118,7 +119,9 @@ def data_ood_vs_eps(quick: bool = False, seed: int = 0) -> dict:
     the fitted log–log slope of the mean (Theorem 3.2: LP's error vanishes with ε, FT's does not)."""
     sw = eps_sweep(quick, seed)
     eps = sw["eps"]
-    data = dict(eps=eps, params=dict(seeds=sw["seeds"], seed=seed, head="random N(0, I)", **sw["shape"]))
+    data: dict[str, Any] = dict(
+        eps=eps, params=dict(seeds=sw["seeds"], seed=seed, head="random N(0, I)", **sw["shape"])
+    )
     for m, _ in PAPER_METHODS:
         L = sw[m]["id"] + sw[m]["perp"]
         mean = L.mean(1)

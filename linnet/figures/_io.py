@@ -52,7 +52,7 @@ def _styled(fn):
     def wrapper(*args, **kwargs):
         import matplotlib
 
-        with matplotlib.rc_context(STYLE):
+        with matplotlib.rc_context(STYLE):  # pyright: ignore[reportArgumentType]
             return fn(*args, **kwargs)
 
     return wrapper

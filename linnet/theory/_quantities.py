@@ -13,6 +13,7 @@ from .._closed_forms import lp_limit_head
 from .._errors import ood_error_of_predictor
 from .._geometry import feature_distance
 from .._problem import Problem
+from .._validate import is_traced
 
 
 def head_alignment_sq(v0: jax.Array, v_star: jax.Array) -> jax.Array:
@@ -243,7 +244,7 @@ def ft_limit_k1(problem: Problem, v0: jax.Array, *, sign: float | None = None, l
     a2 = lr_ratio * (ps_w @ ps_w)
     v_abs = jnp.sqrt((c + jnp.sqrt(c**2 + 4 * a2)) / 2)
     if sign is None:
-        if isinstance(c, jax.core.Tracer):
+        if is_traced(c):
             s = jnp.sign(v0[0])  # inside jit/grad: valid where c > 0, which callers must ensure
         elif float(c) > 0:
             s = jnp.sign(v0[0])
