@@ -85,18 +85,32 @@ def _where_rows(mask, a, b):
     return jnp.where(jnp.asarray(mask).reshape((-1,) + (1,) * (jnp.ndim(a) - 1)), a, b)
 
 
-def _freeze_failing(one, theta, best, alive):
-    """Evaluate each member alone (`one`: the jitted single-member value and gradient); those that raise go back to
-    `best` (their last successfully evaluated instance) and are marked dead (their gradient is zeroed from then
-    on)."""
+def _is_nonfinite_solve(err: Exception) -> bool:
+    """Whether `err` is lineax's non-finite linear-solve error (raised inside the reverse pass, whatever `throw`
+    says), the one failure a search member may hit and be stopped for; anything else is a bug and re-raised."""
+    text = type(err).__name__ + str(err)
+    return "non-finite" in text or "EquinoxRuntimeError" in text
+
+
+def _per_member(one, theta, alive):
+    """Value and gradient of each member alone (`one`: the jitted single-member function). A member whose
+    evaluation raises a non-finite-solve error is marked dead, with value +inf and gradient 0, so that it stays
+    where it is. **Returns:** `(values (S,), gradients like theta, alive (S,))`."""
+    tmap = jax.tree_util.tree_map
     alive = alive.copy()
+    vals, grads = [], []
     for j in range(alive.size):
+        tj = tmap(lambda a, j=j: a[j], theta)
         try:
-            jax.block_until_ready(one(jax.tree_util.tree_map(lambda a, j=j: a[j], theta)))
-        except Exception:
+            vj, gj = jax.block_until_ready(one(tj))
+        except Exception as err:
+            if not _is_nonfinite_solve(err):
+                raise
             alive[j] = False
-    theta = jax.tree_util.tree_map(partial(_where_rows, alive), theta, best)
-    return theta, alive
+            vj, gj = jnp.inf, tmap(jnp.zeros_like, tj)
+        vals.append(jnp.asarray(vj, dtype=float))
+        grads.append(gj)
+    return jnp.stack(vals), tmap(lambda *a: jnp.stack(a), *grads), alive
 
 
 def _adam(theta, g, m, s, i, lr, b1=0.9, b2=0.999):
@@ -150,12 +164,11 @@ def gradient_search_k(
             val, g = jax.block_until_ready(vg(theta))  # dispatch is asynchronous: a raise surfaces here
         except Exception as err:
             # a solve inside the reverse pass (lineax, through optimistix's implicit adjoint) raises on a
-            # non-finite linear solve, whatever `throw` says: find the members that do, return them to their last
-            # evaluated instance and stop them there
-            if "non-finite" not in str(err) and "EquinoxRuntimeError" not in type(err).__name__ + str(err):
+            # non-finite linear solve, whatever `throw` says: evaluate the members one by one and stop those that
+            # raise where they are (a stopped member keeps raising, so later steps take this path again)
+            if not _is_nonfinite_solve(err):
                 raise
-            theta, alive = _freeze_failing(one, theta, best, alive)
-            val, g = jax.block_until_ready(vg(theta))
+            val, g, alive = _per_member(one, theta, alive)
         val = np.where(alive, np.asarray(val), np.inf)
         better = val < best_val
         best_val = np.where(better, val, best_val)

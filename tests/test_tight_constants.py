@@ -132,3 +132,28 @@ def test_corrected_inequality_holds_on_the_pinned_counterexample_and_the_c_star_
     # 7e-6 relative, measured)
     assert ratio == pytest.approx(2 * float(th.theorem_3_1_ratio_k1(100.0, 0.999, float(v0[0]))), rel=6e-5)
     assert ratio > 1.015
+
+
+def test_search_members_that_raise_a_non_finite_solve_are_stopped_not_fatal():
+    """The failure path of the gradient search: a member whose evaluation raises lineax's non-finite-solve error
+    gets value +inf and gradient 0 and is marked dead; the others keep their values; any other error propagates."""
+    import jax.numpy as jnp
+
+    from linnet._search import _per_member
+
+    def one(t):
+        if float(t["x"][0]) < 0:
+            raise RuntimeError("A linear solver returned non-finite (NaN or inf) output")
+        return jnp.sum(t["x"] ** 2), {"x": 2 * t["x"]}
+
+    theta = {"x": jnp.asarray([[1.0, 2.0], [-1.0, 0.0], [3.0, 0.0]])}
+    val, g, alive = _per_member(one, theta, np.ones(3, bool))
+    assert alive.tolist() == [True, False, True]
+    np.testing.assert_allclose(np.asarray(val), [5.0, np.inf, 9.0])
+    np.testing.assert_allclose(np.asarray(g["x"]), [[2.0, 4.0], [0.0, 0.0], [6.0, 0.0]])
+
+    def broken(t):
+        raise ValueError("a bug, not a failed solve")
+
+    with pytest.raises(ValueError, match="a bug"):
+        _per_member(broken, theta, np.ones(3, bool))
