@@ -22,9 +22,8 @@ def logistic_loss_of_predictor(problem: Problem, w: jax.Array) -> jax.Array:
     return jnp.sum(jax.nn.softplus(-problem.y * f), axis=-1)
 
 
-def _safe_norm(x, axis=-1):
-    """‖x‖ with a gradient that is finite (zero) at x = 0."""
-    sq = jnp.sum(x**2, axis=axis)
+def _safe_sqrt(sq):
+    """√sq for sq ≥ 0 (rounding below 0 clipped), with a gradient that is finite (zero) at sq = 0."""
     pos = sq > 0
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
@@ -39,9 +38,8 @@ def zero_one_error_of_predictor(problem: Problem, w: jax.Array, *, which: str = 
     a fair coin; so is any w when ‖w⋆‖_Σ = 0. `w` (..., d) → (...)."""
     ws = problem.w_star
 
-    def norm(a):  # ‖a‖_Σ, with a finite (zero) gradient at a = 0
-        sq = jnp.maximum(problem.error_form(a, a, which=which), 0.0)
-        return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+    def norm(a):  # ‖a‖_Σ
+        return _safe_sqrt(problem.error_form(a, a, which=which))
 
     nw, ns = norm(w), norm(ws)
     ok = (nw > 0) & (ns > 0)
@@ -57,9 +55,17 @@ def normalised_margin_of_predictor(problem: Problem, w: jax.Array) -> jax.Array:
     """γ(w) = min_i y_i wᵀx_i / ‖w‖ (Euclidean norm; 0 for w = 0), positive iff w separates the training data.
     `w` (..., d) → (...)."""
     f = jnp.einsum("nd,...d->...n", problem.X, w)
-    nw = _safe_norm(w)
+    nw = _safe_sqrt(jnp.sum(w**2, axis=-1))
     m = jnp.min(problem.y * f, axis=-1)
     return jnp.where(nw > 0, m / jnp.where(nw > 0, nw, 1.0), 0.0)
+
+
+def _check_w(problem: Problem, w) -> jax.Array:
+    """Predictors `w` as an array (..., d) of the problem's dtype, or a `ValueError` naming the shape expected."""
+    w = jnp.asarray(w)
+    if w.ndim < 1 or w.shape[-1] != problem.d:
+        raise ValueError(f"`w` must have shape (..., {problem.d}) (d = problem.d), got {w.shape}")
+    return w.astype(problem.X.dtype)
 
 
 def zero_one_error(problem: Problem, w, *, which: str = "ood") -> jax.Array:
@@ -69,28 +75,19 @@ def zero_one_error(problem: Problem, w, *, which: str = "ood") -> jax.Array:
     **Arguments:** `problem`; `w` (..., d) predictors, e.g. `Trajectory.predictor`; `which`.
 
     **Returns:** (...) errors in [0, 1]. Works under `jit`, `vmap` and `grad`."""
-    w = jnp.asarray(w)
-    if w.ndim < 1 or w.shape[-1] != problem.d:
-        raise ValueError(f"`w` must have shape (..., {problem.d}) (d = problem.d), got {w.shape}")
     if which not in ("ood", "id"):
         raise ValueError(f"`which` must be 'ood' or 'id', got {which!r}")
-    return zero_one_error_of_predictor(problem, w.astype(problem.X.dtype), which=which)
+    return zero_one_error_of_predictor(problem, _check_w(problem, w), which=which)
 
 
 def logistic_loss(problem: Problem, w) -> jax.Array:
     """The logistic training loss L̂(w) = Σ_i log(1 + exp(−y_i wᵀx_i)) (no 1/n), `w` (..., d) → (...)."""
-    w = jnp.asarray(w)
-    if w.ndim < 1 or w.shape[-1] != problem.d:
-        raise ValueError(f"`w` must have shape (..., {problem.d}) (d = problem.d), got {w.shape}")
-    return logistic_loss_of_predictor(problem, w.astype(problem.X.dtype))
+    return logistic_loss_of_predictor(problem, _check_w(problem, w))
 
 
 def normalised_margin(problem: Problem, w) -> jax.Array:
     """The normalised training margin min_i y_i wᵀx_i / ‖w‖, `w` (..., d) → (...) (0 for w = 0)."""
-    w = jnp.asarray(w)
-    if w.ndim < 1 or w.shape[-1] != problem.d:
-        raise ValueError(f"`w` must have shape (..., {problem.d}) (d = problem.d), got {w.shape}")
-    return normalised_margin_of_predictor(problem, w.astype(problem.X.dtype))
+    return normalised_margin_of_predictor(problem, _check_w(problem, w))
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -73,31 +73,27 @@ def never_steady(rtol, atol):
     return None
 
 
-def _xv(problem: Problem):
+def _args(problem: Problem, eta_B: float, dtype):
+    """The field's arguments (XV (n, r), y, (η_v = 1, η_B)); XV = U diag(s), its masked columns zero."""
     red = problem.reduced
-    return (problem.X @ red.V) * (red.s > 0)
+    return (problem.X @ red.V) * (red.s > 0), problem.y, jnp.asarray([1.0, eta_B], dtype)
 
 
 def lp_init(problem: Problem, v0, p, key):
     del p, key
-    red = problem.reduced
-    eta = jnp.asarray([1.0, 0.0], v0.dtype)
-    return (v0, red.G0), (_xv(problem), problem.y, eta), None
+    return (v0, problem.reduced.G0), _args(problem, 0.0, v0.dtype), None
 
 
 def ft_init(problem: Problem, v0, p, key):
     del p, key
-    red = problem.reduced
-    eta = jnp.ones(2, v0.dtype)
-    return (v0, red.G0), (_xv(problem), problem.y, eta), None
+    return (v0, problem.reduced.G0), _args(problem, 1.0, v0.dtype), None
 
 
 def lpft_init(problem: Problem, v0, p, key):
     """LP for `lp_time` (logistic LP flow, same solver and tolerances), then FT from (v_lp(T_lp), B0)."""
     del key
     red = problem.reduced
-    XV = _xv(problem)
-    lp_args = (XV, problem.y, jnp.asarray([1.0, 0.0], v0.dtype))
+    lp_args = _args(problem, 0.0, v0.dtype)
     times = jnp.reshape(p["lp_time"], (1,)).astype(v0.dtype)
     ys, result, steps, _ = integrate(
         logistic_field, (v0, red.G0), lp_args, times, steady=lp_steady_state(p["_rtol"], p["_atol"]),
@@ -107,7 +103,8 @@ def lpft_init(problem: Problem, v0, p, key):
     # t = 0 is allowed: the LP phase is then empty
     v_lp = jnp.where(p["lp_time"] > 0, v_lp, v0)
     result = RESULTS.where(p["lp_time"] > 0, result, RESULTS.successful)
-    return (v_lp, red.G0), (XV, problem.y, jnp.ones(2, v0.dtype)), {"result": result, "num_steps": steps}
+    ft_args = (*lp_args[:2], jnp.ones(2, v0.dtype))
+    return (v_lp, red.G0), ft_args, {"result": result, "num_steps": steps}
 
 
 def decode(problem: Problem, ys, args, aux, p):
