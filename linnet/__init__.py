@@ -13,7 +13,7 @@ from . import (
     theory,
 )
 from ._classification import is_separable, logistic_loss, max_margin, normalised_margin, zero_one_error
-from ._config import enable_x64, use_compilation_cache
+from ._config import enable_x64, fast_compile, use_compilation_cache
 from ._errors import id_error, ood_error, predictor, train_loss
 from ._gd import gd_stability_step, gradient_descent
 from ._general_flows import deep_fine_tune, lora
@@ -59,6 +59,7 @@ __all__ = [
     "deep_fine_tune",
     "early_stopping",
     "enable_x64",
+    "fast_compile",
     "feature_distance",
     "features_only",
     "figure2_ood_point",

@@ -34,3 +34,50 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> str:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+# XLA's CPU code generator for fused loops: the newer MLIR "fusion emitters" (XLA's default) or the classic LLVM
+# emitters. linnet's programs are mostly while loops of many small fusions (one implicit Runge–Kutta step), where
+# the classic emitters compile about twice as fast (measured on 2 CPU cores: FT + L2-SP + a gradient program
+# 15.9 s → 8.6 s of XLA compile time) and run as fast; float64 results agree to the last bit or two.
+_FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
+
+
+def fast_compile() -> bool:
+    """Make XLA compile linnet's programs about twice as fast on CPU, for this process: adds
+    `--xla_cpu_use_fusion_emitters=false` to `XLA_FLAGS` (XLA's classic CPU emitters instead of its newer MLIR
+    fusion emitters). Compilation dominates short runs (a first `fine_tune` on a new shape is mostly tracing and
+    compiling), so the CLI and the test suite turn it on; it changes no other JAX setting, and GPUs and TPUs
+    ignore it.
+
+    XLA reads `XLA_FLAGS` once, when JAX first creates its CPU backend. Call this before any JAX computation; a
+    call after that has no effect on the running process (it still sets the variable, which processes started
+    from this one inherit) and warns.
+
+    **Returns:** whether the flag is in effect for this process.
+    """
+    import warnings
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_use_fusion_emitters" in flags:  # the caller's own choice (e.g. set at launch) stands
+        return _FAST_COMPILE_FLAG in flags.split()
+    os.environ["XLA_FLAGS"] = f"{flags} {_FAST_COMPILE_FLAG}".strip()
+    if _backends_started():
+        warnings.warn(
+            "linnet.fast_compile(): JAX's CPU backend is already running, so XLA_FLAGS changes only reach processes "
+            "started from this one; call fast_compile() before the first JAX computation",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def _backends_started() -> bool:
+    """Whether JAX has created its backends (after which XLA_FLAGS is no longer read)."""
+    try:
+        from jax._src import xla_bridge  # no public API answers this; if it moves, assume not started
+
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):
+        return False

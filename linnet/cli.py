@@ -291,6 +291,9 @@ def main(argv=None) -> int:
 
     import jax
 
+    from ._config import fast_compile
+
+    fast_compile()  # before any JAX computation: the CLI's runs are dominated by compiling (see fast_compile)
     # the CLI is an application, so it makes the precision choice a library must not: float64, unless the user
     # set JAX_ENABLE_X64 themselves (e.g. JAX_ENABLE_X64=0 on a TPU)
     if "JAX_ENABLE_X64" not in os.environ:

@@ -1,5 +1,5 @@
-"""Test configuration: float64 everywhere (tolerances below 1e-8 need it), one compilation cache for the run,
-and shared small problems."""
+"""Test configuration: float64 everywhere (tolerances below 1e-8 need it), fast compilation, one compilation cache
+for the run, and shared small problems."""
 
 import os
 import tempfile
@@ -8,17 +8,20 @@ import jax
 import numpy as np
 import pytest
 
+import linnet
+
+# before any JAX computation, and inherited by the processes the tests start: XLA's classic CPU emitters, which
+# compile linnet's solver programs about twice as fast (compiling is most of the suite's time; see fast_compile)
+assert linnet.fast_compile(), "XLA_FLAGS sets xla_cpu_use_fusion_emitters to something else"
 jax.config.update("jax_enable_x64", True)
 
 # One persistent compilation cache per test run, shared by both xdist workers and by the processes the tests start
-# (notebook kernels, CLI subprocesses inherit the environment variable): the suite is dominated by compiling the
-# implicit solvers, and the workers compile many of the same programs. It starts empty on every run (the
+# (notebook kernels, CLI subprocesses inherit the environment variable). Measured, it saves little: the workers
+# and subprocesses share few programs (3 cache hits in a run of the whole suite). It starts empty on every run (the
 # directory is named by the run's id), so no test sees a program compiled by an older version of the code.
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
 _CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"linnet-tests-{_RUN}"))
 jax.config.update("jax_compilation_cache_dir", _CACHE)
-
-import linnet  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,31 @@ def test_compilation_cache_is_written_and_reused(tmp_path):
     assert sorted(os.listdir(cache)) == sorted(entries)  # nothing new to compile: every program came from the cache
 
 
+FAST = """
+import os, warnings, jax
+import linnet
+assert linnet.fast_compile() is True
+assert os.environ["XLA_FLAGS"].split()[-1] == "--xla_cpu_use_fusion_emitters=false"
+jax.numpy.ones(2).block_until_ready()  # starts the CPU backend
+os.environ.pop("XLA_FLAGS")
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    assert linnet.fast_compile() is False
+assert any("already running" in str(x.message) for x in w), [str(x.message) for x in w]
+print("OK")
+"""
+
+
+def test_fast_compile_sets_the_flag_before_the_backend_starts_and_warns_after():
+    """`fast_compile` appends its flag to XLA_FLAGS and reports it in effect when called first; once JAX's backend
+    is running it warns and returns False (XLA would not read the flag any more). In a subprocess, without the
+    suite's own XLA_FLAGS."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-c", FAST], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "OK"
+
+
 def test_version_has_one_source():
     """The installed metadata, the package and CITATION.cff all carry `linnet/_version.py`'s version."""
     import importlib.metadata

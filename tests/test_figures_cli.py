@@ -56,6 +56,24 @@ def test_phase_map_agrees_with_theorem_3_2s_prediction(quick_figs):
     assert np.array_equal(np.asarray(ph["best"]), np.argmin(np.asarray(ph["L"]), axis=0))
 
 
+def test_phase_nd_agrees_with_theorem_3_2_and_fact_1(quick_figs):
+    """The n/d map: at the smallest ε, LP beats FT at every n/d (Theorem 3.2: L_LP/L_FT → 0 as ε → 0); wherever ε is
+    below the predicted crossover ε*(n/d), LP's error is below FT's; and FT's disadvantage at the smallest ε shrinks
+    as n/d grows (fact 1: FT leaves the (d − n)-dimensional S⊥ part of B0 as it is, the source of its excess error),
+    so log10(L_FT/L_LP) is largest at the smallest n/d. The maps are the log-ratios of the errors they come from."""
+    _, out = quick_figs
+    ph = json.loads((out / "phase_nd.json").read_text())
+    eps, nd = np.asarray(ph["eps"]), np.asarray(ph["n_over_d"])
+    z, cross, L = np.asarray(ph["log10_ft_over_lp"]), np.asarray(ph["predicted_crossover_eps"]), np.asarray(ph["L"])
+    assert np.all(np.diff(nd) > 0) and z.shape == (eps.size, nd.size)
+    assert np.all(z[0] > 0)
+    below = eps[:, None] < cross[None, :]
+    assert below.sum() >= nd.size and np.all(z[below] > 0)
+    assert np.argmax(z[0]) == 0
+    np.testing.assert_allclose(z, np.log10(L[1] / L[0]), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(ph["log10_lpft_over_lp"]), np.log10(L[2] / L[0]), rtol=1e-12)
+
+
 def test_beyond_the_paper_figure_data(quick_figs):
     """The new figures' numbers satisfy their predictions: GD's limit approaches the flow's at first order and
     diverges at 3× the stable step; LoRA and deeper FT change S⊥ features (FT does not); the exact WiSE-FT α*

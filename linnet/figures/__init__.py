@@ -26,6 +26,7 @@ FIGURES = (
     "feature_change",
     "stress_slack",
     "phase",
+    "phase_nd",
     "two_lr",
     "wise_ft",
     "l2_sp",
@@ -116,6 +117,7 @@ fig_id_vs_ood = _figure_function("id_vs_ood")
 fig_feature_change = _figure_function("feature_change")
 fig_stress_slack = _figure_function("stress_slack")
 fig_phase = _figure_function("phase")
+fig_phase_nd = _figure_function("phase_nd")
 fig_two_lr = _figure_function("two_lr")
 fig_wise_ft = _figure_function("wise_ft")
 fig_l2_sp = _figure_function("l2_sp")
@@ -135,6 +137,7 @@ REGISTRY = {
     "feature_change": fig_feature_change,
     "stress_slack": fig_stress_slack,
     "phase": fig_phase,
+    "phase_nd": fig_phase_nd,
     "two_lr": fig_two_lr,
     "wise_ft": fig_wise_ft,
     "l2_sp": fig_l2_sp,
@@ -221,6 +224,9 @@ def headline(name: str, data: dict) -> list[tuple[str, str]]:
         return [
             ("phase grid share where best, LP / FT / LP-FT", " / ".join(f"{np.mean(best == i):.0%}" for i in range(3)))
         ]
+    if name == "phase_nd":
+        z = np.asarray(data["log10_ft_over_lp"])
+        return [("phase n/d: share of the ε × n/d grid where LP beats FT", f"{np.mean(z > 0):.0%}")]
     if name == "cls_error_vs_time":
         o = {m: np.mean(np.asarray(data["ood_error"][m])[:, -1]) for m in ("LP", "FT", "LP-FT")}
         return [
@@ -260,6 +266,7 @@ __all__ = [
     "fig_methods",
     "fig_ood_vs_eps",
     "fig_phase",
+    "fig_phase_nd",
     "fig_stress_slack",
     "fig_toy",
     "fig_two_lr",

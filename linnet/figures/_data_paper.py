@@ -25,22 +25,32 @@ from ._io import _shape, _slope
 PAPER_METHODS = (("LP", "lp"), ("FT", "ft"), ("LP-FT", "lpft"))
 
 
-@functools.lru_cache(maxsize=4)
 def eps_sweep(quick: bool, seed: int = 0) -> dict:
     """Limits of LP, FT and LP-FT (random head v0 ~ N(0, I)) over an ε grid × seeds, isotropic Gaussian inputs.
 
     Returns, per method, the ID part ‖P_S e‖² and the S⊥ part ‖P_S⊥ e‖² of the limiting error e = Bᵀv − w⋆
     (shape (len(eps), seeds)); L_ood under Σ = (1 − u) P_S + u P_S⊥ is (1 − u)·ID + u·S⊥, and Σ = I is their sum.
-    Cached, so that `reproduce` computes it once for its three figures.
+    Cached, so that `reproduce` computes it once for its figures.
     """
     shape = _shape(quick)
-    eps_grid = np.logspace(-4, 0, 5 if quick else 9)
+    return _limits(shape["d"], shape["k"], shape["n"], quick, seed)
+
+
+def _eps_grid(quick: bool) -> np.ndarray:
+    return np.logspace(-4, 0, 5 if quick else 9)
+
+
+@functools.lru_cache(maxsize=16)
+def _limits(d: int, k: int, n: int, quick: bool, seed: int) -> dict:
+    """`eps_sweep` at the shape (d, k, n)."""
+    shape = dict(d=d, k=k, n=n)
+    eps_grid = _eps_grid(quick)
     seeds = 4 if quick else 16
     key = jax.random.PRNGKey(seed)
     keys = jnp.tile(jax.random.split(key, seeds), (eps_grid.size, 1))
     eps = jnp.repeat(jnp.asarray(eps_grid), seeds)
-    probs = subspace_shifts(keys, eps, inputs="isotropic", **shape)
-    heads = jax.random.normal(jax.random.fold_in(key, 1), (eps.shape[0], shape["k"]))
+    probs = subspace_shifts(keys, eps, inputs="isotropic", d=d, k=k, n=n)
+    heads = jax.random.normal(jax.random.fold_in(key, 1), (eps.shape[0], k))
     out = {"eps": eps_grid, "seeds": seeds, "shape": shape, "seed": seed}
     for method, code in PAPER_METHODS:
         _, w = batched_predictors(probs, heads, [np.inf], method=code)
@@ -52,6 +62,15 @@ def eps_sweep(quick: bool, seed: int = 0) -> dict:
             "perp": np.maximum(np.asarray(perp), 0.0).reshape(eps_grid.size, seeds),
         }
     return out
+
+
+def _predicted_crossover(eps: np.ndarray, lp: np.ndarray, ft: np.ndarray) -> np.ndarray:
+    """Theorem 3.2's prediction of where LP starts to beat FT, per column: LP's error fitted as C ε² (least squares
+    in log space over the smallest half of the ε grid, where the ε² law is asymptotic) against FT's error at the
+    smallest ε (FT's error does not vanish with ε): ε* = √(L_FT/C). `lp`, `ft`: (len(eps), columns), positive."""
+    low = eps <= np.median(eps)
+    log_c = np.mean(np.log(lp[low]) - 2 * np.log(eps[low])[:, None], axis=0)
+    return np.sqrt(ft[0] / np.exp(log_c))
 
 
 def _times(quick: bool) -> np.ndarray:
@@ -196,10 +215,6 @@ def data_phase(quick: bool = False, seed: int = 0) -> dict:
     )  # (method, ε, u)
     tiny = np.finfo(np.float64).tiny
     lp, ft, lpft = (np.maximum(L[i], tiny) for i in range(3))
-    # least-squares C(u) in log space over the smallest half of the ε grid (where the ε² law is asymptotic)
-    low = eps <= np.median(eps)
-    log_c = np.mean(np.log(lp[low]) - 2 * np.log(eps[low])[:, None], axis=0)
-    crossover = np.sqrt(ft[0] / np.exp(log_c))
     return dict(
         eps=eps,
         u=u,
@@ -208,6 +223,42 @@ def data_phase(quick: bool = False, seed: int = 0) -> dict:
         L=L,
         log10_ft_over_lp=np.log10(ft / lp),
         log10_lpft_over_lp=np.log10(lpft / lp),
-        predicted_crossover_eps=crossover,
+        predicted_crossover_eps=_predicted_crossover(eps, lp, ft),
         params=dict(seed=seed, **sw["shape"]),
+    )
+
+
+def _n_grid(quick: bool) -> list[int]:
+    # n/d from well below to well above the eps_sweep shape's (d = 60, n = 15 quick; d = 200, n = 40). Not closer to
+    # n = d: near-square Gaussian X is very stiff (n = 180 of 200 took over 8 minutes, against 42 s at n = 140)
+    return [8, 15, 40] if quick else [10, 20, 40, 70, 100, 140]
+
+
+def data_phase_nd(quick: bool = False, seed: int = 0) -> dict:
+    """Mean L_ood at t = ∞ (Σ_ood = I) of LP, FT and LP-FT over feature error ε × n/d, the training set's share of
+    the input dimension, at the d and k of `eps_sweep` (isotropic Gaussian inputs, random heads, the same seeds):
+    the continuous maps log10(L_FT/L_LP) and log10(L_LP-FT/L_LP), and Theorem 3.2's predicted crossover ε*(n/d)
+    where LP starts to beat FT (as in `data_phase`). FT moves the features only in the n-dimensional span of the
+    data (fact 1), so the S⊥ share of its error, and its disadvantage, shrink as n/d grows."""
+    shape = _shape(quick)
+    d, k = shape["d"], shape["k"]
+    ns = _n_grid(quick)
+    eps = _eps_grid(quick)
+    methods = tuple(m for m, _ in PAPER_METHODS)
+    limits = [_limits(d, k, n, quick, seed) for n in ns]
+    L = np.stack(
+        [np.stack([(lim[m]["id"] + lim[m]["perp"]).mean(1) for lim in limits], axis=1) for m in methods]
+    )  # (method, ε, n)
+    tiny = np.finfo(np.float64).tiny
+    lp, ft, lpft = (np.maximum(L[i], tiny) for i in range(3))
+    return dict(
+        eps=eps,
+        n=np.asarray(ns),
+        n_over_d=np.asarray(ns) / d,
+        methods=methods,
+        L=L,
+        log10_ft_over_lp=np.log10(ft / lp),
+        log10_lpft_over_lp=np.log10(lpft / lp),
+        predicted_crossover_eps=_predicted_crossover(eps, lp, ft),
+        params=dict(seed=seed, d=d, k=k, seeds=limits[0]["seeds"]),
     )

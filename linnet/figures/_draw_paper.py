@@ -144,7 +144,7 @@ def draw_stress_slack(data: dict):
 
 
 def draw_phase(data: dict):
-    from matplotlib.colors import ListedColormap, TwoSlopeNorm
+    from matplotlib.colors import ListedColormap
 
     plt = _style()
     fig, axes = plt.subplots(1, 3, figsize=(9.6, 2.9), layout="constrained")
@@ -156,21 +156,7 @@ def draw_phase(data: dict):
     for i, m in enumerate(methods):
         axes[0].plot([], [], "s", color=COLORS[m], label=m + ("" if (best == i).any() else " (never best)"))
     axes[0].set_title("lowest OOD error at t = ∞")
-    maps = (
-        ("log10_ft_over_lp", "log10 L_ood(FT) / L_ood(LP)"),
-        ("log10_lpft_over_lp", "log10 L_ood(LP-FT) / L_ood(LP)"),
-    )
-    for ax, (key, title) in zip(axes[1:], maps, strict=True):
-        z = np.asarray(data[key])
-        # colours clipped at ±3 decades: at u = 0 both errors are ID errors at the rounding floor (~1e-16), whose
-        # ratios span ±15 decades and would wash out the rest of the map
-        lim = min(max(float(np.max(np.abs(z))), 1e-3), 3.0)
-        mesh = ax.pcolormesh(u, le, z, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim), shading="nearest")
-        fig.colorbar(mesh, ax=ax, shrink=0.9, extend="both", label="decades (clipped at ±3)")
-        if z.min() < 0 < z.max():
-            ax.contour(u, le, z, levels=[0.0], colors="k", linewidths=1.0)
-            ax.plot([], [], "k-", label="measured ratio = 1")
-        ax.set_title(title)
+    _ratio_maps(fig, axes[1:], u, le, data)
     axes[1].plot(u, np.log10(data["predicted_crossover_eps"]), "k--", label="Thm 3.2: C(u) ε² = L_FT(u)")
     for ax in axes:
         ax.set_xlabel("OOD shift strength u")
@@ -179,7 +165,36 @@ def draw_phase(data: dict):
     fig.suptitle(
         "Σ_ood = (1 − u) P_S + u P_S⊥: u = 0 tests inside the training span, u = 1 orthogonal to it", fontsize=7
     )
-    # below the panels: every cell of the maps is data
+    _legend_below(fig, axes)
+    return fig
+
+
+_RATIO_MAPS = (
+    ("log10_ft_over_lp", "log10 L_ood(FT) / L_ood(LP)"),
+    ("log10_lpft_over_lp", "log10 L_ood(LP-FT) / L_ood(LP)"),
+)
+
+
+def _ratio_maps(fig, axes, x, le, data):
+    """The two continuous maps log10(L_FT/L_LP) and log10(L_LP-FT/L_LP) over (x, log10 ε), with their measured
+    ratio = 1 contour."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    for ax, (key, title) in zip(axes, _RATIO_MAPS, strict=True):
+        z = np.asarray(data[key])
+        # colours clipped at ±3 decades: at u = 0 both errors are ID errors at the rounding floor (~1e-16), whose
+        # ratios span ±15 decades and would wash out the rest of the map
+        lim = min(max(float(np.max(np.abs(z))), 1e-3), 3.0)
+        mesh = ax.pcolormesh(x, le, z, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim), shading="nearest")
+        fig.colorbar(mesh, ax=ax, shrink=0.9, extend="both", label="decades (clipped at ±3)")
+        if z.min() < 0 < z.max():
+            ax.contour(x, le, z, levels=[0.0], colors="k", linewidths=1.0)
+            ax.plot([], [], "k-", label="measured ratio = 1")
+        ax.set_title(title)
+
+
+def _legend_below(fig, axes):
+    """One legend under the panels (every cell of the maps is data), each label once."""
     handles, labels = [], []
     for ax in axes:
         h, lab = ax.get_legend_handles_labels()
@@ -188,4 +203,18 @@ def draw_phase(data: dict):
                 handles.append(hh)
                 labels.append(ll)
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=6)
+
+
+def draw_phase_nd(data: dict):
+    plt = _style()
+    fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.9), layout="constrained")
+    x, le = np.asarray(data["n_over_d"]), np.log10(np.asarray(data["eps"]))
+    _ratio_maps(fig, axes, x, le, data)
+    axes[0].plot(x, np.log10(data["predicted_crossover_eps"]), "k--", label="Thm 3.2: C(n/d) ε² = L_FT(n/d)")
+    for ax in axes:
+        ax.set_xlabel(f"n / d (d = {data['params']['d']}, k = {data['params']['k']})")
+        ax.set_ylabel("log10 ε")
+        ax.set_ylim(le.min(), le.max())
+    fig.suptitle("Σ_ood = I, isotropic Gaussian inputs: FT moves features only in the n-dimensional span", fontsize=7)
+    _legend_below(fig, axes)
     return fig
