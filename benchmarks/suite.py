@@ -113,6 +113,36 @@ print(time.perf_counter() - t)
 """
 
 
+_FAST_COLD = """
+import sys, time, jax, numpy as np
+import linnet
+assert linnet.fast_compile()  # before any JAX computation
+jax.config.update("jax_enable_x64", True)
+from benchmarks.suite import make_problem
+problem, v0 = make_problem(sys.argv[1])
+jax.block_until_ready(problem.reduced.s)
+t = time.perf_counter()
+jax.block_until_ready(linnet.fine_tune(problem, v0, [np.inf]).ood_error)
+print(time.perf_counter() - t)
+"""
+
+
+def fast_compile_cold_rows(size):
+    """The first `fine_tune` call of a new process that turned on `linnet.fast_compile()` (XLA's classic CPU
+    emitters) before its first computation, with no compilation cache: tracing and compiling included."""
+    import os
+    import subprocess
+    import sys
+
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _FAST_COLD, size], capture_output=True, text=True, cwd=root, check=True, env=env
+    )
+    t = float(proc.stdout.strip().splitlines()[-1])
+    return [Row(size, "linnet.fine_tune (cold, new process, fast_compile)", t, np.nan, "`linnet.fast_compile()`")]
+
+
 def cached_cold_rows(size, problem, v0, ref_w):
     """The first `fine_tune` call of a new process when JAX's persistent compilation cache
     (`linnet.use_compilation_cache`) was filled by an earlier process: tracing still happens, XLA compilation

@@ -288,12 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     import os
+    import warnings
 
     import jax
 
     from ._config import fast_compile
 
-    fast_compile()  # before any JAX computation: the CLI's runs are dominated by compiling (see fast_compile)
+    # before any JAX computation: the CLI's runs are dominated by compiling (see fast_compile). Called from Python
+    # after JAX has started (`cli.main([...])` in a session), it cannot take effect, and that is no reason to warn
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fast_compile()
     # the CLI is an application, so it makes the precision choice a library must not: float64, unless the user
     # set JAX_ENABLE_X64 themselves (e.g. JAX_ENABLE_X64=0 on a TPU)
     if "JAX_ENABLE_X64" not in os.environ:
