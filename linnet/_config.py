@@ -41,6 +41,9 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> str:
 # the classic emitters compile about twice as fast (measured on 2 CPU cores: FT + L2-SP + a gradient program
 # 15.9 s → 8.6 s of XLA compile time) and run as fast; float64 results agree to the last bit or two.
 _FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
+# XLA aborts the process on a flag it does not know, so the flag is only set for jaxlib releases known to have it:
+# checked in the binaries of jaxlib 0.7.0 (linnet's oldest supported) and 0.10.2 (the newest at the time of writing)
+_FLAG_VERIFIED = ((0, 7), (0, 10))
 
 
 def fast_compile() -> bool:
@@ -50,9 +53,10 @@ def fast_compile() -> bool:
     compiling), so the CLI and the test suite turn it on; it changes no other JAX setting, and GPUs and TPUs
     ignore it.
 
-    XLA reads `XLA_FLAGS` once, when JAX first creates its CPU backend. Call this before any JAX computation; a
-    call after that has no effect on the running process (it still sets the variable, which processes started
-    from this one inherit) and warns.
+    The flag is set only for the jaxlib releases it was verified in (0.7 to 0.10; XLA aborts on a flag it does not
+    know); on others it warns and does nothing. XLA reads `XLA_FLAGS` once, when JAX first creates its CPU
+    backend. Call this before any JAX computation; a call after that has no effect on the running process (it
+    still sets the variable, which processes started from this one inherit) and warns.
 
     **Returns:** whether the flag is in effect for this process.
     """
@@ -61,6 +65,17 @@ def fast_compile() -> bool:
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_use_fusion_emitters" in flags:  # the caller's own choice (e.g. set at launch) stands
         return _FAST_COMPILE_FLAG in flags.split()
+    import jaxlib
+
+    version = tuple(int(x) for x in jaxlib.__version__.split(".")[:2])
+    if not _FLAG_VERIFIED[0] <= version <= _FLAG_VERIFIED[1]:
+        warnings.warn(
+            f"linnet.fast_compile(): not verified for jaxlib {jaxlib.__version__} (XLA aborts on an unknown flag), "
+            "so XLA_FLAGS is left as it is",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
     os.environ["XLA_FLAGS"] = f"{flags} {_FAST_COMPILE_FLAG}".strip()
     if _backends_started():
         warnings.warn(

@@ -12,7 +12,7 @@ import linnet
 
 # before any JAX computation, and inherited by the processes the tests start: XLA's classic CPU emitters, which
 # compile linnet's solver programs about twice as fast (compiling is most of the suite's time; see fast_compile)
-assert linnet.fast_compile(), "XLA_FLAGS sets xla_cpu_use_fusion_emitters to something else"
+linnet.fast_compile()  # False (with a warning) on a jaxlib it is not verified for: the suite runs either way
 jax.config.update("jax_enable_x64", True)
 
 # One persistent compilation cache per test run, shared by both xdist workers and by the processes the tests start

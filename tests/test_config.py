@@ -57,6 +57,28 @@ def test_fast_compile_sets_the_flag_before_the_backend_starts_and_warns_after():
     assert proc.stdout.strip() == "OK"
 
 
+UNVERIFIED = """
+import os, warnings, jaxlib
+jaxlib.__version__ = "0.99.0"  # a release the flag was not checked in
+import linnet
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    assert linnet.fast_compile() is False
+assert "XLA_FLAGS" not in os.environ
+assert any("not verified for jaxlib 0.99.0" in str(x.message) for x in w), [str(x.message) for x in w]
+print("OK")
+"""
+
+
+def test_fast_compile_leaves_xla_flags_alone_on_an_unverified_jaxlib():
+    """XLA aborts the process on a flag it does not know, so on a jaxlib the flag was not verified in
+    `fast_compile` warns, returns False and does not touch XLA_FLAGS."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-c", UNVERIFIED], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "OK"
+
+
 def test_version_has_one_source():
     """The installed metadata, the package and CITATION.cff all carry `linnet/_version.py`'s version."""
     import importlib.metadata
