@@ -67,10 +67,11 @@ def fast_compile() -> bool:
         return _FAST_COMPILE_FLAG in flags.split()
     import jaxlib
 
-    version = tuple(int(x) for x in jaxlib.__version__.split(".")[:2])
+    release = str(getattr(jaxlib, "__version__", "0.0"))  # getattr: typing stubs do not re-export __version__
+    version = tuple(int(x) for x in release.split(".")[:2])
     if not _FLAG_VERIFIED[0] <= version <= _FLAG_VERIFIED[1]:
         warnings.warn(
-            f"linnet.fast_compile(): not verified for jaxlib {jaxlib.__version__} (XLA aborts on an unknown flag), "
+            f"linnet.fast_compile(): not verified for jaxlib {release} (XLA aborts on an unknown flag), "
             "so XLA_FLAGS is left as it is",
             RuntimeWarning,
             stacklevel=2,
