@@ -99,13 +99,19 @@ def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3, other_solver=True):
     return rows
 
 
-_CACHED_COLD = """
+# the first fine_tune of a fresh process: argv = (size, setting), setting "fast" (linnet.fast_compile() before any
+# computation) or a compilation-cache directory (linnet.use_compilation_cache)
+_COLD = """
 import sys, time, jax, numpy as np
-jax.config.update("jax_enable_x64", True)
 import linnet
+size, setting = sys.argv[1], sys.argv[2]
+if setting == "fast":
+    linnet.fast_compile()
+jax.config.update("jax_enable_x64", True)
+if setting != "fast":
+    linnet.use_compilation_cache(setting)
 from benchmarks.suite import make_problem
-linnet.use_compilation_cache(sys.argv[1])
-problem, v0 = make_problem(sys.argv[2])
+problem, v0 = make_problem(size)
 jax.block_until_ready(problem.reduced.s)
 t = time.perf_counter()
 jax.block_until_ready(linnet.fine_tune(problem, v0, [np.inf]).ood_error)
@@ -113,23 +119,8 @@ print(time.perf_counter() - t)
 """
 
 
-_FAST_COLD = """
-import sys, time, jax, numpy as np
-import linnet
-linnet.fast_compile()  # before any JAX computation
-jax.config.update("jax_enable_x64", True)
-from benchmarks.suite import make_problem
-problem, v0 = make_problem(sys.argv[1])
-jax.block_until_ready(problem.reduced.s)
-t = time.perf_counter()
-jax.block_until_ready(linnet.fine_tune(problem, v0, [np.inf]).ood_error)
-print(time.perf_counter() - t)
-"""
-
-
-def fast_compile_cold_rows(size):
-    """The first `fine_tune` call of a new process that turned on `linnet.fast_compile()` (XLA's classic CPU
-    emitters) before its first computation, with no compilation cache: tracing and compiling included."""
+def _cold_in_new_process(size: str, setting: str) -> float:
+    """Seconds of the first `fine_tune` in a fresh subprocess (without the caller's XLA_FLAGS), see `_COLD`."""
     import os
     import subprocess
     import sys
@@ -137,9 +128,15 @@ def fast_compile_cold_rows(size):
     root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run(
-        [sys.executable, "-c", _FAST_COLD, size], capture_output=True, text=True, cwd=root, check=True, env=env
+        [sys.executable, "-c", _COLD, size, setting], capture_output=True, text=True, cwd=root, check=True, env=env
     )
-    t = float(proc.stdout.strip().splitlines()[-1])
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def fast_compile_cold_rows(size):
+    """The first `fine_tune` call of a new process that turned on `linnet.fast_compile()` (XLA's classic CPU
+    emitters) before its first computation, with no compilation cache: tracing and compiling included."""
+    t = _cold_in_new_process(size, "fast")
     return [Row(size, "linnet.fine_tune (cold, new process, fast_compile)", t, np.nan, "`linnet.fast_compile()`")]
 
 
@@ -147,18 +144,10 @@ def cached_cold_rows(size, problem, v0, ref_w):
     """The first `fine_tune` call of a new process when JAX's persistent compilation cache
     (`linnet.use_compilation_cache`) was filled by an earlier process: tracing still happens, XLA compilation
     does not. Two fresh subprocesses share a temporary cache; the second one's time is reported."""
-    import subprocess
-    import sys
     import tempfile
 
-    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
     with tempfile.TemporaryDirectory() as cache:
-        times = []
-        for _ in range(2):
-            proc = subprocess.run(
-                [sys.executable, "-c", _CACHED_COLD, cache, size], capture_output=True, text=True, cwd=root, check=True
-            )
-            times.append(float(proc.stdout.strip().splitlines()[-1]))
+        times = [_cold_in_new_process(size, cache) for _ in range(2)]
     note = f"first process (cache empty) {times[0]:.2f} s; `linnet.use_compilation_cache()`"
     return [Row(size, "linnet.fine_tune (cold, new process, compilation cache filled)", times[1], np.nan, note)]
 

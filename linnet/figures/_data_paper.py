@@ -64,6 +64,19 @@ def _limits(d: int, k: int, n: int, quick: bool, seed: int) -> dict:
     return out
 
 
+def _ratio_maps(eps: np.ndarray, L: np.ndarray) -> dict:
+    """From L (LP / FT / LP-FT, len(eps), columns) of mean OOD errors: the maps log10(L_FT/L_LP) and
+    log10(L_LP-FT/L_LP) and Theorem 3.2's predicted crossover per column. Errors at 0 are floored at the smallest
+    positive float so that the logarithms stay finite."""
+    tiny = np.finfo(np.float64).tiny
+    lp, ft, lpft = (np.maximum(L[i], tiny) for i in range(3))
+    return dict(
+        log10_ft_over_lp=np.log10(ft / lp),
+        log10_lpft_over_lp=np.log10(lpft / lp),
+        predicted_crossover_eps=_predicted_crossover(eps, lp, ft),
+    )
+
+
 def _predicted_crossover(eps: np.ndarray, lp: np.ndarray, ft: np.ndarray) -> np.ndarray:
     """Theorem 3.2's prediction of where LP starts to beat FT, per column: LP's error fitted as C ε² (least squares
     in log space over the smallest half of the ε grid, where the ε² law is asymptotic) against FT's error at the
@@ -213,17 +226,13 @@ def data_phase(quick: bool = False, seed: int = 0) -> dict:
             for m in methods
         ]
     )  # (method, ε, u)
-    tiny = np.finfo(np.float64).tiny
-    lp, ft, lpft = (np.maximum(L[i], tiny) for i in range(3))
     return dict(
         eps=eps,
         u=u,
         methods=methods,
         best=np.argmin(L, axis=0),
         L=L,
-        log10_ft_over_lp=np.log10(ft / lp),
-        log10_lpft_over_lp=np.log10(lpft / lp),
-        predicted_crossover_eps=_predicted_crossover(eps, lp, ft),
+        **_ratio_maps(eps, L),
         params=dict(seed=seed, **sw["shape"]),
     )
 
@@ -249,16 +258,12 @@ def data_phase_nd(quick: bool = False, seed: int = 0) -> dict:
     L = np.stack(
         [np.stack([(lim[m]["id"] + lim[m]["perp"]).mean(1) for lim in limits], axis=1) for m in methods]
     )  # (method, ε, n)
-    tiny = np.finfo(np.float64).tiny
-    lp, ft, lpft = (np.maximum(L[i], tiny) for i in range(3))
     return dict(
         eps=eps,
         n=np.asarray(ns),
         n_over_d=np.asarray(ns) / d,
         methods=methods,
         L=L,
-        log10_ft_over_lp=np.log10(ft / lp),
-        log10_lpft_over_lp=np.log10(lpft / lp),
-        predicted_crossover_eps=_predicted_crossover(eps, lp, ft),
+        **_ratio_maps(eps, L),
         params=dict(seed=seed, d=d, k=k, seeds=limits[0]["seeds"]),
     )
