@@ -13,12 +13,13 @@ rates span cond(X)², and for the default square-Gaussian inputs in S cond(X)² 
 (Tsit5) is step-limited by the fastest rate and needs 10⁵+ steps to reach t = ∞ (measured: 188 909 steps on the
 benchmark's small problem, d = 500, k = 5, n = 100, against 488 implicit ones). We therefore use diffrax's
 L-stable ESDIRK method Kvaerno5 with an adaptive PID controller: its step grows with the slowest rate, and t = ∞
-is reached in a few hundred steps. Each step's
-Newton systems (I − γ J) are solved by `ArrowheadSolver` (`_structured.py`): the Jacobian of this flow is
-arrowhead-shaped in (v, columns of G), so a solve costs O(r k³) instead of the O((k r)³) of the dense LU diffrax
-would use (measured at d = 2000, k = 10, n = 400: 1.8 s to t = ∞ against 278 s with the dense LU, same 262
-steps). When cond(X)² ≤ 100 (e.g. Gaussian inputs with n ≪ d) the flow is not stiff and `fine_tune` uses Tsit5
-instead, 10–30× cheaper there (see benchmarks/RESULTS.md). `solver=` accepts any diffrax solver.
+is reached in a few hundred steps. The Jacobian of this flow is arrowhead-shaped in (v, columns of G), so each
+step's Newton systems (I − γ J) are solved by `ArrowheadSolver` (`_structured.py`) in O(r k³) instead of the
+O((k r)³) of the dense LU diffrax would use (measured at d = 2000, k = 10, n = 400: 1.8 s to t = ∞ against 278 s
+with the dense LU, same 262 steps). Each block is a scaled identity plus a rank-one term, and `structured_solver`
+factors them in closed form in O(r k² + k³) (opt-in, see there). When cond(X)² ≤ 100 (e.g. Gaussian inputs
+with n ≪ d) the flow is not stiff and `fine_tune` uses Tsit5 instead, 10–30× cheaper there (see
+benchmarks/RESULTS.md). `solver=` accepts any diffrax solver.
 
 Steady state (t = ∞). The solve stops when the distance left to the limit, estimated to first order, is below
 atol + rtol ‖θ‖. Two estimates are used, and the smaller wins (both are upper bounds near a fit):
@@ -40,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._structured import ArrowheadSolver
+from ._structured import ArrowheadSolver, SafeChord, ShermanMorrisonSolver, StructuredChord
 
 
 def residual(s, a, v, G):
@@ -63,7 +64,7 @@ def ft_vector_field(t, state, args):
 # The regulariser's gradient 2 λ_B (B − B0) has rows in S when B − B0 does, so the flow still lives on (v, G).
 # It is integrated in the scaled coordinates ṽ = v/√η_v, G̃ = G/√η_B, where it is again a gradient flow (of the
 # objective composed with the scaling): its Jacobian is a symmetric Hessian with the same arrowhead shape, so
-# `ArrowheadSolver` applies unchanged. With η = 1, λ = 0 the field is `ft_vector_field` exactly.
+# the arrowhead solvers apply unchanged. With η = 1, λ = 0 the field is `ft_vector_field` exactly.
 FT_PARAMS = (1.0, 1.0, 0.0, 0.0)
 
 
@@ -161,8 +162,18 @@ def explicit_solver():
 
 def default_solver():
     """Kvaerno5 (L-stable ESDIRK, 5th order) whose Newton systems are solved by `ArrowheadSolver`, which uses the
-    exact block structure of the flow's Jacobian instead of a dense LU of the k (r + 1) state."""
-    root_finder = dfx.with_stepsize_controller_tols(dfx.VeryChord)(linear_solver=ArrowheadSolver())
+    arrowhead block structure of the flow's Jacobian instead of a dense LU of the k (r + 1) state, inside
+    `SafeChord` (diffrax's chord iteration; a failed stage returns 0, so gradients stay finite)."""
+    root_finder = dfx.with_stepsize_controller_tols(SafeChord)(linear_solver=ArrowheadSolver())
+    return dfx.Kvaerno5(root_finder=root_finder)
+
+
+def structured_solver():
+    """Kvaerno5 whose Newton systems are factored in closed form by `ShermanMorrisonSolver` (through
+    `StructuredChord`): O(r k² + k³) per factorisation and O(r) memory beyond the state, against O(r k³) and
+    O(r k²) for `default_solver`. Opt-in (`solver=`), not the default: forward solves agree with the default's
+    and its Newton solves are backward stable, but one derivative does not yet agree (see `_structured.py`)."""
+    root_finder = dfx.with_stepsize_controller_tols(StructuredChord)(linear_solver=ShermanMorrisonSolver())
     return dfx.Kvaerno5(root_finder=root_finder)
 
 
@@ -170,8 +181,11 @@ def solver_name(solver) -> str:
     """A short label for a diffrax solver, as recorded in `Trajectory.solver`."""
     name = type(solver).__name__
     root = getattr(solver, "root_finder", None)
-    if root is not None and isinstance(getattr(root, "linear_solver", None), ArrowheadSolver):
+    linear = getattr(root, "linear_solver", None) if root is not None else None
+    if isinstance(linear, ArrowheadSolver):
         name += "+Arrowhead"
+    elif isinstance(linear, ShermanMorrisonSolver):
+        name += "+ShermanMorrison"
     return name
 
 

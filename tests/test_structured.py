@@ -47,14 +47,40 @@ def test_arrowhead_solve_matches_dense_numpy(k, n, gamma, params):
     np.testing.assert_allclose(np.asarray(flat(x)), ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
 
 
-def test_default_solver_matches_dense_kvaerno5():
-    """Same ESDIRK method, structured vs dense LU Newton solves: trajectories agree to 1e-9."""
+@pytest.mark.parametrize(("method", "params"), [("ft", {}), ("l2_sp", {"lam_B": 0.3, "lam_v": 0.1})])
+def test_default_solver_matches_dense_kvaerno5(method, params):
+    """Same ESDIRK method, structured Newton solves (the default's probed arrowhead elimination, and the opt-in
+    closed-form Sherman–Morrison one) vs dense LU solves (diffrax's default linear solver): trajectories agree to
+    1e-9, at the solver tolerance (rtol 1e-8, atol 1e-10). The label says which solver ran."""
     p = linnet.subspace_shift(jax.random.PRNGKey(9), d=40, k=3, n=12, eps=0.2)
     v0 = linnet.random_head(jax.random.PRNGKey(10), 3, 1.0)
     t = [0.0, 0.3, 3.0, np.inf]
-    a = linnet.fine_tune(p, v0, t)
-    b = linnet.fine_tune(p, v0, t, solver=dfx.Kvaerno5())
+    a = linnet.simulate(method, p, v0, t, **params)
+    b = linnet.simulate(method, p, v0, t, solver=dfx.Kvaerno5(), **params)
+    c = linnet.simulate(method, p, v0, t, solver=_flow.structured_solver(), **params)
+    assert (a.solver, b.solver, c.solver) == ("Kvaerno5+Arrowhead", "Kvaerno5", "Kvaerno5+ShermanMorrison")
     np.testing.assert_allclose(a.predictor, b.predictor, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(c.predictor, b.predictor, rtol=0, atol=1e-9)
+
+
+@pytest.mark.xfail(strict=True, reason="open: structured_solver's derivative under jit with a traced η_B is off")
+def test_structured_solver_derivative_under_jit_with_traced_learning_rate():
+    """Known defect, pinned so that a fix is noticed: with `structured_solver`, jax.jit(jax.jacrev) of two_lr's
+    OOD error in v0, with η_B a traced argument, disagrees with central differences (h = 1e-5, rtol 1e-10, as in
+    test_gradients.py) by 3.3e-5 relative, against 3e-7 for the default solver. Forward values, every Newton
+    solve (residual ≤ 6e-13, checked in both passes) and the eager derivative all agree; the cause is not found."""
+    p = linnet.subspace_shift(jax.random.PRNGKey(8), d=14, k=2, n=6, eps=0.3)
+    v0 = jnp.asarray([0.7, -0.4])  # the instance of test_composable.py / test_gradients.py
+    t = [0.0, 0.5, np.inf]
+
+    def f(v, q):
+        tr = linnet.simulate("two_lr", p, v, t, rtol=1e-10, atol=1e-12, solver=_flow.structured_solver(), eta_B=q)
+        return tr.ood_error[1:]
+
+    J = np.asarray(jax.jit(jax.jacrev(f))(v0, 0.3))
+    e = jnp.asarray([1e-5, 0.0])
+    fd = (np.asarray(f(v0 + e, 0.3)) - np.asarray(f(v0 - e, 0.3))) / 2e-5
+    assert np.max(np.abs(J[:, 0] - fd)) <= 1e-5 * np.max(np.abs(fd))
 
 
 def test_spd_block_inverse_matches_numpy():
@@ -77,3 +103,67 @@ def test_spd_block_inverse_matches_numpy():
             nD, nX = np.linalg.norm(Dq, 2), np.linalg.norm(Xq, 2)
             assert np.linalg.norm(Dq @ Xq - np.eye(k), 2) <= 10 * k * eps * nD * nX
             assert np.linalg.norm(Xq - Rq, 2) <= 10 * k * eps * np.linalg.cond(Dq) * np.linalg.norm(Rq, 2)
+
+
+_EPS = np.finfo(np.float64).eps
+
+
+def _dense_newton_matrix(k, r, theta, gamma, args):
+    """M = I − γ J with J the Jacobian of `_flow.general_field` by jax.jacfwd (the reference, independent of the
+    closed-form blocks), flattened as (v, G row-major)."""
+    f = lambda y: _flow.general_field(0.0, y, args)  # noqa: E731
+    flat = lambda y: jnp.concatenate([jnp.ravel(y[0]), jnp.ravel(y[1])])  # noqa: E731
+    J = np.asarray(jax.jacfwd(lambda th: flat(f((th[:k], th[k:].reshape(k, r)))))(flat(theta)))
+    return np.eye(k + k * r) - gamma * J, flat
+
+
+@pytest.mark.parametrize(
+    "params", [(1.0, 1.0, 0.0, 0.0), (3.0, 0.2, 0.0, 0.0), (1.0, 1.0, 0.3, 0.7)], ids=["ft", "two_lr", "l2_sp"]
+)
+def test_sherman_morrison_solve_is_backward_stable_against_dense(params):
+    """The closed-form (Sherman–Morrison) elimination against numpy.linalg.solve on the dense M = I − γJ, J from
+    jax.jacfwd, with singular values spread so that cond(X)² = 1e2, 1e5, 1e8 and γ from 1e-3 to 1e6, so cond(M)
+    reaches ~5e8. Normwise backward error ‖Mx − b‖ / (‖M‖‖x‖ + ‖b‖) ≤ 1000 ε: a backward-stable elimination gives
+    O(ε) times a modest constant (measured worst: 69 ε); applying explicit block inverses, as `ArrowheadSolver`
+    does, reaches 1.9e5 ε on these cases, so the bound separates them. Forward error ≤ 1000 ε cond(M), what any
+    backward-stable solve guarantees."""
+    from linnet._structured import ShermanMorrisonSolver, sherman_morrison_factor
+
+    rng = np.random.default_rng(0)
+    for k, r in [(1, 6), (3, 10), (12, 15)]:
+        for cond2 in (1e2, 1e5, 1e8):
+            s = jnp.asarray(3.0 * np.geomspace(1.0, cond2**-0.5, r))
+            vt, Gt = jnp.asarray(rng.standard_normal(k)), jnp.asarray(rng.standard_normal((k, r)))
+            args = (s, jnp.asarray(rng.standard_normal(r)), Gt + 0.1 * jnp.asarray(rng.standard_normal((k, r))))
+            args = (*args, jnp.asarray(params))
+            for gamma in (1e-3, 1.0, 1e3, 1e6):
+                M, flat = _dense_newton_matrix(k, r, (vt, Gt), gamma, args)
+                b = (jnp.asarray(rng.standard_normal(k)), jnp.asarray(rng.standard_normal((k, r))))
+                state = sherman_morrison_factor((vt, Gt), gamma, args)
+                x, result, _ = ShermanMorrisonSolver().compute(state, b, {})
+                assert result == lx.RESULTS.successful
+                x, b = np.asarray(flat(x)), np.asarray(flat(b))
+                nM = np.linalg.norm(M, 2)
+                backward = np.linalg.norm(M @ x - b) / (nM * np.linalg.norm(x) + np.linalg.norm(b))
+                assert backward <= 1000 * _EPS, (k, r, cond2, gamma, backward / _EPS)
+                ref = np.linalg.solve(M, b)
+                assert np.linalg.norm(x - ref) <= 1000 * _EPS * np.linalg.cond(M) * np.linalg.norm(ref)
+
+
+def test_structured_chord_refuses_arguments_it_cannot_read_and_zeroes_failed_roots():
+    """`StructuredChord` reads diffrax's implicit-stage arguments; called with anything else (here directly through
+    optimistix) it raises a TypeError naming the expected layout instead of solving a wrong system. A failed root
+    (inf, divergence reported) is returned as 0, so that differentiating a rejected stage meets finite values."""
+    import optimistix as optx
+
+    from linnet._structured import ShermanMorrisonSolver, StructuredChord
+
+    chord = StructuredChord(rtol=1e-8, atol=1e-8, linear_solver=ShermanMorrisonSolver())
+    y0 = (jnp.ones(2), jnp.ones((2, 3)))
+    with pytest.raises(TypeError, match="implicit-stage arguments"):
+        optx.root_find(lambda y, a: y, chord, y0, args=None, throw=False)
+    y_bad = (jnp.full(2, jnp.inf), jnp.full((2, 3), jnp.nan))
+    out, _, _ = chord.postprocess(None, y_bad, None, None, {}, None, frozenset(), optx.RESULTS.nonlinear_divergence)
+    assert all(np.all(np.asarray(a) == 0) for a in out)
+    out, _, _ = chord.postprocess(None, y0, None, None, {}, None, frozenset(), optx.RESULTS.successful)
+    assert all(np.all(np.asarray(a) == 1) for a in out)
