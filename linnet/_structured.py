@@ -42,7 +42,26 @@ import optimistix as optx
 _UNROLLED_MAX_K = 10
 
 
-class ArrowheadSolver(lx.AbstractLinearSolver):
+class _SymmetricNewtonSolver(lx.AbstractLinearSolver):
+    """What both solvers here share: M = I − γJ is real, symmetric (J is a Hessian) and taken as nonsingular."""
+
+    def transpose(self, state, options: dict[str, Any]):
+        return state, options  # M is symmetric
+
+    def conj(self, state, options: dict[str, Any]):
+        return state, options  # real
+
+    def assume_full_rank(self):
+        return True
+
+    def allow_dependent_columns(self, operator):
+        return False
+
+    def allow_dependent_rows(self, operator):
+        return False
+
+
+class ArrowheadSolver(_SymmetricNewtonSolver):
     """lineax solver for operators on (v (k,), G (k, r)) with the arrowhead structure described above."""
 
     def init(self, operator, options: dict[str, Any]):
@@ -78,21 +97,6 @@ class ArrowheadSolver(lx.AbstractLinearSolver):
         x_v = jnp.where(finite, x_v, 0.0)
         X = jnp.where(finite, X, 0.0)
         return (x_v, X.T), result, {}
-
-    def transpose(self, state, options: dict[str, Any]):
-        return state, options  # M is symmetric
-
-    def conj(self, state, options: dict[str, Any]):
-        return state, options  # real
-
-    def assume_full_rank(self):
-        return True
-
-    def allow_dependent_columns(self, operator):
-        return False
-
-    def allow_dependent_rows(self, operator):
-        return False
 
 
 def _inverse_spd_blocks(D):
@@ -132,7 +136,7 @@ def _inverse_spd_blocks(D):
 # γ > 0 makes α ≥ 1 and β_q ≥ 0, so no D_q is near-singular and Sherman–Morrison is backward stable for them.
 
 
-class ShermanMorrisonSolver(lx.AbstractLinearSolver):
+class ShermanMorrisonSolver(_SymmetricNewtonSolver):
     """lineax solver for the Newton systems (I − γ J) x = b of the generalised FT flow, factored in closed form.
 
     It does not look at the operator: `init(operator, options)` needs `options["structure"] = (θ, γ, args)`, the
@@ -164,21 +168,6 @@ class ShermanMorrisonSolver(lx.AbstractLinearSolver):
         finite = jnp.all(jnp.isfinite(x_v)) & jnp.all(jnp.isfinite(X))  # as in ArrowheadSolver.compute
         result = lx.RESULTS.where(finite, lx.RESULTS.successful, lx.RESULTS.singular)
         return (jnp.where(finite, x_v, 0.0), jnp.where(finite, X, 0.0)), result, {}
-
-    def transpose(self, state, options: dict[str, Any]):
-        return state, options  # M is symmetric
-
-    def conj(self, state, options: dict[str, Any]):
-        return state, options  # real
-
-    def assume_full_rank(self):
-        return True
-
-    def allow_dependent_columns(self, operator):
-        return False
-
-    def allow_dependent_rows(self, operator):
-        return False
 
 
 def sherman_morrison_factor(theta, gamma, args):
