@@ -120,7 +120,8 @@ def test_jit_and_vmap_over_heads_equal_eager_calls(problem, name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_vmap_over_a_batched_problem_equals_a_loop(name):
     """vmap over 3 problems of one shape (from `subspace_shifts`) and their heads equals a loop to rounding
-    (`_rounding_tol` of each member), relative to each metric's size. A traced problem always gets the implicit solver."""
+    (`_rounding_tol` of each member), relative to each metric's size. A traced problem always gets the implicit
+    solver."""
     # seed 132: cond(X)² = 108, 151, 201, all stiff, so the loop's concrete calls take the implicit solver too
     keys = jax.random.split(jax.random.PRNGKey(132), 3)
     probs = linnet.subspace_shifts(keys, jnp.asarray([0.1, 0.3, 0.5]), d=D, k=K, n=N)
