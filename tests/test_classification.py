@@ -302,12 +302,12 @@ def test_log_time_makes_decades_cheap(problem, v0):
     assert steps[15] - steps[6] < 0.2 * steps[6]
 
 
-def test_sweep_and_cli_take_the_loss(problem, v0, tmp_path):
+def test_sweep_and_cli_take_the_loss(problem, v0, tmp_path, capsys):
     """`sweep(loss="logistic")` equals the single calls (1e-10), with a dict's own "lp_time"; `linnet run --loss
-    logistic` prints the 0-1 error table."""
+    logistic` (in process, as the console script calls `cli.main`) prints the 0-1 error table."""
     import json
-    import subprocess
-    import sys
+
+    from linnet import cli
 
     keys = jax.random.split(jax.random.PRNGKey(3), 2)
     probs = [linnet.subspace_shift(kk, d=30, k=3, n=12, eps=0.4, labels="sign") for kk in keys]
@@ -321,9 +321,11 @@ def test_sweep_and_cli_take_the_loss(problem, v0, tmp_path):
         np.testing.assert_allclose(np.asarray(res.ood_error[0, 0, i]), np.asarray(ft.ood_error), rtol=1e-10)
         np.testing.assert_allclose(np.asarray(res.train_loss[1, 0, i]), np.asarray(lpft.train_loss), rtol=1e-10)
     out = tmp_path / "run.json"
-    cmd = [sys.executable, "-m", "linnet", "run", "--method", "ft", "--loss", "logistic", "--d", "30", "--k", "3",
-           "--n", "12", "--num-times", "4", "--save", str(out)]  # fmt: skip
-    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    argv = ["run", "--method", "ft", "--loss", "logistic", "--d", "30", "--k", "3", "--n", "12", "--num-times", "4",
+            "--save", str(out)]  # fmt: skip
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
     assert "OOD 0-1 error" in text
     saved = json.loads(out.read_text())
     assert all(0 <= e <= 1 for e in saved["ood_error"]) and saved["train_loss"][-1] < saved["train_loss"][0]

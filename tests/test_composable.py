@@ -95,33 +95,11 @@ def test_stiff_instance_takes_the_implicit_solver(problem):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_jit_and_vmap_over_heads_equal_eager_calls(problem, name):
-    """jit gives the eager result, and vmap over 3 heads a Python loop of eager calls, to rounding
-    (`_rounding_tol`), relative to each metric's size."""
-    kw = _kw(name, problem)
-    eager = linnet.simulate(name, problem, V0, TIMES, **kw)
-    jitted = jax.jit(lambda v: linnet.simulate(name, problem, v, TIMES, **kw))(jnp.asarray(V0))
-    assert jitted.method == name and jitted.solver == eager.solver
-    tol = _rounding_tol(problem, eager, jitted)
-    for metric in ("train_loss", "id_error", "ood_error"):
-        assert _rel(getattr(jitted, metric), getattr(eager, metric)) <= tol, (metric, tol)
-    heads = jnp.asarray([V0, -2.0 * V0, [0.1, 0.9]])
-    batched = jax.vmap(lambda v: linnet.simulate(name, problem, v, TIMES, **kw))(heads)
-    assert batched.ood_error.shape == (3, len(TIMES))
-    for i, h in enumerate(heads):
-        one = linnet.simulate(name, problem, h, TIMES, **kw)
-        tol = _rounding_tol(problem, one, batched)
-        for metric in ("train_loss", "id_error", "ood_error"):
-            ref = np.asarray(getattr(one, metric))
-            err = np.max(np.abs(np.asarray(getattr(batched, metric)[i]) - ref)) / np.max(np.abs(ref))
-            assert err <= tol, (metric, i, err, tol)
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_vmap_over_a_batched_problem_equals_a_loop(name):
-    """vmap over 3 problems of one shape (from `subspace_shifts`) and their heads equals a loop to rounding
-    (`_rounding_tol` of each member), relative to each metric's size. A traced problem always gets the implicit
-    solver."""
+def test_jit_of_vmap_over_problems_and_heads_equals_a_loop_of_eager_calls(name):
+    """`jax.jit(jax.vmap(simulate))` over 3 problems of one shape (from `subspace_shifts`) and their heads equals a
+    Python loop of eager calls to rounding (`_rounding_tol` of each member), relative to each metric's size: both
+    transforms in one compiled program (jit alone is exercised by every `jit(jacrev)` in test_gradients.py, with
+    the problem closed over). A traced problem always gets the implicit solver."""
     # seed 132: cond(X)² = 108, 151, 201, all stiff, so the loop's concrete calls take the implicit solver too
     keys = jax.random.split(jax.random.PRNGKey(132), 3)
     probs = linnet.subspace_shifts(keys, jnp.asarray([0.1, 0.3, 0.5]), d=D, k=K, n=N)
@@ -129,10 +107,12 @@ def test_vmap_over_a_batched_problem_equals_a_loop(name):
     kw = {a: b for a, b in CASES[name].items() if not callable(b)}
     if name == "gd":
         kw = {"lr_fraction": 0.25}  # a per-instance step, 0.25 · 2/λ_max
-    batched = jax.vmap(lambda p, v: linnet.simulate(name, p, v, TIMES, **kw))(probs, heads)
+    batched = jax.jit(jax.vmap(lambda p, v: linnet.simulate(name, p, v, TIMES, **kw)))(probs, heads)
+    assert batched.ood_error.shape == (3, len(TIMES))
     for i in range(3):
         p = jax.tree_util.tree_map(lambda a, i=i: a[i], probs)
         one = linnet.simulate(name, p, heads[i], TIMES, **kw)
+        assert batched.method == one.method == name and batched.solver == one.solver
         tol = _rounding_tol(p, one, batched)
         for metric in ("train_loss", "id_error", "ood_error"):
             ref = np.asarray(getattr(one, metric))
@@ -195,7 +175,10 @@ def test_bad_values_are_rejected_under_tracing(problem):
         linnet.l2_sp(problem, V0, [1.0], lam_B=-1.0)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+# one method of each kind the sweep handles differently: closed forms (lp, features_only), the FT flow (two_lr,
+# l2_sp and lpft run the same flow and the same sweep code with other parameters), GD's per-instance step, LoRA's
+# per-instance key, the deep flow
+@pytest.mark.parametrize("name", ["deep", "features_only", "ft", "gd", "lora", "lp"])
 def test_sweep_equals_individual_calls(name):
     """`sweep` runs `simulate` inside its compiled batches, for a shared zero head and per-instance random heads,
     with a padded last batch (3 instances in batches of 2): to 1e-10 relative to each metric's size. (GD's step

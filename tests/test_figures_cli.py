@@ -105,12 +105,26 @@ def test_beyond_the_paper_figure_data(quick_figs):
         (["frobnicate"], "invalid choice"),
     ],
 )
-def test_bad_arguments_give_one_clear_line(argv, needle):
-    proc = subprocess.run([sys.executable, "-m", "linnet", *argv], capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
+def test_bad_arguments_give_one_clear_line(argv, needle, capsys):
+    """In process (`cli.main`, as the console script calls it); the entry point itself is run below."""
+    try:
+        rc = cli.main(argv)
+    except SystemExit as e:  # argparse's own errors exit
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc not in (0, None)
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("linnet: error:") and needle in lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err
+
+
+def test_bad_arguments_through_the_entry_point_give_one_clear_line():
+    for argv, needle in ([["frobnicate"], "invalid choice"], [["compare", "--k", "30", "--d", "40"], "error"]):
+        proc = subprocess.run([sys.executable, "-m", "linnet", *argv], capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("linnet: error:") and needle in lines[0]
+        assert "Traceback" not in proc.stderr
 
 
 def test_run_prints_and_saves(tmp_path, capsys):

