@@ -35,6 +35,12 @@ def _ft_params(p, dtype):
     return jnp.stack([p.get("eta_v", one), p.get("eta_B", one), lam_v, lam_B])
 
 
+def ft_program(p, dtype):
+    """The generalised FT flow's shared program: FT's, with all four of (η_v, η_B, λ_v, λ_B) as reals."""
+    eta_v, eta_B, lam_v, lam_B = _ft_params(p, dtype)
+    return "ft", {"eta_v": eta_v, "eta_B": eta_B, "lam_v": lam_v, "lam_B": lam_B}
+
+
 def ft_init(problem: Problem, v0, p, key):
     """Initial state of the generalised FT flow: (v0/√η_v, G0/√η_B) and its arguments (s, Uᵀy, G0, params)."""
     del key
@@ -63,6 +69,7 @@ def ft_flow(name: str, summary: str, params=(), **kw) -> Method:
         decode=ft_decode,
         solver=_flow.default_solver,
         dt0=_flow.explicit_dt0,
+        program=ft_program,
         **kw,
     )
 

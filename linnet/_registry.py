@@ -11,7 +11,9 @@ how it starts (`lp_head`: from the LP limit), and either
 - `kind="closed_form"`: `path` evaluates the exact solution at the times;
 - `kind="iteration"`: `path` runs a discrete iteration (gradient descent) and returns its own result code.
 
-Adding a method is one `register(Method(...))` plus its tests; see `docs/theory.md` for the conventions.
+Methods that are one computation with other parameter values declare `program` and share one compiled program
+(FT, LP-FT, two learning rates and L2-SP all run FT's). Adding a method is one `register(Method(...))` plus its
+tests; see `docs/theory.md` for the conventions.
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ class Method:
     log_time: bool = False
     # why t = ∞ is refused on this concrete problem, or None if it has a limit: (problem, p) -> str | None
     no_limit: Callable | None = None
+    # methods that are one computation with other parameter values share one compiled program: (p, dtype) ->
+    # (name, reals), the registered method whose program runs this one and all its reals (no statics). E.g. FT,
+    # LP-FT, two learning rates and L2-SP all run FT's program with (η_v, η_B, λ_v, λ_B), so comparing them on
+    # one shape compiles once. None: the method's own program.
+    program: Callable | None = None
 
     def param(self, name: str) -> Param:
         for q in self.params:

@@ -104,13 +104,11 @@ def solver_plan(m: Method, s, p: dict, solver) -> list:
     return [(implicit, big)]
 
 
-@partial(jax.jit, static_argnames=("name", "loss", "statics", "solver", "max_steps", "lp_head"))
-def _core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, solver, max_steps, lp_head) -> Trajectory:
+@partial(jax.jit, static_argnames=("name", "loss", "statics", "solver", "max_steps"))
+def _core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, solver, max_steps) -> Trajectory:
     m = get_method(name, loss)
     # the solve's own settings travel with the parameters, for methods whose initial state is itself a solve
     p = {**reals, **dict(statics), "_rtol": rtol, "_atol": atol, "_max_steps": max_steps}
-    if lp_head or m.lp_head:
-        v0 = lp_limit_head(problem, v0)
     zero = jnp.asarray(0)
     if m.kind == "closed_form":
         assert m.path is not None
@@ -147,6 +145,9 @@ def _core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, so
         problem, times, v, dG, basis, num_steps=steps, result=result, t_stop=t_stop, method=name, solver=label,
         loss=m.loss,
     )  # fmt: skip
+
+
+_lp_limit_head = jax.jit(lp_limit_head)  # one small program, not a dispatch per operation on eager calls
 
 
 def _is_implicit(solver) -> bool:
@@ -246,21 +247,27 @@ def simulate(
             raise TypeError(f"method {m.name!r} draws its initialisation: pass `key` (a jax.random key)")
     else:
         key = None
-    args = (problem, v0, times, reals, key, rtol, atol)
+    # the LP head is computed before the core, so that LP-FT runs FT's compiled program (see `Method.program`)
+    start = _lp_limit_head(problem, v0) if (lp_head or m.lp_head) else v0
+    name, core_reals, core_statics = m.name, reals, statics
+    if m.program is not None:
+        name, core_reals = m.program(p, dtype)
+        core_statics = ()
+    args = (problem, start, times, core_reals, key, rtol, atol)
     plan = solver_plan(m, None if is_traced(problem) else problem.reduced.s, p, solver)
     traced = is_traced(args)
 
     def run(i):
         solver_i, budget = plan[i]
-        return _core(
+        tr = _core(
             *args,
-            name=m.name,
+            name=name,
             loss=m.loss,
-            statics=statics,
-            lp_head=bool(lp_head),
+            statics=core_statics,
             solver=solver_i,
             max_steps=min(int(max_steps), budget),
         )
+        return tr if tr.method == m.name else dataclasses.replace(tr, method=m.name)
 
     if _explicit is not None and len(plan) == 1 and solver is None and m.explicit_ok is not None and m.explicit_ok(p):
         plan = [(_flow.explicit_solver(), _flow.EXPLICIT_STEPS), plan[0]]

@@ -236,3 +236,23 @@ def test_importing_linnet_changes_no_global_setting(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("OK")
+
+
+def test_methods_on_the_ft_flow_share_one_compiled_program():
+    """FT, LP-FT, two learning rates and L2-SP are one flow with other parameter values (`Method.program`): after
+    FT has run on a shape, the others add no compiled core program (jax's own cache count), and each still gives
+    its own result, labelled with its own name."""
+    from linnet._simulate import _core
+
+    p = linnet.subspace_shift(jax.random.PRNGKey(21), d=D + 1, k=K, n=N, eps=0.3)  # a shape of its own
+    ft = linnet.fine_tune(p, V0, TIMES)
+    size = _core._cache_size()
+    others = {
+        "lpft": linnet.lp_ft(p, V0, TIMES),
+        "two_lr": linnet.two_learning_rates(p, V0, TIMES, eta_B=0.3),
+        "l2_sp": linnet.l2_sp(p, V0, TIMES, lam_B=0.2),
+    }
+    assert _core._cache_size() == size
+    for name, tr in others.items():
+        assert tr.method == name and tr.solver == ft.solver
+        assert np.max(np.abs(np.asarray(tr.ood_error[1:]) - np.asarray(ft.ood_error[1:]))) > 1e-3, name
