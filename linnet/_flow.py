@@ -171,8 +171,8 @@ def default_solver():
 def structured_solver():
     """Kvaerno5 whose Newton systems are factored in closed form by `ShermanMorrisonSolver` (through
     `StructuredChord`): O(r k² + k³) per factorisation and O(r) memory beyond the state, against O(r k³) and
-    O(r k²) for `default_solver`. Opt-in (`solver=`), not the default: forward solves agree with the default's
-    and its Newton solves are backward stable, but one derivative does not yet agree (see `_structured.py`)."""
+    O(r k²) for `default_solver`. Opt-in (`solver=`): its solves and derivatives agree with the default's, but it
+    reads diffrax's internal layout of an implicit stage's arguments (see `_structured.py`)."""
     root_finder = dfx.with_stepsize_controller_tols(StructuredChord)(linear_solver=ShermanMorrisonSolver())
     return dfx.Kvaerno5(root_finder=root_finder)
 

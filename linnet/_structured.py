@@ -22,10 +22,9 @@ that diffrax would otherwise use. It serves any operator of this shape.
 `ShermanMorrisonSolver` (opt-in, through `StructuredChord` and `linnet._flow.structured_solver`; second half of
 this file) writes the blocks in closed form from the flow's parameters, each a scaled identity plus a rank-one
 term, and eliminates them by Sherman–Morrison: O(r k² + k³) per factorisation, O(r k + k²) per solve, O(r)
-memory beyond the state. It is backward stable to cond(M) ~ 5e8 (tests) and its trajectories agree with the
-default's, but it is not the default: `jax.jit(jax.jacrev(...))` through it with a traced learning rate η_B
-disagrees with finite differences by 3e-5 relative (pinned as an expected failure in tests/test_structured.py),
-while the eager derivative and every Newton solve agree; the cause is not found.
+memory beyond the state. It is backward stable to cond(M) ~ 5e8 (tests), and its trajectories and derivatives
+agree with the default's. It is not the default because `StructuredChord` reads the linearisation point from
+diffrax's internal layout of an implicit stage's arguments (a changed layout raises a `TypeError`).
 """
 
 from __future__ import annotations
