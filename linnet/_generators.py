@@ -18,9 +18,29 @@ from ._validate import is_traced
 # ------------------------------------------------------------------------------------------------------
 
 
+_FLAT_DRAW_MAX = 1 << 22  # above this a draw's own cost outweighs compiling it for its shape
+
+
+def _normal(key, shape: tuple[int, ...], dtype) -> jax.Array:
+    """`jax.random.normal(key, shape, dtype)`, bit for bit, compiled once per power of two rather than per shape.
+
+    Eager calls compile one XLA program per output shape, about 0.35 s each on CPU (most of a first
+    `subspace_shift`). With JAX's partitionable threefry (its default) each entry depends only on the key and its
+    flat index, so the draw equals the first prod(shape) entries of a flat draw of any greater length; lengths
+    are rounded up to a power of two, so many shapes share a program. Traced keys, very large draws and other
+    PRNG settings take the plain call."""
+    size = math.prod(shape)
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    impl = str(jax.random.key_impl(key)) if typed else str(jax.config.jax_default_prng_impl)
+    if is_traced(key) or size > _FLAT_DRAW_MAX or not jax.config.jax_threefry_partitionable or "threefry" not in impl:
+        return jax.random.normal(key, shape, dtype=dtype)
+    length = max(64, 1 << (size - 1).bit_length())
+    return jax.random.normal(key, (length,), dtype=dtype)[:size].reshape(shape)
+
+
 def _orthonormal_columns(key, d: int, p: int, dtype, against: jax.Array | None = None) -> jax.Array:
     """(d, p) orthonormal columns drawn uniformly (Haar), orthogonal to the columns of `against` if given."""
-    g = jax.random.normal(key, (d, p), dtype=dtype)
+    g = _normal(key, (d, p), dtype)
     if against is not None:
         g = g - against @ (against.T @ g)
     q, r = jnp.linalg.qr(g)
@@ -45,7 +65,7 @@ def random_head(key, k: int, scale: float = 1.0) -> jax.Array:
         raise ValueError(f"`k` must be a positive integer, got {k}")
     if not (np.isfinite(scale) and scale >= 0):
         raise ValueError(f"`scale` must be a finite number >= 0, got {scale}")
-    return scale * jax.random.normal(key, (int(k),), dtype=jnp.result_type(float))
+    return scale * _normal(key, (int(k),), jnp.result_type(float))
 
 
 _OOD_KINDS = ("isotropic", "orthogonal", "mixture", "id")
@@ -127,14 +147,14 @@ def subspace_shift(
     B0 = jnp.cos(theta) * Bs + jnp.sin(theta) * E
     if rotate:
         B0 = random_orthogonal(kU, k, dtype) @ B0
-    v_star = jnp.asarray(v_star_scale, dtype) * jax.random.normal(kv, (k,), dtype=dtype)
+    v_star = jnp.asarray(v_star_scale, dtype) * _normal(kv, (k,), dtype)
     if inputs == "subspace":
         VS = _orthonormal_columns(kS, d, m, dtype)
-        X = jax.random.normal(kZ, (n, m), dtype=dtype) @ VS.T
+        X = _normal(kZ, (n, m), dtype) @ VS.T
     elif inputs == "isotropic":
         if m != n:
             raise ValueError(f"`inputs='isotropic'` draws rows N(0, I_d), so dim S = n; got m = {m} != n = {n}")
-        X = jax.random.normal(kZ, (n, d), dtype=dtype)
+        X = _normal(kZ, (n, d), dtype)
         VS = None  # S = rowspace(X); a basis is only formed if a Σ_ood needs P_S (a QR of X.T is costly at scale)
     else:
         raise ValueError(f"`inputs` must be 'subspace' or 'isotropic', got {inputs!r}")

@@ -7,8 +7,19 @@ import tempfile
 import jax
 import numpy as np
 import pytest
+import scipy.linalg  # noqa: F401  (loads scipy's own OpenBLAS before the limit below)
+from threadpoolctl import threadpool_limits
 
 import linnet
+
+# One BLAS thread per process. The suite runs two xdist workers on two cores, and each worker's scipy references
+# (Radau on the full state, Nelder-Mead, SLSQP) call OpenBLAS on small matrices: with OpenBLAS's own threads the
+# two processes oversubscribe the cores and its spinning threads starve each other (measured: the k = 3
+# brute-force distance took 64 s in a suite run against 1.5 s alone). The environment variable reaches the
+# processes the tests start; threadpoolctl limits the libraries this process has already loaded.
+# (scipy.linalg is imported above so that its own OpenBLAS is loaded, and limited, too.)
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+threadpool_limits(1)
 
 # before any JAX computation, and inherited by the processes the tests start: XLA's classic CPU emitters, which
 # compile linnet's solver programs about twice as fast (compiling is most of the suite's time; see fast_compile)

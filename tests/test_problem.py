@@ -126,3 +126,16 @@ def test_isotropic_inputs_span_a_random_n_dim_subspace():
     assert abs(X.std() - 1) < 0.1
     with pytest.raises(ValueError, match="`inputs`"):
         linnet.subspace_shift(jax.random.PRNGKey(8), d=40, k=2, n=10, eps=0.2, inputs="uniform")
+
+
+@pytest.mark.parametrize("shape", [(1,), (3,), (5, 7), (64,), (65,), (30, 10), (2, 3, 4)])
+def test_generator_draws_equal_jax_random_normal_bit_for_bit(shape):
+    """The generators draw Gaussians through a flat draw of power-of-two length (fewer compiled programs); the
+    result must be exactly `jax.random.normal(key, shape)` for raw and typed keys, eager and under jit."""
+    from linnet._generators import _normal
+
+    for key in (jax.random.PRNGKey(11), jax.random.key(11)):
+        ref = np.asarray(jax.random.normal(key, shape, jnp.float64))
+        assert np.array_equal(np.asarray(_normal(key, shape, jnp.float64)), ref)
+        jitted = jax.jit(lambda k: _normal(k, shape, jnp.float64))(key)
+        assert np.array_equal(np.asarray(jitted), ref)

@@ -8,22 +8,26 @@ from hypothesis import strategies as st
 
 import linnet
 
+# (k, n, d): every k from 1 to 3, n from k + 1 to k + 4 and d from n + k + 1 to n + k + 6, at the corners of
+# those ranges. Hypothesis draws the values (ε, seed, head scale) freely; the shapes come from this
+# set because each new shape compiles the implicit solver again (~7 s on a CI core), so a few shapes leave the
+# examples' time to the values. The flow test, which compiles a solve per shape, takes one shape per k.
+SHAPES = [(1, 2, 4), (1, 5, 12), (2, 3, 6), (2, 6, 14), (3, 4, 8), (3, 7, 16)]
+FLOW_SHAPES = [(1, 5, 12), (2, 3, 6), (3, 7, 16)]
+
 
 @st.composite
-def instances(draw):
-    k = draw(st.integers(1, 3))
-    n = draw(st.integers(k + 1, k + 4))
-    d = draw(st.integers(n + k + 1, n + k + 6))
+def instances(draw, shapes=SHAPES):
+    k, n, d = draw(st.sampled_from(shapes))
     eps = draw(st.floats(0.0, 1.4))
     seed = draw(st.integers(0, 2**31 - 1))
     scale = draw(st.sampled_from([0.0, 0.3, 1.0]))
     return k, n, d, eps, seed, scale
 
 
-# 8 examples: each new shape compiles the implicit solver (~7 s on a CI core); facts 1–2 are also checked at
-# fixed shapes in test_fine_tune.py and test_theorems.py
-@settings(max_examples=8, deadline=None)
-@given(instances())
+# facts 1–2 are also checked at fixed shapes in test_fine_tune.py and test_theorems.py
+@settings(max_examples=10, deadline=None)
+@given(instances(FLOW_SHAPES))
 def test_flow_invariants(inst):
     """Facts 1–2 on random shapes: B(t) = B0 on S⊥ (scipy null_space, 1e-10); v vᵀ − B Bᵀ constant (1e-6)."""
     k, n, d, eps, seed, scale = inst
