@@ -20,7 +20,7 @@ import numpy as np
 from . import _flow
 from ._flow import explicit_is_enough
 from ._problem import Problem
-from ._registry import parse_spec
+from ._registry import get_method, parse_spec
 from ._simulate import simulate
 from ._trajectory import ConvergenceError, is_okay
 from ._validate import check_times
@@ -44,12 +44,7 @@ def _batched(
     def one(args, times, reals):
         p, v0, idx, explicit = args
         key = None if seed is None else jax.random.fold_in(jax.random.PRNGKey(seed), idx)
-        if mode == "mixed":
-            extra = dict(_explicit=explicit, max_steps=max_steps)
-        elif mode == "explicit":
-            extra = dict(solver=_flow.explicit_solver(), max_steps=min(max_steps, _flow.EXPLICIT_STEPS))
-        else:
-            extra = dict(max_steps=max_steps)
+        extra = _mode_options(mode, explicit, max_steps)
         tr = simulate(name, p, v0, times, rtol=rtol, atol=atol, throw=False, key=key, loss=loss, **extra, **kw, **reals)
         return (tr.train_loss, tr.id_error, tr.ood_error), tr.num_steps, is_okay(tr.result)
 
@@ -67,6 +62,38 @@ def _batched(
     mesh = Mesh(np.asarray(devices), ("batch",))
     spec = P("batch")
     return jax.jit(jax.shard_map(batch, mesh=mesh, in_specs=(spec, spec, P(), P()), out_specs=spec, check_vma=False))
+
+
+def _mode_options(mode: str, explicit, max_steps: int) -> dict:
+    """`simulate`'s solver options for one member of a batch run in `mode`: "mixed" (each member's choice by
+    `lax.cond` on its flag `explicit`), "explicit" (Tsit5 with its step budget) or "default" (the method's
+    default solver)."""
+    if mode == "mixed":
+        return dict(_explicit=explicit, max_steps=max_steps)
+    if mode == "explicit":
+        return dict(solver=_flow.explicit_solver(), max_steps=min(max_steps, _flow.EXPLICIT_STEPS))
+    return dict(max_steps=max_steps)
+
+
+def _run_planned(run, flags: np.ndarray):
+    """Run a batch under the fallback rule with as few compiled solvers as it needs. `run(mode)` runs the batch
+    in that mode (see `_mode_options`) and returns (outputs, steps, ok); `flags` (N,) are the members' explicit
+    choices, made from their concrete data. All explicit: Tsit5 alone, then the default solver only if some member
+    failed, keeping each member's first success. None explicit: the default solver alone. Mixed: both in one
+    program, chosen per member by `lax.cond`."""
+    if flags.any() and not flags.all():
+        return run("mixed")
+    out, st, ok = run("explicit" if flags.all() else "default")
+    if flags.all() and not bool(np.all(ok)):
+        out2, st2, ok2 = run("default")
+        keep = np.asarray(ok)
+
+        def pick(a, b):
+            return jnp.where(keep.reshape((-1,) + (1,) * (jnp.ndim(a) - 1)), a, b)
+
+        out, st = jax.tree_util.tree_map(pick, (out, st), (out2, st2))
+        ok = np.asarray(ok2) | keep
+    return out, st, ok
 
 
 @partial(
@@ -208,17 +235,9 @@ def sweep(
                 args = (batch, (h[take], take, jnp.asarray(flags)), ts, reals)
                 run = partial(_batched, m.name, key_opts, float(rtol), float(atol), int(max_steps), int(chunk), devices,
                               loss=m.loss)  # fmt: skip
-                if flags.all() or not flags.any():
-                    # one plan for the whole batch: the fallback is decided on the host, so the implicit program is
-                    # compiled only if some member needs it, and only those members take its results
-                    metrics, st, ok = run("explicit" if flags.all() else "default")(*args)
-                    if flags.all() and not bool(np.all(ok)):
-                        m2, st2, ok2 = run("default")(*args)
-                        keep = np.asarray(ok)
-                        metrics = tuple(np.where(keep[:, None], a, c) for a, c in zip(metrics, m2, strict=True))
-                        st, ok = np.where(keep, st, st2), ok2 | keep
-                else:
-                    metrics, st, ok = run("mixed")(*args)
+                # the fallback is decided on the host where the whole batch has one plan, so the implicit program is
+                # compiled only if some member needs it, and only those members take its results
+                metrics, st, ok = _run_planned(lambda mode, run=run, args=args: run(mode)(*args), flags)
                 ok = np.asarray(ok)[: stop - b]
                 if not ok.all():
                     bad = np.flatnonzero(~ok)
@@ -249,19 +268,20 @@ def batched_predictors(
     solver is chosen as in `fine_tune`, from the concrete data."""
     devices = list(jax.devices() if devices is None else devices)
     t_all = check_times(times)
-    explicit_np = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s)))
-    explicit = jnp.asarray(explicit_np)
-    # no member explicit (stiff data, the default generator): the implicit program alone, without the explicit
-    # branch that `lax.cond` would compile beside it (about half of the program's compile time)
-    mixed = bool(explicit_np.any())
+    flags = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s))) & _explicit_allowed(get_method(method), {})
+    inputs = (jnp.asarray(v0s, problems.X.dtype), jnp.asarray(flags))
 
-    def one(p, v0, e):
-        kw = dict(_explicit=e) if mixed else {}
-        tr = simulate(method, p, v0, t_all, rtol=rtol, atol=atol, max_steps=max_steps, throw=False, **kw)
-        return tr.v, tr.predictor, is_okay(tr.result)
+    def run(mode):
+        def one(p, v0, e):
+            kw = _mode_options(mode, e, max_steps)
+            tr = simulate(method, p, v0, t_all, rtol=rtol, atol=atol, throw=False, **kw)
+            return tr.v, tr.predictor, is_okay(tr.result)
 
-    fn = jax.jit(lambda P, inputs: jax.lax.map(lambda a: one(a[0], *a[1]), (P, inputs)))
-    v, w, ok = _run_sharded(fn, problems, (jnp.asarray(v0s, problems.X.dtype), explicit), devices)
+        fn = jax.jit(lambda P, xs: jax.lax.map(lambda a: one(a[0], *a[1]), (P, xs)))
+        (v, w, ok) = _run_sharded(fn, problems, inputs, devices)
+        return (v, w), None, ok
+
+    (v, w), _, ok = _run_planned(run, flags)
     if not bool(jnp.all(ok)):
         bad = np.flatnonzero(~np.asarray(ok))
         raise ConvergenceError(
