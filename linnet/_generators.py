@@ -30,9 +30,11 @@ def _normal(key, shape: tuple[int, ...], dtype) -> jax.Array:
     are rounded up to a power of two, so many shapes share a program. Traced keys, very large draws and other
     PRNG settings take the plain call."""
     size = math.prod(shape)
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    impl = str(jax.random.key_impl(key)) if typed else str(jax.config.jax_default_prng_impl)
-    if is_traced(key) or size > _FLAT_DRAW_MAX or not jax.config.jax_threefry_partitionable or "threefry" not in impl:
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    # getattr: JAX's config options are not declared attributes for type checkers
+    impl = str(jax.random.key_impl(key)) if typed else str(getattr(jax.config, "jax_default_prng_impl", ""))
+    partitionable = bool(getattr(jax.config, "jax_threefry_partitionable", False))
+    if is_traced(key) or size > _FLAT_DRAW_MAX or not partitionable or "threefry" not in impl:
         return jax.random.normal(key, shape, dtype=dtype)
     length = max(64, 1 << (size - 1).bit_length())
     return jax.random.normal(key, (length,), dtype=dtype)[:size].reshape(shape)

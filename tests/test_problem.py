@@ -139,3 +139,15 @@ def test_generator_draws_equal_jax_random_normal_bit_for_bit(shape):
         assert np.array_equal(np.asarray(_normal(key, shape, jnp.float64)), ref)
         jitted = jax.jit(lambda k: _normal(k, shape, jnp.float64))(key)
         assert np.array_equal(np.asarray(jitted), ref)
+
+
+def test_generator_draws_keep_jax_values_with_the_older_threefry():
+    """With JAX's older, non-partitionable threefry a flat draw's prefix is *not* the shaped draw (checked here),
+    so the generators must take the plain call: the values are still `jax.random.normal(key, shape)`."""
+    from linnet._generators import _normal
+
+    key = jax.random.PRNGKey(1)
+    with jax.threefry_partitionable(False):
+        ref = np.asarray(jax.random.normal(key, (5, 7), jnp.float64))
+        assert not np.array_equal(np.asarray(jax.random.normal(key, (64,), jnp.float64))[:35].reshape(5, 7), ref)
+        assert np.array_equal(np.asarray(_normal(key, (5, 7), jnp.float64)), ref)
