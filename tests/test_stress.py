@@ -1,6 +1,8 @@
 """The counterexample search, and the pinned counterexample to Theorem 3.1 as printed."""
 
+import json
 import math
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -35,6 +37,42 @@ def test_pinned_counterexample_violates_theorem_3_1():
     assert slack[0] > 0  # at t = 0 it still holds
     assert np.all(slack[2:] < -3e-3)  # t = 0.1, 1, 10, 100, inf: violated
     assert abs(math.sqrt(float(tr.ood_error[-1])) - sqrt_ood_inf) < 1e-8
+
+
+# Pinned from the full `linnet stress` run (seed 0, default budgets; the instances are in tests/data), each the best
+# instance of its search: (file, ε reading, whether the printed φ² is negative there, worst Radau slack below).
+FOUND = {
+    "k2_section": ("theorem_3_1_k2_violation.json", "section", True, -0.025),
+    "k3_eps_squared": ("theorem_3_1_k3_eps_squared_violation.json", "theorem", False, -0.07),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FOUND))
+def test_instances_from_the_full_search_violate_theorem_3_1_for_k_above_one(case):
+    """Theorem 3.1 fails for k > 1 too. k = 2 (d = 9, n = 4, ε = 0.135), Section 3.1's ε: the printed φ² is
+    negative there (the printed bound is NaN), so it is the absolute-value reading that fails. k = 3 (ε = 0.188,
+    ε² = 0.035), the theorem's ε²: φ² > 0 and both φ forms agree, so the statement fails exactly as printed in that
+    reading. B0 and B⋆ have orthonormal rows and feature distance ε (checked); scipy Radau on the full state
+    (independent of linnet's solver) puts √L_ood below the bound at t = 1, 10 and ∞, and linnet's `fine_tune`
+    agrees with Radau to 1e-6."""
+    from linnet import _search
+
+    name, eps_form, phi2_negative, worst = FOUND[case]
+    found = json.loads((Path(__file__).parent / "data" / name).read_text())
+    k = found["k"]
+    p, v0 = _search.unpack({a: np.asarray(b) for a, b in found["theta"].items()}, k)
+    np.testing.assert_allclose(np.asarray(p.B0 @ p.B0.T), np.eye(k), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(p.B_star @ p.B_star.T), np.eye(k), atol=1e-12)
+    dist = float(linnet.feature_distance(p.B0, p.B_star))
+    assert (dist if eps_form == "section" else dist**2) == pytest.approx(found["eps"], rel=1e-10)  # ε or ε²
+    bound = float(th.ft_ood_lower_bound(p, v0, eps_form=eps_form))
+    printed = float(th.ft_ood_lower_bound(p, v0, form="printed", eps_form=eps_form))
+    assert math.isnan(printed) if phi2_negative else printed == pytest.approx(bound, rel=1e-12)
+    rep = _search.replay_radau(found, eps_form=eps_form)
+    assert rep["min_slack"] < worst
+    assert {1.0, 10.0, math.inf} <= set(rep["violated_at"])
+    tr = linnet.fine_tune(p, v0, list(_search.SEARCH_TIMES))
+    np.testing.assert_allclose(np.sqrt(np.asarray(tr.ood_error)), np.asarray(rep["slack"]) + bound, atol=1e-6)
 
 
 def test_gradient_search_finds_violations_confirmed_by_simulation():
