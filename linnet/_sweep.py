@@ -271,14 +271,10 @@ def batched_predictors(
     flags = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s))) & _explicit_allowed(get_method(method), {})
     inputs = (jnp.asarray(v0s, problems.X.dtype), jnp.asarray(flags))
 
-    def run(mode):
-        def one(p, v0, e):
-            kw = _mode_options(mode, e, max_steps)
-            tr = simulate(method, p, v0, t_all, rtol=rtol, atol=atol, throw=False, **kw)
-            return tr.v, tr.predictor, is_okay(tr.result)
+    key = (method, tuple(float(t) for t in np.asarray(t_all)), float(rtol), float(atol), int(max_steps))
 
-        fn = jax.jit(lambda P, xs: jax.lax.map(lambda a: one(a[0], *a[1]), (P, xs)))
-        (v, w, ok) = _run_sharded(fn, problems, inputs, devices)
+    def run(mode):
+        (v, w, ok) = _run_sharded(_predictor_batch(*key, mode), problems, inputs, devices)
         return (v, w), None, ok
 
     (v, w), _, ok = _run_planned(run, flags)
@@ -289,6 +285,20 @@ def batched_predictors(
             f"increase `max_steps` (now {max_steps})"
         )
     return v, w
+
+
+@functools.lru_cache(maxsize=64)
+def _predictor_batch(method: str, times: tuple, rtol: float, atol: float, max_steps: int, mode: str):
+    """The compiled batch function of `batched_predictors` for one method, set of times, tolerances and solver
+    mode: (problems (N, …), (heads (N, k), explicit (N,))) → (v (N, T, k), w (N, T, d), ok (N,)). Cached, so
+    repeated calls on one shape (a search's batches, a figure's methods) compile once."""
+
+    def one(p, v0, e):
+        tr = simulate(method, p, v0, jnp.asarray(times), rtol=rtol, atol=atol, throw=False,
+                      **_mode_options(mode, e, max_steps))  # fmt: skip
+        return tr.v, tr.predictor, is_okay(tr.result)
+
+    return jax.jit(lambda P, xs: jax.lax.map(lambda a: one(a[0], *a[1]), (P, xs)))
 
 
 def _run_sharded(fn, problems, v0s, devices):
