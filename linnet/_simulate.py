@@ -75,14 +75,17 @@ def _parse_params(m: Method, given: dict, dtype) -> tuple[dict, tuple]:
         if val is None:
             statics.append((q.name, None))
             continue
-        x = jnp.asarray(val, dtype)
+        # a concrete value stays concrete (NumPy) even inside a caller's `jit`, where `jnp.asarray` would stage it:
+        # value checks then run eagerly, and a delegation (`Method.delegate`) can be decided on it
+        xp = jnp if is_traced(val) else np
+        x = xp.asarray(val, dtype)
         if x.shape != ():
             raise ValueError(f"`{q.name}` must be a scalar, got shape {x.shape}")
-        bad = ~jnp.isfinite(x)
+        bad = ~xp.isfinite(x)
         if q.lower is not None:
             bad = bad | ((x <= q.lower) if q.positive else (x < q.lower))
-        rel = ">" if q.positive else ">="
-        reals[q.name] = check_value(x, bad, f"`{q.name}` must be a finite number {rel} {q.lower:g}, got {val}")
+        bound = "" if q.lower is None else f" {'>' if q.positive else '>='} {q.lower:g}"
+        reals[q.name] = check_value(x, bad, f"`{q.name}` must be a finite number{bound}, got {val}")
     return reals, tuple(statics)
 
 

@@ -4,7 +4,8 @@ Each (method, head) is `linnet.simulate` with `throw=False`, mapped over a batch
 (`chunk` members vmapped together: on CPU one at a time is fastest, since a vmapped adaptive solve runs every
 member for the slowest member's steps and turns branches into selects — measured 11 s against 6 s for 16
 instances) and sharded over devices by `shard_map`. Batches are padded to one size, so each method compiles once
-per shape, not once per batch. Only L̂, L_id and L_ood are kept.
+per shape, not once per batch. Methods that run one shared program (FT, LP-FT, two learning rates, L2-SP: see
+`Method.program`) share one compiled batch per shape and solver plan. Only L̂, L_id and L_ood are kept.
 """
 
 from __future__ import annotations
@@ -18,20 +19,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _flow
+from ._closed_forms import lp_limit_head
 from ._flow import explicit_is_enough
 from ._problem import Problem
-from ._registry import get_method, parse_spec
+from ._registry import Method, Param, get_method, parse_spec
 from ._simulate import simulate
 from ._trajectory import ConvergenceError, is_okay
-from ._validate import check_times
+from ._validate import check_times, check_value
 
 
 @functools.lru_cache(maxsize=64)
 def _batched(
-    name: str, opts: tuple, rtol: float, atol: float, max_steps: int, chunk: int, devices: tuple, mode: str,
+    name: str | Method, opts: tuple, rtol: float, atol: float, max_steps: int, chunk: int, devices: tuple, mode: str,
     loss: str = "squared",
 ):  # fmt: skip
-    """The compiled batch function of one method: (problems (N, …), (heads (N, k), indices (N,), explicit (N,)),
+    """The compiled batch function of one method (a registered name, or the runner of a shared program, see
+    `_plan_method`): (problems (N, …), (heads (N, k), indices (N,), explicit (N,)),
     times, reals) → ((train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,)). `opts` holds the static
     options only; the method's real parameters (`reals`, a dict of scalars) are arguments of the compiled
     function, so a sweep over η or λ compiles once, not once per value. `explicit` is each member's
@@ -55,13 +58,27 @@ def _batched(
                            batch_size=None if chunk == 1 else chunk)  # fmt: skip
 
     if len(devices) == 1:
-        return jax.jit(batch)
-    from jax.sharding import Mesh
-    from jax.sharding import PartitionSpec as P
+        fn = jax.jit(batch)
+    else:
+        from jax.sharding import Mesh
+        from jax.sharding import PartitionSpec as P
 
-    mesh = Mesh(np.asarray(devices), ("batch",))
-    spec = P("batch")
-    return jax.jit(jax.shard_map(batch, mesh=mesh, in_specs=(spec, spec, P(), P()), out_specs=spec, check_vma=False))
+        mesh = Mesh(np.asarray(devices), ("batch",))
+        spec = P("batch")
+        fn = jax.jit(jax.shard_map(batch, mesh=mesh, in_specs=(spec, spec, P(), P()), out_specs=spec, check_vma=False))
+    _BATCH_FUNCTIONS.append(fn)
+    return fn
+
+
+_BATCH_FUNCTIONS: list = []  # every batch function made, to count their compiled programs (`compiled_batches`)
+
+
+def compiled_batches() -> int:
+    """How many batch programs `sweep` has compiled in this process (one per batch function and input shape)."""
+    return sum(f._cache_size() for f in _BATCH_FUNCTIONS)
+
+
+_lp_heads = jax.jit(jax.vmap(lp_limit_head))  # the LP limits v_lp^∞ of a batch: one small program
 
 
 def _mode_options(mode: str, explicit, max_steps: int) -> dict:
@@ -130,17 +147,48 @@ class SweepResult:
         }
 
 
-def _split_options(m, opts: dict, dtype) -> tuple[dict, dict]:
-    """(static options, real parameters as arrays). A method that delegates to another for these values (two
-    learning rates with a zero rate) keeps them static: the delegation is decided on the host."""
+@functools.cache
+def _program_method(name: str, reals: tuple[str, ...]) -> Method:
+    """The registered method `name` as the runner of a shared program: its parameters are the program's reals
+    `reals` (already validated, so only finiteness is checked), and it starts from the head it is given."""
+    m = get_method(name)
+    params = tuple(Param(r, 0.0, lower=None, doc="a real of the shared program") for r in reals)
+    return dataclasses.replace(m, params=params, program=None, lp_head=False, checks=None, delegate=None)
+
+
+def _plan_method(m: Method, opts: dict, times, dtype) -> tuple:
+    """How a sweep runs method `m` with options `opts` (concrete): `(runner, reals, static options, start from the
+    LP head?, time scale)`; the batch runs `runner` with the real parameters `reals` (arguments of the compiled
+    function, so a sweep over η or λ compiles once) at the times scaled by `time scale`.
+
+    - The method's value checks run here, on the concrete parameters.
+    - A parameter choice that is another method (`Method.delegate`: two learning rates with a zero rate) runs that
+      method, on the host's decision (inside the batch every parameter is traced, so it could not be taken there).
+    - Methods that declare a shared `program` (FT, LP-FT, two learning rates and L2-SP all run FT's) are run by it,
+      so one compiled batch serves all of them; the LP head, where the method starts from it, is computed before
+      the batch.
+    - Any other method runs as itself, with its non-real options static."""
     from ._simulate import _parse_params
 
-    reals_all, _ = _parse_params(m, {k: v for k, v in opts.items() if k not in ("seed", "lp_head")}, dtype)
-    if m.delegate is not None and m.delegate({**reals_all, **opts}) is not None:
-        return dict(opts), {}
+    lp_head = bool(opts.get("lp_head", False))
+    given = {a: b for a, b in opts.items() if a not in ("seed", "lp_head")}
+    reals, statics = _parse_params(m, given, dtype)
+    p = {**reals, **dict(statics)}
+    if m.program is not None and m.loss == "squared":
+        for bad, message in m.checks(p, times) if m.checks is not None else ():
+            check_value(None, bad, message)
+        other = None if m.delegate is None else m.delegate(p)
+        if other is not None:
+            name, kw, scale = other
+            sub = {**kw, "lp_head": lp_head}
+            runner, r, key_opts, lp_first, s = _plan_method(get_method(name), sub, times * scale, dtype)
+            return runner, r, key_opts, lp_first, scale * s
+        name, prog = m.program(p, dtype)
+        return _program_method(name, tuple(sorted(prog))), prog, (), bool(m.lp_head or lp_head), 1.0
     real_names = {q.name for q in m.params if q.kind == "real"}
-    reals = {k: jnp.asarray(v, dtype) for k, v in opts.items() if k in real_names and v is not None}
-    return {k: v for k, v in opts.items() if k not in reals}, reals
+    reals = {a: jnp.asarray(b, dtype) for a, b in opts.items() if a in real_names and b is not None}
+    statics = {a: b for a, b in opts.items() if a not in reals and not (a == "lp_head" and not b)}
+    return m.name, reals, tuple(sorted(statics.items())), False, 1.0
 
 
 def _explicit_allowed(m, opts) -> bool:
@@ -216,15 +264,14 @@ def sweep(
     size = min(int(batch_size), N)
     size += (-size) % len(devices)  # every device gets the same share
     T = t_all.shape[0]
-    ts = jnp.asarray(t_all, dtype)
     out = np.zeros((3, len(specs), len(head_arrays), N, T))
     steps = np.zeros((len(specs), len(head_arrays), N), dtype=np.int64)
     starts = range(0, N, size)
     bar = tqdm(total=len(starts) * len(specs) * len(head_arrays), desc="sweep", unit="batch", disable=not progress)
     explicit_all = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s)))
     for i, (label, m, opts) in enumerate(specs):
-        statics, reals = _split_options(m, opts, dtype)
-        key_opts = tuple(sorted(statics.items()))
+        runner, reals, key_opts, lp_first, scale = _plan_method(m, opts, np.asarray(t_all), dtype)
+        ts = jnp.asarray(t_all * scale, dtype)
         for j, h in enumerate(head_arrays.values()):
             for b in starts:
                 stop = min(b + size, N)
@@ -232,8 +279,9 @@ def sweep(
                 take = jnp.concatenate([jnp.arange(b, stop), jnp.full((pad,), stop - 1)])
                 batch = jax.tree_util.tree_map(lambda a, take=take: a[take], problems)
                 flags = explicit_all[np.asarray(take)] & _explicit_allowed(m, opts)
-                args = (batch, (h[take], take, jnp.asarray(flags)), ts, reals)
-                run = partial(_batched, m.name, key_opts, float(rtol), float(atol), int(max_steps), int(chunk), devices,
+                start = _lp_heads(batch, h[take]) if lp_first else h[take]
+                args = (batch, (start, take, jnp.asarray(flags)), ts, reals)
+                run = partial(_batched, runner, key_opts, float(rtol), float(atol), int(max_steps), int(chunk), devices,
                               loss=m.loss)  # fmt: skip
                 # the fallback is decided on the host where the whole batch has one plan, so the implicit program is
                 # compiled only if some member needs it, and only those members take its results

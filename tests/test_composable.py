@@ -256,3 +256,44 @@ def test_methods_on_the_ft_flow_share_one_compiled_program():
     for name, tr in others.items():
         assert tr.method == name and tr.solver == ft.solver
         assert np.max(np.abs(np.asarray(tr.ood_error[1:]) - np.asarray(ft.ood_error[1:]))) > 1e-3, name
+
+
+def test_sweeps_of_methods_on_the_ft_flow_share_one_compiled_batch():
+    """In `sweep` too, FT, LP-FT (its LP head computed before the batch), two learning rates, L2-SP and FT from
+    the LP head run FT's one compiled batch per shape and solver plan (counted by the batch cache), and each gives
+    what its own `simulate` call gives, to 1e-10 relative. Two learning rates with η_B = 0 is LP with time
+    scaled by η_v (`Method.delegate`), decided on the host: the reference is `linear_probe` at η_v · t."""
+    from linnet import _sweep
+
+    probs = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(23), 2), 0.2, d=D + 2, k=K, n=N)
+    heads = jax.random.normal(jax.random.PRNGKey(24), (2, K))
+    specs = [
+        {"name": "two_lr", "eta_v": 0.5, "eta_B": 0.3},  # no explicit solver for it: the default plan
+        {"name": "l2_sp", "lam_B": 0.2},
+        {"name": "ft", "lp_head": True},
+        {"name": "two_lr", "eta_v": 2.0, "eta_B": 0.0},
+    ]
+    before = _sweep.compiled_batches()
+    res = linnet.sweep(probs, heads, TIMES, methods=specs, progress=False)
+    assert _sweep.compiled_batches() - before == 2  # FT's program (default plan), and LP's, on this new shape
+    for i in range(2):
+        p = jax.tree_util.tree_map(lambda a, i=i: a[i], probs)
+        refs = [
+            linnet.two_learning_rates(p, heads[i], TIMES, eta_v=0.5, eta_B=0.3),
+            linnet.l2_sp(p, heads[i], TIMES, lam_B=0.2),
+            linnet.simulate("ft", p, heads[i], TIMES, lp_head=True),
+            linnet.linear_probe(p, heads[i], 2.0 * TIMES),
+        ]
+        for j, ref in enumerate(refs):
+            for metric in ("train_loss", "id_error", "ood_error"):
+                want, got = np.asarray(getattr(ref, metric)), np.asarray(getattr(res, metric)[j, 0, i])
+                assert np.max(np.abs(got - want)) <= 1e-10 * np.max(np.abs(want)), (specs[j], metric, i)
+
+
+def test_a_literal_zero_rate_under_jit_is_still_the_other_method():
+    """A Python number passed as a parameter stays concrete inside a caller's `jit`, so the delegation it selects
+    is taken there too: two learning rates with η_B = 0 under `jit` is LP at time η_v t (reference: eager
+    `linear_probe`), exactly; before, the staged constant was taken for a traced rate and rejected."""
+    p = linnet.subspace_shift(jax.random.PRNGKey(25), d=D, k=K, n=N, eps=0.3)
+    got = jax.jit(lambda v: linnet.two_learning_rates(p, v, TIMES, eta_v=2.0, eta_B=0.0).ood_error)(jnp.asarray(V0))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(linnet.linear_probe(p, V0, 2.0 * TIMES).ood_error))
