@@ -174,15 +174,15 @@ def _plan_method(m: Method, opts: dict, times, dtype) -> tuple:
     given = {a: b for a, b in opts.items() if a not in ("seed", "lp_head")}
     reals, statics = _parse_params(m, given, dtype)
     p = {**reals, **dict(statics)}
+    for bad, message in m.checks(p, times) if m.checks is not None else ():
+        check_value(None, bad, message)
+    other = None if m.delegate is None else m.delegate(p)
+    if other is not None:
+        name, kw, scale = other
+        sub = {**kw, "lp_head": lp_head}
+        runner, r, key_opts, lp_first, s = _plan_method(get_method(name, m.loss), sub, times * scale, dtype)
+        return runner, r, key_opts, lp_first, scale * s
     if m.program is not None and m.loss == "squared":
-        for bad, message in m.checks(p, times) if m.checks is not None else ():
-            check_value(None, bad, message)
-        other = None if m.delegate is None else m.delegate(p)
-        if other is not None:
-            name, kw, scale = other
-            sub = {**kw, "lp_head": lp_head}
-            runner, r, key_opts, lp_first, s = _plan_method(get_method(name), sub, times * scale, dtype)
-            return runner, r, key_opts, lp_first, scale * s
         name, prog = m.program(p, dtype)
         return _program_method(name, tuple(sorted(prog))), prog, (), bool(m.lp_head or lp_head), 1.0
     real_names = {q.name for q in m.params if q.kind == "real"}
