@@ -18,17 +18,23 @@ def enable_x64() -> None:
 
 
 def use_compilation_cache(path: str | os.PathLike | None = None) -> str:
-    """Turn on JAX's persistent compilation cache in `path` (default `~/.cache/linnet/jax`) for this process.
+    """Turn on JAX's persistent compilation cache for this process, in `path`; by default in the directory the
+    caller already gave JAX (`JAX_COMPILATION_CACHE_DIR` or `jax.config.jax_compilation_cache_dir`), else in
+    `~/.cache/linnet/jax`.
 
     A first call of `fine_tune` on a new shape spends ~3 s on CPU tracing and compiling the implicit solver
     (measured in `benchmarks/RESULTS.md`); with the cache, later processes load the compiled program instead
-    (first call 1.7 s on the small benchmark problem, most of it tracing, which JAX must still do). It is a
-    process-wide JAX setting, so linnet never turns it on by itself. Every compiled program is cached, however
-    quick its compilation.
+    (first call 1.5 s on the small benchmark problem, most of it tracing, which JAX must still do). It is a
+    process-wide JAX setting, so importing linnet never turns it on; the `linnet` command line does (unless given
+    `--no-cache`), and so do the notebooks. Every compiled program is cached, however quick its compilation.
+    JAX keys each entry by the program, the JAX version and the device, so a changed linnet cannot load a stale
+    program.
 
     **Returns:** the cache directory, as a string.
     """
-    path = os.path.expanduser(os.path.join("~", ".cache", "linnet", "jax") if path is None else os.fspath(path))
+    if path is None:
+        path = jax.config.jax_compilation_cache_dir or os.path.join("~", ".cache", "linnet", "jax")
+    path = os.path.expanduser(os.fspath(path))
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -234,6 +234,12 @@ def cmd_reproduce(args):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="linnet", description=__doc__)
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not use JAX's persistent compilation cache (default: on, in $JAX_COMPILATION_CACHE_DIR or "
+        "~/.cache/linnet/jax; later runs then skip most compiling)",
+    )
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     p = sub.add_parser("compare", help="FT vs LP vs LP-FT on one subspace shift (the default main job)")
     _add_problem_args(p)
@@ -306,7 +312,13 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["compare", *(argv or [])])
+        args = parser.parse_args([*(argv or []), "compare"])
+    if not args.no_cache:
+        from ._config import use_compilation_cache
+
+        # an application may make this process-wide choice (issue #12, cold start): a second `linnet` run on the
+        # same shapes loads its programs instead of compiling them
+        use_compilation_cache()
     try:
         return args.func(args)
     except (ValueError, TypeError) as e:  # bad combinations the parser cannot see (e.g. k > n)

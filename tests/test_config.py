@@ -9,7 +9,8 @@ SCRIPT = """
 import sys, jax, numpy as np
 jax.config.update("jax_enable_x64", True)
 import linnet
-path = linnet.use_compilation_cache(sys.argv[1])
+# no argument: the directory the caller gave JAX (JAX_COMPILATION_CACHE_DIR) stands
+path = linnet.use_compilation_cache(None if sys.argv[2] == "default" else sys.argv[1])
 assert path == sys.argv[1], path
 p = linnet.subspace_shift(jax.random.PRNGKey(0), d=20, k=2, n=6, eps=0.3, inputs="isotropic")
 print(float(linnet.fine_tune(p, np.ones(2), [np.inf]).ood_error[-1]))
@@ -17,16 +18,22 @@ print(float(linnet.fine_tune(p, np.ones(2), [np.inf]).ood_error[-1]))
 
 
 def test_compilation_cache_is_written_and_reused(tmp_path):
-    """A first process fills the cache directory; a second one, reading it, computes the same limit (bitwise)."""
+    """A first process fills the cache directory; a second one, reading it, computes the same limit (bitwise). The
+    first names the directory through `JAX_COMPILATION_CACHE_DIR` (which `use_compilation_cache()` keeps), the
+    second as the argument."""
     cache = str(tmp_path / "jax-cache")
-    run = lambda: subprocess.run(  # noqa: E731
-        [sys.executable, "-c", SCRIPT, cache], capture_output=True, text=True, timeout=300, env=dict(os.environ)
+    run = lambda how: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", SCRIPT, cache, how],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_COMPILATION_CACHE_DIR": cache if how == "default" else str(tmp_path / "unused")},
     )
-    first = run()
+    first = run("default")
     assert first.returncode == 0, first.stderr[-2000:]
     entries = os.listdir(cache)
     assert len(entries) > 0
-    second = run()
+    second = run("argument")
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
     assert sorted(os.listdir(cache)) == sorted(entries)  # nothing new to compile: every program came from the cache
@@ -90,3 +97,21 @@ def test_version_has_one_source():
     cff = (Path(__file__).parent.parent / "CITATION.cff").read_text()
     assert f"version: {linnet.__version__}\n" in cff
     assert (Path(linnet.__file__).parent / "py.typed").exists()
+
+
+def test_the_command_line_turns_the_compilation_cache_on_unless_told_not_to(tmp_path):
+    """`linnet` fills `~/.cache/linnet/jax` by default (issue #12, cold start) and writes nothing with `--no-cache`.
+    In subprocesses with their own HOME. (That a directory the caller gave JAX is kept is tested above.)"""
+    argv = ["run", "--method", "lp", "--d", "12", "--k", "2", "--n", "4", "--num-times", "2"]
+    base = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+
+    def run(home, *flags):
+        env = {**base, "HOME": str(home)}
+        cmd = [sys.executable, "-m", "linnet", *flags, *argv]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    run(tmp_path / "a")
+    assert len(os.listdir(tmp_path / "a" / ".cache" / "linnet" / "jax")) > 0
+    run(tmp_path / "b", "--no-cache")
+    assert not (tmp_path / "b" / ".cache").exists()
