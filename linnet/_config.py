@@ -24,7 +24,7 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> str:
 
     A first call of `fine_tune` on a new shape spends ~3 s on CPU tracing and compiling the implicit solver
     (measured in `benchmarks/RESULTS.md`); with the cache, later processes load the compiled program instead
-    (first call 1.5 s on the small benchmark problem, most of it tracing, which JAX must still do). It is a
+    (first call 1.5–1.7 s on the small benchmark problem, most of it tracing, which JAX must still do). It is a
     process-wide JAX setting, so importing linnet never turns it on; the `linnet` command line does (unless given
     `--no-cache`), and so do the notebooks. Every compiled program is cached, however quick its compilation.
     JAX keys each entry by the program, the JAX version and the device, so a changed linnet cannot load a stale
