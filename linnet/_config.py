@@ -33,7 +33,9 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> str:
     **Returns:** the cache directory, as a string.
     """
     if path is None:
-        path = jax.config.jax_compilation_cache_dir or os.path.join("~", ".cache", "linnet", "jax")
+        # getattr: the typing stubs of jax.config do not declare its options
+        given = getattr(jax.config, "jax_compilation_cache_dir", None)
+        path = str(given) if given else os.path.join("~", ".cache", "linnet", "jax")
     path = os.path.expanduser(os.fspath(path))
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
