@@ -42,6 +42,9 @@ SIZES = {
     "small-gaussian": (500, 5, 100, "isotropic"),
     "medium": (5000, 20, 1000, "subspace"),
     "paper": (10_000, 100, 5000, "isotropic"),
+    # the paper scale on the default, ill-conditioned generator (issue #12, item 5): stiff, so implicit; k = 100
+    # takes the closed-form (Sherman–Morrison) Newton solve, and X's SVD goes through X Xᵀ (linnet._geometry)
+    "paper-subspace": (10_000, 100, 5000, "subspace"),
 }
 
 

@@ -17,9 +17,9 @@ is reached in a few hundred steps. The Jacobian of this flow is arrowhead-shaped
 step's Newton systems (I − γ J) are solved by `ArrowheadSolver` (`_structured.py`) in O(r k³) instead of the
 O((k r)³) of the dense LU diffrax would use (measured at d = 2000, k = 10, n = 400: 1.8 s to t = ∞ against 278 s
 with the dense LU, same 262 steps). Each block is a scaled identity plus a rank-one term, and `structured_solver`
-factors them in closed form in O(r k² + k³) (opt-in, see there). When cond(X)² ≤ 100 (e.g. Gaussian inputs
-with n ≪ d) the flow is not stiff and `fine_tune` uses Tsit5 instead, 10–30× cheaper there (see
-benchmarks/RESULTS.md). `solver=` accepts any diffrax solver.
+factors them in closed form in O(r k² + k³) (the default from k = `STRUCTURED_MIN_K` on, opt-in below). When
+cond(X)² ≤ 100 (e.g. Gaussian inputs with n ≪ d) the flow is not stiff and `fine_tune` uses Tsit5 instead,
+10–30× cheaper there (see benchmarks/RESULTS.md). `solver=` accepts any diffrax solver.
 
 Steady state (t = ∞). The solve stops when the distance left to the limit, estimated to first order, is below
 atol + rtol ‖θ‖. Two estimates are used, and the smaller wins (both are upper bounds near a fit):
@@ -34,6 +34,7 @@ promise by integrating on from the stop. If `max_steps` runs out first, the call
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 
 import diffrax as dfx
@@ -160,19 +161,49 @@ def explicit_solver():
     return dfx.Tsit5()
 
 
-def default_solver():
-    """Kvaerno5 (L-stable ESDIRK, 5th order) whose Newton systems are solved by `ArrowheadSolver`, which uses the
-    arrowhead block structure of the flow's Jacobian instead of a dense LU of the k (r + 1) state, inside
-    `SafeChord` (diffrax's chord iteration; a failed stage returns 0, so gradients stay finite)."""
+# From this many features on, the default Newton solve is the closed-form one (`structured_solver`): a factorisation
+# costs O(r k² + k³) there against the arrowhead's O(r k³), which dominates a step once k is large (measured on
+# the benchmarks' medium problem, d = 5 000, k = 20, n = 1 000: 2.8 s warm to t = ∞ against 22.6 s, the same 606
+# steps and the same OOD error at the limit to 1e-15 relative). Below it the arrowhead solve stays the default, so
+# results on the small problems of the tests and figures are as they were.
+STRUCTURED_MIN_K = 16
+
+
+def default_solver(k: int | None = None):
+    """The implicit solver of the FT flow with k features: Kvaerno5 (L-stable ESDIRK, 5th order) inside `SafeChord`
+    (diffrax's chord iteration; a failed stage returns 0, so gradients stay finite), whose Newton systems are solved
+    by `ArrowheadSolver`, which uses the arrowhead block structure of the flow's Jacobian instead of a dense LU of
+    the k (r + 1) state. For k ≥ `STRUCTURED_MIN_K` it is `structured_solver()` instead, provided the installed
+    diffrax passes an implicit stage's arguments in the layout that solver reads (`structured_layout_ok`)."""
+    if k is not None and k >= STRUCTURED_MIN_K and structured_layout_ok():
+        return structured_solver()
     root_finder = dfx.with_stepsize_controller_tols(SafeChord)(linear_solver=ArrowheadSolver())
     return dfx.Kvaerno5(root_finder=root_finder)
+
+
+@functools.cache
+def structured_layout_ok() -> bool:
+    """Whether `structured_solver` works with the installed diffrax: one Kvaerno5 solve on a 1 × 1 flow is traced
+    (not run) with it, and `StructuredChord` raises a `TypeError` if diffrax's layout of an implicit stage's
+    arguments is not the one it reads. Checked once per process."""
+    y0 = (jnp.ones(1), jnp.ones((1, 1)))
+    args = (jnp.ones(1), jnp.ones(1), jnp.ones((1, 1)), jnp.asarray(FT_PARAMS))
+    term, controller = dfx.ODETerm(general_field), dfx.PIDController(rtol=1e-3, atol=1e-6)
+    solver = structured_solver()
+    solve = partial(dfx.diffeqsolve, term, solver, 0.0, 1.0, 0.1, args=args, stepsize_controller=controller)
+    try:
+        jax.eval_shape(solve, y0)
+    except TypeError:
+        return False
+    return True
 
 
 def structured_solver():
     """Kvaerno5 whose Newton systems are factored in closed form by `ShermanMorrisonSolver` (through
     `StructuredChord`): O(r k² + k³) per factorisation and O(r) memory beyond the state, against O(r k³) and
-    O(r k²) for `default_solver`. Opt-in (`solver=`): its solves and derivatives agree with the default's, but it
-    reads diffrax's internal layout of an implicit stage's arguments (see `_structured.py`)."""
+    O(r k²) for the arrowhead solve. The default for k ≥ `STRUCTURED_MIN_K`, opt-in (`solver=`) below: its solves
+    and derivatives agree with the arrowhead solve's, but it reads diffrax's internal layout of an implicit
+    stage's arguments (see `_structured.py`)."""
     root_finder = dfx.with_stepsize_controller_tols(StructuredChord)(linear_solver=ShermanMorrisonSolver())
     return dfx.Kvaerno5(root_finder=root_finder)
 

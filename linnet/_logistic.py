@@ -114,8 +114,10 @@ def decode(problem: Problem, ys, args, aux, p):
     return v, G - red.G0, red.V
 
 
-def default_solver():
-    """Kvaerno5 with diffrax's default (dense) Newton solve: the logistic flow is stiff on ill-conditioned X."""
+def default_solver(k: int | None = None):
+    """Kvaerno5 with diffrax's default (dense) Newton solve, for any `k`: the logistic flow is stiff on
+    ill-conditioned X (its Jacobian has no closed-form factorisation here)."""
+    del k
     return dfx.Kvaerno5()
 
 

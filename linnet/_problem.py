@@ -8,7 +8,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from ._geometry import rank_mask
+from ._geometry import rank_mask, thin_svd
 from ._validate import as_float_array, check_psd, check_shape, is_traced, warn_regime
 
 _FIELDS = ("X", "y", "B0", "B_star", "v_star", "sigma_ood", "sigma_id")
@@ -94,7 +94,7 @@ class Problem:
         else:
             y = as_float_array(y, "y", 1).astype(dtype)
             check_shape(y, "y", (n,), "one target per row of X")
-        U, s, Vt = jnp.linalg.svd(X, full_matrices=False)
+        U, s, Vt = thin_svd(X)  # through X Xᵀ for large, well-conditioned X (see there)
         mask = rank_mask(s, X.shape)
         s = jnp.where(mask, s, 0.0)
         if sigma_ood is not None:

@@ -59,7 +59,7 @@ class Method:
     field: Callable | None = None  # (t, y, args) -> dy
     steady: Callable | None = None  # (rtol, atol) -> (t, y, args) -> bool
     decode: Callable | None = None  # (problem, ys, args, aux, p) -> (v (T, k), dG (T, k, r), basis (d, r))
-    solver: Callable | None = None  # () -> the default (implicit) diffrax solver
+    solver: Callable | None = None  # (k: int | None) -> the default (implicit) diffrax solver for k features
     explicit_ok: Callable | None = None  # (p) -> whether the explicit solver may be chosen automatically
     dt0: Callable | None = None  # (y0, args) -> first step of an explicit solver
     # kind = "closed_form": (problem, v0, times, p) -> (v, dG, basis)

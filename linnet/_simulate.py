@@ -89,19 +89,20 @@ def _parse_params(m: Method, given: dict, dtype) -> tuple[dict, tuple]:
     return reals, tuple(statics)
 
 
-def solver_plan(m: Method, s, p: dict, solver) -> list:
+def solver_plan(m: Method, s, p: dict, solver, k: int | None = None) -> list:
     """The fallback rule, written once: the solvers to try, in order, each with its step budget, as
     [(solver, max_steps or EXPLICIT_STEPS), ...] (see the module docstring, step 3).
 
     `s` is the concrete singular values of X (any batch shape), or None when the problem is traced: then the
-    explicit solver is never chosen automatically, since its choice inspects the data."""
+    explicit solver is never chosen automatically, since its choice inspects the data. `k` (static) is the number
+    of features, which the method's default implicit solver may depend on (`linnet._flow.default_solver`)."""
     big = 1 << 62  # "no budget of its own": the caller's max_steps applies
     if m.kind != "flow":
         return [(None, big)]
     if solver is not None:
         return [(solver, big)]
     assert m.solver is not None, f"flow method {m.name!r} declares no default solver"
-    implicit = m.solver()
+    implicit = m.solver(k)
     if s is not None and m.explicit_ok is not None and m.explicit_ok(p) and _flow.explicit_is_enough(s):
         return [(_flow.explicit_solver(), _flow.EXPLICIT_STEPS), (implicit, big)]
     return [(implicit, big)]
@@ -257,7 +258,7 @@ def simulate(
         name, core_reals = m.program(p, dtype)
         core_statics = ()
     args = (problem, start, times, core_reals, key, rtol, atol)
-    plan = solver_plan(m, None if is_traced(problem) else problem.reduced.s, p, solver)
+    plan = solver_plan(m, None if is_traced(problem) else problem.reduced.s, p, solver, problem.k)
     traced = is_traced(args)
 
     def run(i):

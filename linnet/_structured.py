@@ -19,12 +19,13 @@ the chord-Newton iteration that consumes these solves corrects their rounding. T
 Cost per factorisation O(r k³ + k² r) time and O(r k²) memory, against O((k r)³) and O((k r)²) for the dense LU
 that diffrax would otherwise use. It serves any operator of this shape.
 
-`ShermanMorrisonSolver` (opt-in, through `StructuredChord` and `linnet._flow.structured_solver`; second half of
-this file) writes the blocks in closed form from the flow's parameters, each a scaled identity plus a rank-one
-term, and eliminates them by Sherman–Morrison: O(r k² + k³) per factorisation, O(r k + k²) per solve, O(r)
-memory beyond the state. It is backward stable to cond(M) ~ 5e8 (tests), and its trajectories and derivatives
-agree with the default's. It is not the default because `StructuredChord` reads the linearisation point from
-diffrax's internal layout of an implicit stage's arguments (a changed layout raises a `TypeError`).
+`ShermanMorrisonSolver` (through `StructuredChord` and `linnet._flow.structured_solver`; second half of this
+file) writes the blocks in closed form from the flow's parameters, each a scaled identity plus a rank-one term,
+and eliminates them by Sherman–Morrison: O(r k² + k³) per factorisation, O(r k + k²) per solve, O(r) memory
+beyond the state. It is backward stable to cond(M) ~ 5e8 (tests), and its trajectories and derivatives agree
+with the arrowhead solve's. It is the default only for k ≥ 16 features (`linnet._flow.STRUCTURED_MIN_K`), opt-in
+below, because `StructuredChord` reads the linearisation point from diffrax's internal layout of an implicit
+stage's arguments (a changed layout raises a `TypeError`; the automatic choice checks it once per process).
 """
 
 from __future__ import annotations

@@ -172,3 +172,21 @@ def test_structured_chord_refuses_arguments_it_cannot_read_and_zeroes_failed_roo
     assert all(np.all(np.asarray(a) == 0) for a in out)
     out, _, _ = chord.postprocess(None, y0, None, None, {}, None, frozenset(), optx.RESULTS.successful)
     assert all(np.all(np.asarray(a) == 1) for a in out)
+
+
+def test_from_sixteen_features_the_default_is_the_closed_form_solve(monkeypatch):
+    """k ≥ `STRUCTURED_MIN_K` (here k = 16, r = 20): `fine_tune`'s automatic choice is Kvaerno5 with the
+    Sherman–Morrison solve, and its trajectory agrees with the same method's dense LU solves (diffrax's default
+    linear solver, the independent reference) to 1e-9, as above. If the installed diffrax failed the layout check
+    the choice falls back to the arrowhead solve; below k = 16 it is the arrowhead solve as before."""
+    assert _flow.STRUCTURED_MIN_K == 16 and _flow.structured_layout_ok()
+    p = linnet.subspace_shift(jax.random.PRNGKey(11), d=40, k=16, n=20, eps=0.2)
+    v0 = linnet.random_head(jax.random.PRNGKey(12), 16, 1.0)
+    t = [0.0, 0.3, np.inf]
+    a = linnet.fine_tune(p, v0, t)
+    b = linnet.fine_tune(p, v0, t, solver=dfx.Kvaerno5())
+    assert (a.solver, b.solver) == ("Kvaerno5+ShermanMorrison", "Kvaerno5")
+    np.testing.assert_allclose(a.predictor, b.predictor, rtol=0, atol=1e-9)
+    assert _flow.solver_name(_flow.default_solver(15)) == "Kvaerno5+Arrowhead"
+    monkeypatch.setattr(_flow, "structured_layout_ok", lambda: False)
+    assert _flow.solver_name(_flow.default_solver(16)) == "Kvaerno5+Arrowhead"
