@@ -181,6 +181,13 @@ def default_solver(k: int | None = None):
     return dfx.Kvaerno5(root_finder=root_finder)
 
 
+def dense_solver(k: int | None = None):
+    """Kvaerno5 with diffrax's dense (LU) Newton solve, whatever `k`: the default of the flows whose Jacobians have
+    no structure linnet uses (the logistic loss, LoRA, deep extractors)."""
+    del k
+    return dfx.Kvaerno5()
+
+
 @functools.cache
 def structured_layout_ok() -> bool:
     """Whether `structured_solver` works with the installed diffrax: one Kvaerno5 solve on a 1 × 1 flow is traced

@@ -3,12 +3,11 @@ paper's loss on a small reduced state, integrated by the one ODE driver (`linnet
 
 from __future__ import annotations
 
-import diffrax as dfx
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from ._flow import residual
+from ._flow import dense_solver, residual
 from ._problem import Problem
 from ._registry import REQUIRED, Method, Param, register
 from ._simulate import simulate
@@ -127,12 +126,6 @@ def _deep_decode(problem: Problem, ys, args, aux, p):
     return v, dG, jnp.concatenate([red.V, Q], axis=1)
 
 
-def _dense_kvaerno5(k: int | None = None):
-    """Kvaerno5 with diffrax's dense Newton solve, for any `k`: these flows' Jacobians have no structure used here."""
-    del k
-    return dfx.Kvaerno5()
-
-
 def _general(name, summary, loss, init, decode, params, **kw) -> Method:
     return Method(
         name=name,
@@ -143,7 +136,7 @@ def _general(name, summary, loss, init, decode, params, **kw) -> Method:
         field=gradient_field(loss),
         steady=gradient_steady(loss),
         decode=decode,
-        solver=_dense_kvaerno5,
+        solver=dense_solver,
         **kw,
     )
 

@@ -22,10 +22,10 @@ regression on k features, strictly convex on span(F)); `times` ending in `inf` i
 
 from __future__ import annotations
 
-import diffrax as dfx
 import jax
 import jax.numpy as jnp
 
+from ._flow import dense_solver
 from ._problem import Problem
 from ._registry import REQUIRED, Method, Param, register
 from ._solve import integrate
@@ -97,7 +97,7 @@ def lpft_init(problem: Problem, v0, p, key):
     times = jnp.reshape(p["lp_time"], (1,)).astype(v0.dtype)
     ys, result, steps, _ = integrate(
         logistic_field, (v0, red.G0), lp_args, times, steady=lp_steady_state(p["_rtol"], p["_atol"]),
-        solver=default_solver(), rtol=p["_rtol"], atol=p["_atol"], max_steps=p["_max_steps"], log_time=True,
+        solver=dense_solver(), rtol=p["_rtol"], atol=p["_atol"], max_steps=p["_max_steps"], log_time=True,
     )  # fmt: skip
     v_lp = ys[0][-1]
     # t = 0 is allowed: the LP phase is then empty
@@ -114,13 +114,6 @@ def decode(problem: Problem, ys, args, aux, p):
     return v, G - red.G0, red.V
 
 
-def default_solver(k: int | None = None):
-    """Kvaerno5 with diffrax's default (dense) Newton solve, for any `k`: the logistic flow is stiff on
-    ill-conditioned X (its Jacobian has no closed-form factorisation here)."""
-    del k
-    return dfx.Kvaerno5()
-
-
 def _flow(name, summary, init, steady, params=(), **kw) -> Method:
     return Method(
         name=name,
@@ -133,7 +126,7 @@ def _flow(name, summary, init, steady, params=(), **kw) -> Method:
         field=logistic_field,
         steady=steady,
         decode=decode,
-        solver=default_solver,
+        solver=dense_solver,
         **kw,
     )
 
