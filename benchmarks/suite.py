@@ -76,7 +76,7 @@ def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3, other_solver=True):
     """linnet.fine_tune to t = ∞ with its default solver choice: cold (first call: compilation included) and
     warm (best of `repeats`); then the other solver family for comparison."""
     explicit = _flow.explicit_is_enough(problem.reduced.s)
-    auto = "Tsit5, not stiff" if explicit else "Kvaerno5 + ArrowheadSolver, stiff"
+    auto = "Tsit5, not stiff" if explicit else f"{_flow.solver_name(_flow.default_solver())}, stiff"
     rows = []
     jax.clear_caches()  # cold means cold, even if an earlier row compiled the same shapes
     cold, tr = _timed(lambda: linnet.fine_tune(problem, v0, [np.inf]))
@@ -87,7 +87,11 @@ def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3, other_solver=True):
     if not other_solver:
         return rows
     other = _flow.default_solver() if explicit else _flow.explicit_solver()
-    name = "linnet.fine_tune, solver=Kvaerno5+Arrowhead (warm)" if explicit else "linnet.fine_tune, solver=Tsit5 (warm)"
+    name = (
+        f"linnet.fine_tune, solver={_flow.solver_name(other)} (warm)"
+        if explicit
+        else "linnet.fine_tune, solver=Tsit5 (warm)"
+    )
 
     def go():
         return linnet.fine_tune(problem, v0, [np.inf], solver=other, max_steps=200_000)

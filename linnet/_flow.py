@@ -17,7 +17,8 @@ is reached in a few hundred steps. The Jacobian of this flow is arrowhead-shaped
 step's Newton systems (I − γ J) are solved by `ArrowheadSolver` (`_structured.py`) in O(r k³) instead of the
 O((k r)³) of the dense LU diffrax would use (measured at d = 2000, k = 10, n = 400: 1.8 s to t = ∞ against 278 s
 with the dense LU, same 262 steps). Each block is a scaled identity plus a rank-one term, and `structured_solver`
-factors them in closed form in O(r k² + k³) (the default from k = `STRUCTURED_MIN_K` on, opt-in below). When
+factors them in closed form in O(r k² + k³): that is the default (`default_solver`), the arrowhead solve its
+fallback. When
 cond(X)² ≤ 100 (e.g. Gaussian inputs with n ≪ d) the flow is not stiff and `fine_tune` uses Tsit5 instead,
 10–30× cheaper there (see benchmarks/RESULTS.md). `solver=` accepts any diffrax solver.
 
@@ -161,22 +162,28 @@ def explicit_solver():
     return dfx.Tsit5()
 
 
-# From this many features on, the default Newton solve is the closed-form one (`structured_solver`): a factorisation
-# costs O(r k² + k³) there against the arrowhead's O(r k³), which dominates a step once k is large (measured on
-# the benchmarks' medium problem, d = 5 000, k = 20, n = 1 000: 2.8 s warm to t = ∞ against 22.6 s, the same 606
-# steps and the same OOD error at the limit to 1e-15 relative). Below it the arrowhead solve stays the default, so
-# results on the small problems of the tests and figures are as they were.
-STRUCTURED_MIN_K = 16
+# The default Newton solve is the closed-form one (`structured_solver`) for every k: a factorisation costs
+# O(r k² + k³) against the arrowhead's O(r k³), and for small k its unrolled, elementwise elimination has less
+# overhead than the arrowhead's 2k operator probes (measured warm to t = ∞: small problem, d = 500, k = 5, n = 100,
+# 0.054 s against 0.156 s; medium, d = 5 000, k = 20, n = 1 000, 2.8 s against 22.6 s; the same steps, 488 and 606,
+# and the same OOD error at the limit to 1e-15 relative). The arrowhead solve remains the fallback when the
+# installed diffrax's stage layout is not the one `StructuredChord` reads.
 
 
 def default_solver(k: int | None = None):
-    """The implicit solver of the FT flow with k features: Kvaerno5 (L-stable ESDIRK, 5th order) inside `SafeChord`
-    (diffrax's chord iteration; a failed stage returns 0, so gradients stay finite), whose Newton systems are solved
-    by `ArrowheadSolver`, which uses the arrowhead block structure of the flow's Jacobian instead of a dense LU of
-    the k (r + 1) state. For k ≥ `STRUCTURED_MIN_K` it is `structured_solver()` instead, provided the installed
-    diffrax passes an implicit stage's arguments in the layout that solver reads (`structured_layout_ok`)."""
-    if k is not None and k >= STRUCTURED_MIN_K and structured_layout_ok():
-        return structured_solver()
+    """The implicit solver of the FT flow with k features (`k` is accepted for the `Method.solver` protocol):
+    Kvaerno5 (L-stable ESDIRK, 5th order) whose Newton systems are factored in closed form (`structured_solver`),
+    provided the installed diffrax passes an implicit stage's arguments in the layout that solver reads
+    (`structured_layout_ok`). Otherwise Kvaerno5 inside `SafeChord` (diffrax's chord iteration; a failed stage
+    returns 0, so gradients stay finite) with `ArrowheadSolver`, which uses the arrowhead block structure of the
+    flow's Jacobian from operator products instead of a dense LU of the k (r + 1) state."""
+    del k
+    return structured_solver() if structured_layout_ok() else arrowhead_solver()
+
+
+def arrowhead_solver():
+    """Kvaerno5 inside `SafeChord` with `ArrowheadSolver`: the default's fallback, which sees the Newton matrix
+    only through operator products (so it reads nothing of diffrax's internals), O(r k³) per factorisation."""
     root_finder = dfx.with_stepsize_controller_tols(SafeChord)(linear_solver=ArrowheadSolver())
     return dfx.Kvaerno5(root_finder=root_finder)
 
@@ -208,9 +215,8 @@ def structured_layout_ok() -> bool:
 def structured_solver():
     """Kvaerno5 whose Newton systems are factored in closed form by `ShermanMorrisonSolver` (through
     `StructuredChord`): O(r k² + k³) per factorisation and O(r) memory beyond the state, against O(r k³) and
-    O(r k²) for the arrowhead solve. The default for k ≥ `STRUCTURED_MIN_K`, opt-in (`solver=`) below: its solves
-    and derivatives agree with the arrowhead solve's, but it reads diffrax's internal layout of an implicit
-    stage's arguments (see `_structured.py`)."""
+    O(r k²) for the arrowhead solve. The default (`default_solver`): its solves and derivatives agree with the
+    arrowhead solve's; it reads diffrax's internal layout of an implicit stage's arguments (see `_structured.py`)."""
     root_finder = dfx.with_stepsize_controller_tols(StructuredChord)(linear_solver=ShermanMorrisonSolver())
     return dfx.Kvaerno5(root_finder=root_finder)
 

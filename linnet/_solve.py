@@ -22,7 +22,9 @@ import jax
 import jax.numpy as jnp
 
 
-def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: int, dt0=None, log_time=False):
+def integrate(
+    field, y0, args, times, *, steady, solver, rtol, atol, max_steps: int, dt0=None, log_time=False, norm=None
+):
     """Integrate dy/dt = field(t, y, args) from y(0) = y0 and save at `times`.
 
     **Arguments:**
@@ -36,6 +38,9 @@ def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: 
     - `log_time`: integrate in τ = log(1 + t), dy/dτ = (1 + t) field(t, y, args), for flows whose dynamics slow
       down like 1/t (the logistic loss on separable data): steps are then spread evenly over decades of t. The
       tolerances apply to the state as before; `times` and the returned `t_stop` stay in t (`dt0` is in τ).
+    - `norm`: the norm of the step controller's scaled error estimates (and of the Newton iteration's
+      convergence test), default diffrax's RMS norm; a stack of instances (`linnet._stacked`) passes the largest
+      RMS norm of its members, so every member meets the tolerance it would meet alone.
 
     **Returns:** `(ys, result, num_steps, t_stop)`: `ys` the states at `times` (leading axis T), `result` a
     `linnet.RESULTS` code (diffrax's, `event_occurred` for a steady-state stop), `num_steps` the steps taken and
@@ -57,7 +62,9 @@ def integrate(field, y0, args, times, *, steady, solver, rtol, atol, max_steps: 
         y0=y0,
         args=args,
         saveat=saveat,
-        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4),
+        stepsize_controller=dfx.PIDController(
+            rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4, **({} if norm is None else {"norm": norm})
+        ),
         event=None if steady is None else dfx.Event(steady),
         max_steps=max_steps,
         throw=False,

@@ -79,8 +79,8 @@ class Trajectory:
       t = ∞ (0 for closed forms).
     - `method`: the registry name ("lp", "ft", "lpft", "two_lr", "l2_sp", "features_only", "lp_features_only",
       "gd", "lora", "deep"); `solver`: how it was obtained ("closed form", "iteration", or the ODE solver, e.g.
-      "Tsit5", "Kvaerno5+Arrowhead", "Kvaerno5+ShermanMorrison" (`linnet._flow.structured_solver`),
-      "Tsit5|Kvaerno5+Arrowhead" when a traced call carries the fallback);
+      "Tsit5", "Kvaerno5+ShermanMorrison" (the implicit default), "Kvaerno5+Arrowhead" (its fallback,
+      `linnet._flow.arrowhead_solver`), "Tsit5|Kvaerno5+ShermanMorrison" when a traced call carries the fallback);
       `loss`: "squared" or "logistic".
     """
 

@@ -49,16 +49,16 @@ def test_arrowhead_solve_matches_dense_numpy(k, n, gamma, params):
 
 @pytest.mark.parametrize(("method", "params"), [("ft", {}), ("l2_sp", {"lam_B": 0.3, "lam_v": 0.1})])
 def test_default_solver_matches_dense_kvaerno5(method, params):
-    """Same ESDIRK method, structured Newton solves (the default's probed arrowhead elimination, and the opt-in
-    closed-form Sherman–Morrison one) vs dense LU solves (diffrax's default linear solver): trajectories agree to
+    """Same ESDIRK method, structured Newton solves (the default's closed-form Sherman–Morrison elimination, and
+    the fallback's probed arrowhead one) vs dense LU solves (diffrax's default linear solver): trajectories agree to
     1e-9, at the solver tolerance (rtol 1e-8, atol 1e-10). The label says which solver ran."""
     p = linnet.subspace_shift(jax.random.PRNGKey(9), d=40, k=3, n=12, eps=0.2)
     v0 = linnet.random_head(jax.random.PRNGKey(10), 3, 1.0)
     t = [0.0, 0.3, 3.0, np.inf]
     a = linnet.simulate(method, p, v0, t, **params)
     b = linnet.simulate(method, p, v0, t, solver=dfx.Kvaerno5(), **params)
-    c = linnet.simulate(method, p, v0, t, solver=_flow.structured_solver(), **params)
-    assert (a.solver, b.solver, c.solver) == ("Kvaerno5+Arrowhead", "Kvaerno5", "Kvaerno5+ShermanMorrison")
+    c = linnet.simulate(method, p, v0, t, solver=_flow.arrowhead_solver(), **params)
+    assert (a.solver, b.solver, c.solver) == ("Kvaerno5+ShermanMorrison", "Kvaerno5", "Kvaerno5+Arrowhead")
     np.testing.assert_allclose(a.predictor, b.predictor, rtol=0, atol=1e-9)
     np.testing.assert_allclose(c.predictor, b.predictor, rtol=0, atol=1e-9)
 
@@ -174,12 +174,13 @@ def test_structured_chord_refuses_arguments_it_cannot_read_and_zeroes_failed_roo
     assert all(np.all(np.asarray(a) == 1) for a in out)
 
 
-def test_from_sixteen_features_the_default_is_the_closed_form_solve(monkeypatch):
-    """k ≥ `STRUCTURED_MIN_K` (here k = 16, r = 20): `fine_tune`'s automatic choice is Kvaerno5 with the
-    Sherman–Morrison solve, and its trajectory agrees with the same method's dense LU solves (diffrax's default
-    linear solver, the independent reference) to 1e-9, as above. If the installed diffrax failed the layout check
-    the choice falls back to the arrowhead solve; below k = 16 it is the arrowhead solve as before."""
-    assert _flow.STRUCTURED_MIN_K == 16 and _flow.structured_layout_ok()
+def test_the_default_is_the_closed_form_solve_unless_the_layout_check_fails(monkeypatch):
+    """At k = 16, r = 20 (the blocks beyond the unrolled small-k elimination, so LAPACK's LU of the Schur
+    complement): `fine_tune`'s automatic choice is Kvaerno5 with the Sherman–Morrison solve, and its trajectory
+    agrees with the same method's dense LU solves (diffrax's default linear solver, the independent reference) to
+    1e-9, as above. If the installed diffrax failed the layout check the choice falls back to the arrowhead solve,
+    for every k."""
+    assert _flow.structured_layout_ok()
     p = linnet.subspace_shift(jax.random.PRNGKey(11), d=40, k=16, n=20, eps=0.2)
     v0 = linnet.random_head(jax.random.PRNGKey(12), 16, 1.0)
     t = [0.0, 0.3, np.inf]
@@ -187,6 +188,7 @@ def test_from_sixteen_features_the_default_is_the_closed_form_solve(monkeypatch)
     b = linnet.fine_tune(p, v0, t, solver=dfx.Kvaerno5())
     assert (a.solver, b.solver) == ("Kvaerno5+ShermanMorrison", "Kvaerno5")
     np.testing.assert_allclose(a.predictor, b.predictor, rtol=0, atol=1e-9)
-    assert _flow.solver_name(_flow.default_solver(15)) == "Kvaerno5+Arrowhead"
+    assert _flow.solver_name(_flow.default_solver(2)) == "Kvaerno5+ShermanMorrison"
     monkeypatch.setattr(_flow, "structured_layout_ok", lambda: False)
+    assert _flow.solver_name(_flow.default_solver(2)) == "Kvaerno5+Arrowhead"
     assert _flow.solver_name(_flow.default_solver(16)) == "Kvaerno5+Arrowhead"

@@ -1,0 +1,105 @@
+"""One ODE over a stack of instances (issue #12, item 3): how `sweep(..., batching="stacked")` amortises a batch.
+
+A batch of N instances of the generalised FT flow (`_flow.general_field`: FT, LP-FT, two learning rates, L2-SP)
+is integrated as one ODE on the stacked state (v (N, k), G (N, k, r)), through the one driver
+(`linnet._solve.integrate`), with one step-size controller for all members:
+
+- the field is the single-instance field mapped over the stack (members do not interact);
+- the controller's error norm is the largest of the members' RMS norms (`stack_rms_norm`), so a step is
+  accepted only when every member meets the tolerance it would meet alone, and the same norm decides the
+  convergence of the Newton iterations;
+- the Newton matrix is block-diagonal over the stack, and each block is factored in closed form
+  (`ShermanMorrisonSolver(batched=True)`): O(N (r k² + k³)) per factorisation, vectorised over the stack, with no
+  dense solve of the N k (r + 1) state;
+- the steady-state rule holds for the stack when it holds for every member, so t = ∞ ends at the slowest
+  member's stop, and members that stopped earlier have been integrated further towards their limits.
+
+Why not `vmap` of single solves: a vmapped adaptive solve runs every member for the slowest member's steps anyway,
+but keeps N controllers, N Newton loops and per-member branches turned into selects, so nothing per step is
+shared (measured in `benchmarks/RESULTS.md`). Members drawn from one generator take similar step sequences, so
+a shared controller costs few extra steps. The cost: each member's accepted steps are the stack's, so its
+trajectory differs from its single solve within the tolerance, not to rounding.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import diffrax as dfx
+import jax
+import jax.numpy as jnp
+
+from . import _flow
+from ._registry import Method
+from ._solve import integrate
+from ._structured import ShermanMorrisonSolver, StructuredChord
+from ._trajectory import RESULTS, is_okay, make_trajectory
+
+
+def stack_rms_norm(tree) -> jax.Array:
+    """max over members n of the RMS norm of member n's entries, for a pytree whose leaves share a leading stack
+    axis N: the norm with which a shared controller holds every member to its own tolerance."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    n = leaves[0].shape[0]
+    squares = sum(jnp.sum(jnp.reshape(jnp.abs(x) ** 2, (n, -1)), axis=1) for x in leaves)
+    count = sum(x[0].size for x in leaves)
+    return jnp.sqrt(jnp.max(squares) / count)
+
+
+def stacked_solver():
+    """Kvaerno5 with the closed-form Newton solve applied block by block over a stack of instances."""
+    chord = dfx.with_stepsize_controller_tols(StructuredChord)
+    return dfx.Kvaerno5(root_finder=chord(linear_solver=ShermanMorrisonSolver(batched=True), batched=True))
+
+
+def can_stack(m: Method) -> bool:
+    """Whether method `m` can run as one ODE over a stack: a squared-loss flow on the generalised FT field, whose
+    Newton blocks `ShermanMorrisonSolver` knows, with an installed diffrax whose stage layout it reads."""
+    return m.kind == "flow" and m.loss == "squared" and m.field is _flow.general_field and _flow.structured_layout_ok()
+
+
+def _stack(fn, in_axes):
+    return jax.vmap(fn, in_axes=in_axes)
+
+
+@partial(jax.jit, static_argnames=("m", "explicit", "max_steps"))
+def stacked_metrics(m: Method, problems, v0s, times, reals, rtol, atol, *, explicit: bool, max_steps: int):
+    """Integrate method `m` (`can_stack(m)`) on a batched `Problem` (leading axis N) from the heads `v0s` (N, k)
+    as one stacked ODE, and return its metrics at `times` (T,).
+
+    **Arguments:** `reals`: the method's real parameters (a dict of scalars shared by the stack); `rtol`, `atol`:
+    tolerances, per member; `explicit`: Tsit5 with its own step budget (`_flow.EXPLICIT_STEPS`) instead of the
+    implicit solver; `max_steps`: step budget of the stack.
+
+    **Returns:** `((L̂, L_id, L_ood) each (N, T), num_steps (), ok ())`: the stack's step count and success.
+    """
+    assert m.init is not None and m.steady is not None and m.decode is not None
+    p = dict(reals)
+    y0, args, _ = _stack(lambda prob, v0: m.init(prob, v0, p, None), (0, 0))(problems, v0s)
+    rule = m.steady(rtol, atol)
+
+    def field(t, y, a):
+        return _stack(m.field, (None, 0, 0))(t, y, a)
+
+    def steady(t, y, a, **kw):
+        return jnp.all(_stack(lambda yy, aa: rule(t, yy, aa, **kw), (0, 0))(y, a))
+
+    if explicit:
+        solver, budget = _flow.explicit_solver(), min(max_steps, _flow.EXPLICIT_STEPS)
+        assert m.dt0 is not None
+        dt0 = jnp.min(_stack(m.dt0, (0, 0))(y0, args))
+    else:
+        solver, budget, dt0 = stacked_solver(), max_steps, None
+    ys, result, steps, _ = integrate(
+        field, y0, args, times, steady=steady, solver=solver, rtol=rtol, atol=atol, max_steps=budget, dt0=dt0,
+        norm=stack_rms_norm,
+    )  # fmt: skip
+
+    def metrics(problem, y, a):
+        v, dG, basis = m.decode(problem, y, a, None, p)
+        tr = make_trajectory(problem, times, v, dG, basis, num_steps=0, result=RESULTS.successful, t_stop=0.0,
+                             method=m.name, solver="stacked")  # fmt: skip
+        return tr.train_loss, tr.id_error, tr.ood_error
+
+    out = _stack(metrics, (0, 1, 0))(problems, ys, args)
+    return out, steps, is_okay(result)
