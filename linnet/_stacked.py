@@ -23,11 +23,13 @@ trajectory differs from its single solve within the tolerance, not to rounding.
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _flow
 from ._registry import Method
@@ -73,9 +75,10 @@ def stacked_metrics(m: Method, problems, v0s, times, reals, rtol, atol, *, expli
 
     **Returns:** `((L̂, L_id, L_ood) each (N, T), num_steps (), ok ())`: the stack's step count and success.
     """
-    assert m.init is not None and m.steady is not None and m.decode is not None
+    init, decode = m.init, m.decode
+    assert init is not None and m.steady is not None and decode is not None
     p = dict(reals)
-    y0, args, _ = _stack(lambda prob, v0: m.init(prob, v0, p, None), (0, 0))(problems, v0s)
+    y0, args, _ = _stack(lambda prob, v0: init(prob, v0, p, None), (0, 0))(problems, v0s)
     rule = m.steady(rtol, atol)
 
     def field(t, y, a):
@@ -96,10 +99,33 @@ def stacked_metrics(m: Method, problems, v0s, times, reals, rtol, atol, *, expli
     )  # fmt: skip
 
     def metrics(problem, y, a):
-        v, dG, basis = m.decode(problem, y, a, None, p)
+        v, dG, basis = decode(problem, y, a, None, p)
         tr = make_trajectory(problem, times, v, dG, basis, num_steps=0, result=RESULTS.successful, t_stop=0.0,
                              method=m.name, solver="stacked")  # fmt: skip
         return tr.train_loss, tr.id_error, tr.ood_error
 
     out = _stack(metrics, (0, 1, 0))(problems, ys, args)
     return out, steps, is_okay(result)
+
+
+@functools.lru_cache(maxsize=64)
+def stacked_batch(m: Method, explicit: bool, max_steps: int, devices: tuple):
+    """`sweep`'s compiled batch function for `batching="stacked"`: (problems (N, …), heads (N, k), times, reals,
+    rtol, atol) → ((L̂, L_id, L_ood) (N, T), steps (N,), ok (N,)), each member reporting its stack's steps and
+    success. Over several devices each device's shard is one stack (`shard_map`)."""
+
+    def batch(problems, v0s, times, reals, rtol, atol):
+        out, steps, ok = stacked_metrics(m, problems, v0s, times, reals, rtol, atol, explicit=explicit,
+                                         max_steps=max_steps)  # fmt: skip
+        n = v0s.shape[0]
+        return out, jnp.full((n,), steps), jnp.full((n,), ok)
+
+    if len(devices) == 1:
+        return jax.jit(batch)
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    spec = P("batch")
+    specs = (spec, spec, P(), P(), P(), P())
+    return jax.jit(jax.shard_map(batch, mesh=mesh, in_specs=specs, out_specs=spec, check_vma=False))

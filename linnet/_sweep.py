@@ -24,6 +24,7 @@ from ._flow import explicit_is_enough
 from ._problem import Problem
 from ._registry import Method, Param, get_method, parse_spec
 from ._simulate import simulate
+from ._stacked import can_stack, stacked_batch
 from ._trajectory import ConvergenceError, is_okay
 from ._validate import check_times, check_value
 
@@ -111,6 +112,17 @@ def _run_planned(run, flags: np.ndarray):
         out, st = jax.tree_util.tree_map(pick, (out, st), (out2, st2))
         ok = np.asarray(ok2) | keep
     return out, st, ok
+
+
+def _run_mapped(run, args, mode):
+    return run(mode)(*args)
+
+
+def _run_stacked(m, args, max_steps, devices, rtol, atol, mode):
+    problems, (start, _, _), times, reals = args
+    return stacked_batch(m, mode == "explicit", max_steps, devices)(
+        problems, start, times, reals, float(rtol), float(atol)
+    )
 
 
 @partial(
@@ -207,6 +219,7 @@ def sweep(
     atol: float = 1e-10,
     max_steps: int = 100_000,
     chunk: int = 1,
+    batching: str = "map",
     devices=None,
     progress: bool = True,
     loss: str = "squared",
@@ -228,6 +241,11 @@ def sweep(
       "lp_head": True.
     - `batch_size`: instances per compiled call (progress is reported per batch; the last batch is padded);
       `chunk`: instances vmapped together inside a call (1 is fastest on CPU; larger suits accelerators);
+      `batching`: "map" (default: each instance its own solve, `chunk` of them vmapped) or "stacked" (each batch of
+      `batch_size` instances, or each device's share of it, is one ODE with one step-size controller, which holds
+      every member to its own tolerance: `linnet._stacked`; for the methods on the generalised FT flow, FT,
+      LP-FT, two learning rates and L2-SP, the others run as with "map"). On 2 CPU cores "map" is faster
+      (`benchmarks/RESULTS.md`): a shared controller takes the union of the members' small steps;
       `devices`: devices to shard each batch over (default all; on several hosts call
       `jax.distributed.initialize()` first).
     - `rtol`, `atol`, `max_steps`: as `fine_tune`. `progress`: show a progress bar over batches.
@@ -258,6 +276,8 @@ def sweep(
             raise ValueError(f"head {label!r} in `heads` must have shape ({k},) or ({N}, {k}), got {h.shape}")
         head_arrays[label] = h
     specs = [parse_spec(m, loss) for m in methods]
+    if batching not in ("map", "stacked"):
+        raise ValueError(f'`batching` must be "map" or "stacked", got {batching!r}')
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size}")
     devices = tuple(jax.devices() if devices is None else devices)
@@ -271,6 +291,8 @@ def sweep(
     explicit_all = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s)))
     for i, (label, m, opts) in enumerate(specs):
         runner, reals, key_opts, lp_first, scale = _plan_method(m, opts, np.asarray(t_all), dtype)
+        runner_method = runner if isinstance(runner, Method) else get_method(runner, m.loss)
+        stack = batching == "stacked" and can_stack(runner_method)
         ts = jnp.asarray(t_all * scale, dtype)
         for j, h in enumerate(head_arrays.values()):
             for b in starts:
@@ -281,11 +303,15 @@ def sweep(
                 flags = explicit_all[np.asarray(take)] & _explicit_allowed(m, opts)
                 start = _lp_heads(batch, h[take]) if lp_first else h[take]
                 args = (batch, (start, take, jnp.asarray(flags)), ts, reals)
-                run = partial(_batched, runner, key_opts, float(rtol), float(atol), int(max_steps), int(chunk), devices,
-                              loss=m.loss)  # fmt: skip
+                if stack:  # one ODE over the batch; "mixed" runs the implicit solver for all
+                    run_batch = partial(_run_stacked, runner_method, args, int(max_steps), devices, rtol, atol)
+                else:
+                    run = partial(_batched, runner, key_opts, float(rtol), float(atol), int(max_steps), int(chunk),
+                                  devices, loss=m.loss)  # fmt: skip
+                    run_batch = partial(_run_mapped, run, args)
                 # the fallback is decided on the host where the whole batch has one plan, so the implicit program is
                 # compiled only if some member needs it, and only those members take its results
-                metrics, st, ok = _run_planned(lambda mode, run=run, args=args: run(mode)(*args), flags)
+                metrics, st, ok = _run_planned(run_batch, flags)
                 ok = np.asarray(ok)[: stop - b]
                 if not ok.all():
                     bad = np.flatnonzero(~ok)
