@@ -337,6 +337,35 @@ def sweep_throughput(n_instances=1000, loop_instances=50, inputs="subspace"):
     }
 
 
+def batch_curve(n_instances=96, sizes=(1, 8, 32, 96)):
+    """Time per trajectory of `linnet.sweep` (FT to t = ∞, small stiff problem) against the batch size c, for the
+    three ways a batch can run (issue #12, item 3): "map" (`lax.map` of single solves, c per compiled call),
+    "vmap" (c single solves vmapped together: `chunk=c`) and "stacked" (c instances as one ODE with a shared
+    controller: `batching="stacked"`). Each configuration is compiled on its first batch, then timed on all
+    `n_instances`. **Returns:** [{route, c, per_traj_s, steps_mean, steps_max}]."""
+    keys = jax.random.split(jax.random.PRNGKey(2), n_instances)
+    problems = linnet.subspace_shifts(keys, 0.1, d=500, k=5, n=100)
+    heads = jax.random.normal(jax.random.PRNGKey(3), (n_instances, 5))
+    out = []
+    for route in ("map", "vmap", "stacked"):
+        for c in sizes:
+            kw = dict(methods=("ft",), batch_size=c, progress=False)
+            if route == "vmap":
+                kw["chunk"] = c
+            if route == "stacked":
+                kw["batching"] = "stacked"
+            first = jax.tree_util.tree_map(lambda a, c=c: a[:c], problems)
+            linnet.sweep(first, heads[:c], [np.inf], **kw)  # compile
+            t = time.perf_counter()
+            res = linnet.sweep(problems, heads, [np.inf], **kw)
+            dt = time.perf_counter() - t
+            st = np.asarray(res.num_steps[0, 0])
+            out.append({"route": route, "c": c, "per_traj_s": dt / n_instances, "steps_mean": float(st.mean()),
+                        "steps_max": int(st.max())})  # fmt: skip
+            print(out[-1], flush=True)
+    return out
+
+
 def _embed(problem, d, key):
     """The same problem in R^d (d ≥ problem.d): zero-pad the coordinates and apply a random signed permutation,
     an orthogonal map of R^d. X Xᵀ, X B0ᵀ, B0 B0ᵀ and ‖w⋆‖ are unchanged, so the reduced flow (s, Uᵀy, G0 = B0 V)
