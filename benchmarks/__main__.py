@@ -70,6 +70,7 @@ def run(sizes, budget, out: Path, keep: bool = False):
     from . import step_profile
 
     extra["step_profile"] = step_profile.profile()
+    extra["step_profile_medium"] = step_profile.profile(5_000, 20, 1_000, dense=False)
     print("== d scaling", flush=True)
     dsc = suite.d_scaling()
     for r in dsc:
@@ -145,7 +146,8 @@ def write(out: Path, rows, extra, thr, dsc, budget):
         ],
         "",
         *_curve(extra.get("batch_curve")),
-        *_profile(extra.get("step_profile")),
+        *_profile(extra.get("step_profile"), "small stiff problem"),
+        *_profile(extra.get("step_profile_medium"), "medium problem, d = 5 000, k = 20, n = 1 000"),
         f"## Scaling in d (n = 200, k = 10: one problem at d = {dsc[0]['d']}, embedded isometrically in R^d)",
         "",
         "Every d integrates the same reduced flow (zero-padding and a random signed permutation of the coordinates "
@@ -197,14 +199,14 @@ def _curve(curve):
     ]
 
 
-def _profile(rows):
+def _profile(rows, label):
     """The per-step table (issue #12, items 2 and 7) as Markdown lines."""
     if not rows:
         return []
     from . import step_profile
 
     return [
-        "## Per-step profile (small stiff problem; `python -m benchmarks.step_profile` for the approach to the limit)",
+        f"## Per-step profile ({label}; `python -m benchmarks.step_profile` for the approach to the limit)",
         "",
         *step_profile.table(rows),
         "",

@@ -195,11 +195,24 @@ def dense_solver(k: int | None = None):
     return dfx.Kvaerno5()
 
 
+# diffrax releases whose layout of an implicit stage's arguments `StructuredChord` reads was verified by the traced
+# check below (`tests/test_structured.py` runs that check on the installed version, so CI fails if a release in
+# this series changes it). On these the automatic choice skips the trace: it cost about 1 s of every cold start.
+_LAYOUT_VERIFIED = ("0.7.",)
+
+
 @functools.cache
 def structured_layout_ok() -> bool:
-    """Whether `structured_solver` works with the installed diffrax: one Kvaerno5 solve on a 1 × 1 flow is traced
-    (not run) with it, and `StructuredChord` raises a `TypeError` if diffrax's layout of an implicit stage's
-    arguments is not the one it reads. Checked once per process."""
+    """Whether `structured_solver` works with the installed diffrax: true on the releases in `_LAYOUT_VERIFIED`,
+    otherwise decided by `traced_layout_check()`. Checked once per process."""
+    if dfx.__version__.startswith(_LAYOUT_VERIFIED):
+        return True
+    return traced_layout_check()
+
+
+def traced_layout_check() -> bool:
+    """One Kvaerno5 solve on a 1 × 1 flow, traced (not run) with `structured_solver`: `StructuredChord` raises a
+    `TypeError` if diffrax's layout of an implicit stage's arguments is not the one it reads (about 1 s)."""
     y0 = (jnp.ones(1), jnp.ones((1, 1)))
     args = (jnp.ones(1), jnp.ones(1), jnp.ones((1, 1)), jnp.asarray(FT_PARAMS))
     term, controller = dfx.ODETerm(general_field), dfx.PIDController(rtol=1e-3, atol=1e-6)

@@ -3,9 +3,10 @@
 Each (method, head) is `linnet.simulate` with `throw=False`, mapped over a batch of problems by `lax.map`
 (`chunk` members vmapped together: on CPU one at a time is fastest, since a vmapped adaptive solve runs every
 member for the slowest member's steps and turns branches into selects — measured 11 s against 6 s for 16
-instances) and sharded over devices by `shard_map`. Batches are padded to one size, so each method compiles once
-per shape, not once per batch. Methods that run one shared program (FT, LP-FT, two learning rates, L2-SP: see
-`Method.program`) share one compiled batch per shape and solver plan. Only L̂, L_id and L_ood are kept.
+instances) and sharded over devices by `shard_map`; `batching="stacked"` runs each batch as one ODE instead
+(`linnet._stacked`). Batches are padded to one size, so each method compiles once per shape, not once per batch.
+Methods that run one shared program (FT, LP-FT, two learning rates, L2-SP: see `Method.program`) share one
+compiled batch per shape and solver plan. Only L̂, L_id and L_ood are kept.
 """
 
 from __future__ import annotations

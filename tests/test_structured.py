@@ -180,7 +180,7 @@ def test_the_default_is_the_closed_form_solve_unless_the_layout_check_fails(monk
     agrees with the same method's dense LU solves (diffrax's default linear solver, the independent reference) to
     1e-9, as above. If the installed diffrax failed the layout check the choice falls back to the arrowhead solve,
     for every k."""
-    assert _flow.structured_layout_ok()
+    assert _flow.traced_layout_check() and _flow.structured_layout_ok()  # the installed diffrax's layout, traced
     p = linnet.subspace_shift(jax.random.PRNGKey(11), d=40, k=16, n=20, eps=0.2)
     v0 = linnet.random_head(jax.random.PRNGKey(12), 16, 1.0)
     t = [0.0, 0.3, np.inf]
@@ -192,3 +192,16 @@ def test_the_default_is_the_closed_form_solve_unless_the_layout_check_fails(monk
     monkeypatch.setattr(_flow, "structured_layout_ok", lambda: False)
     assert _flow.solver_name(_flow.default_solver(2)) == "Kvaerno5+Arrowhead"
     assert _flow.solver_name(_flow.default_solver(16)) == "Kvaerno5+Arrowhead"
+
+
+def test_an_unverified_diffrax_release_gets_the_traced_layout_check(monkeypatch):
+    """On a diffrax release outside `_LAYOUT_VERIFIED` the automatic choice asks `traced_layout_check`, and takes
+    the arrowhead solve when it fails (the check is replaced by a failing one here; the real one is run above)."""
+    monkeypatch.setattr(_flow, "_LAYOUT_VERIFIED", ("99.",))
+    monkeypatch.setattr(_flow, "traced_layout_check", lambda: False)
+    _flow.structured_layout_ok.cache_clear()
+    try:
+        assert not _flow.structured_layout_ok()
+        assert _flow.solver_name(_flow.default_solver(5)) == "Kvaerno5+Arrowhead"
+    finally:
+        _flow.structured_layout_ok.cache_clear()
