@@ -23,8 +23,8 @@ def reference(problem, v0):
     return np.asarray(tr.predictor[-1]), float(tr.t_stop)
 
 
-def run(sizes, budget, out: Path, keep: bool = False):
-    rows, extra = [], {}
+def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = False):
+    rows, extra, old = [], {}, {}
     if keep and out.with_suffix(".json").exists():  # keep earlier sizes' rows (e.g. after a long run was cut short)
         old = json.loads(out.with_suffix(".json").read_text())
         rows = [suite.Row(**r) for r in old["rows"] if r["size"] not in sizes]
@@ -61,20 +61,27 @@ def run(sizes, budget, out: Path, keep: bool = False):
             if r.size == size:
                 print(f"  {r.method:45s} {r.seconds:10.3f} s  rel err {r.rel_error:.2e}  {r.note}", flush=True)
         write(out, rows, extra, None, None, budget)  # partial results survive a later failure
-    print("== sweep throughput", flush=True)
-    thr = [suite.sweep_throughput(inputs=inp) for inp in ("subspace", "isotropic")]
-    print(thr, flush=True)
-    print("== batch size against time per trajectory", flush=True)
-    extra["batch_curve"] = suite.batch_curve()
-    print("== per-step profile", flush=True)
     from . import step_profile
 
-    extra["step_profile"] = step_profile.profile()
-    extra["step_profile_medium"] = step_profile.profile(5_000, 20, 1_000, dense=False)
-    print("== d scaling", flush=True)
-    dsc = suite.d_scaling()
-    for r in dsc:
-        print(r, flush=True)
+    # with --keep-sections, the sections after the sizes are taken from RESULTS.json where it has them
+    kept = old if keep_sections else {}
+    sections = {
+        "sweep": lambda: [suite.sweep_throughput(inputs=inp) for inp in ("subspace", "isotropic")],
+        "batch_curve": suite.batch_curve,
+        "step_profile": step_profile.profile,
+        "step_profile_medium": lambda: step_profile.profile(5_000, 20, 1_000, dense=False),
+        "d_scaling": suite.d_scaling,
+    }
+    for name, compute in sections.items():
+        have = kept.get(name, kept.get("extra", {}).get(name))
+        print(f"== {name}" + (" (kept from RESULTS.json)" if have is not None else ""), flush=True)
+        value = have if have is not None else compute()
+        print(value, flush=True)
+        if name in ("sweep", "d_scaling"):
+            extra[f"_{name}"] = value
+        else:
+            extra[name] = value
+    thr, dsc = extra.pop("_sweep"), extra.pop("_d_scaling")
     write(out, rows, extra, thr, dsc, budget)
 
 
@@ -288,8 +295,11 @@ def main():
     ap.add_argument("--budget", type=float, default=300.0, help="seconds allowed per slow competitor")
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     ap.add_argument("--keep", action="store_true", help="keep the rows of sizes not run now from RESULTS.json")
+    ap.add_argument("--keep-sections", action="store_true",
+                    help="with --keep: take the sweep, batch-curve, per-step and d-scaling sections from RESULTS.json "
+                    "where it has them, instead of rerunning them")  # fmt: skip
     args = ap.parse_args()
-    run(args.sizes, args.budget, Path(args.out), keep=args.keep)
+    run(args.sizes, args.budget, Path(args.out), keep=args.keep, keep_sections=args.keep_sections)
 
 
 if __name__ == "__main__":
