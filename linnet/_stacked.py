@@ -16,9 +16,11 @@ is integrated as one ODE on the stacked state (v (N, k), G (N, k, r)), through t
 
 Why not `vmap` of single solves: a vmapped adaptive solve runs every member for the slowest member's steps anyway,
 but keeps N controllers, N Newton loops and per-member branches turned into selects, so nothing per step is
-shared (measured in `benchmarks/RESULTS.md`). Members drawn from one generator take similar step sequences, so
-a shared controller costs few extra steps. The cost: each member's accepted steps are the stack's, so its
-trajectory differs from its single solve within the tolerance, not to rounding.
+shared. The shared controller has its own cost: it takes the union of the members' small steps (measured on the
+small stiff problem: a stack of 8 takes about 1 040 steps where its members alone average 536, a stack of 96
+about 2 075), so on 2 CPU cores this route is not faster than `lax.map` (`benchmarks/RESULTS.md`, batch-size
+curve); it is one fused computation per step, which is what accelerators want. Each member's accepted steps are
+the stack's, so its trajectory differs from its single solve within the tolerance, not to rounding.
 """
 
 from __future__ import annotations
@@ -60,10 +62,6 @@ def can_stack(m: Method) -> bool:
     return m.kind == "flow" and m.loss == "squared" and m.field is _flow.general_field and _flow.structured_layout_ok()
 
 
-def _stack(fn, in_axes):
-    return jax.vmap(fn, in_axes=in_axes)
-
-
 @partial(jax.jit, static_argnames=("m", "explicit", "max_steps"))
 def stacked_metrics(m: Method, problems, v0s, times, reals, rtol, atol, *, explicit: bool, max_steps: int):
     """Integrate method `m` (`can_stack(m)`) on a batched `Problem` (leading axis N) from the heads `v0s` (N, k)
@@ -75,22 +73,22 @@ def stacked_metrics(m: Method, problems, v0s, times, reals, rtol, atol, *, expli
 
     **Returns:** `((L̂, L_id, L_ood) each (N, T), num_steps (), ok ())`: the stack's step count and success.
     """
-    init, decode = m.init, m.decode
-    assert init is not None and m.steady is not None and decode is not None
+    init, decode, one_field = m.init, m.decode, m.field
+    assert init is not None and m.steady is not None and decode is not None and one_field is not None
     p = dict(reals)
-    y0, args, _ = _stack(lambda prob, v0: init(prob, v0, p, None), (0, 0))(problems, v0s)
+    y0, args, _ = jax.vmap(lambda prob, v0: init(prob, v0, p, None))(problems, v0s)
     rule = m.steady(rtol, atol)
 
     def field(t, y, a):
-        return _stack(m.field, (None, 0, 0))(t, y, a)
+        return jax.vmap(one_field, in_axes=(None, 0, 0))(t, y, a)
 
     def steady(t, y, a, **kw):
-        return jnp.all(_stack(lambda yy, aa: rule(t, yy, aa, **kw), (0, 0))(y, a))
+        return jnp.all(jax.vmap(lambda yy, aa: rule(t, yy, aa, **kw))(y, a))
 
     if explicit:
         solver, budget = _flow.explicit_solver(), min(max_steps, _flow.EXPLICIT_STEPS)
         assert m.dt0 is not None
-        dt0 = jnp.min(_stack(m.dt0, (0, 0))(y0, args))
+        dt0 = jnp.min(jax.vmap(m.dt0)(y0, args))
     else:
         solver, budget, dt0 = stacked_solver(), max_steps, None
     ys, result, steps, _ = integrate(
@@ -104,7 +102,7 @@ def stacked_metrics(m: Method, problems, v0s, times, reals, rtol, atol, *, expli
                              method=m.name, solver="stacked")  # fmt: skip
         return tr.train_loss, tr.id_error, tr.ood_error
 
-    out = _stack(metrics, (0, 1, 0))(problems, ys, args)
+    out = jax.vmap(metrics, in_axes=(0, 1, 0))(problems, ys, args)
     return out, steps, is_okay(result)
 
 
