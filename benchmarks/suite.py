@@ -86,6 +86,12 @@ def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3, other_solver=True):
     rows.append(Row(size, "linnet.fine_tune (warm)", warm, err, f"{int(tr.num_steps)} steps"))
     if not other_solver:
         return rows
+    if not explicit:  # the same method and Newton solve inside diffrax's own Kvaerno5 (its stage and Newton loops)
+        same = _flow.structured_solver()
+        c, tr3 = _timed(lambda: linnet.fine_tune(problem, v0, [np.inf], solver=same))
+        w = min(_timed(lambda: linnet.fine_tune(problem, v0, [np.inf], solver=same))[0] for _ in range(repeats))
+        rows.append(Row(size, "linnet.fine_tune, solver=diffrax Kvaerno5+ShermanMorrison (warm)", w,
+                        _rel(tr3.predictor[-1], ref_w), f"{int(tr3.num_steps)} steps, cold {c:.2f} s"))  # fmt: skip
     other = _flow.default_solver() if explicit else _flow.explicit_solver()
     name = (
         f"linnet.fine_tune, solver={_flow.solver_name(other)} (warm)"

@@ -14,11 +14,11 @@ rates span cond(X)², and for the default square-Gaussian inputs in S cond(X)² 
 benchmark's small problem, d = 500, k = 5, n = 100, against 488 implicit ones). We therefore use diffrax's
 L-stable ESDIRK method Kvaerno5 with an adaptive PID controller: its step grows with the slowest rate, and t = ∞
 is reached in a few hundred steps. The Jacobian of this flow is arrowhead-shaped in (v, columns of G), so each
-step's Newton systems (I − γ J) are solved by `ArrowheadSolver` (`_structured.py`) in O(r k³) instead of the
+step's Newton systems (I − γ J) can be solved by `ArrowheadSolver` (`_structured.py`) in O(r k³) instead of the
 O((k r)³) of the dense LU diffrax would use (measured at d = 2000, k = 10, n = 400: 1.8 s to t = ∞ against 278 s
-with the dense LU, same 262 steps). Each block is a scaled identity plus a rank-one term, and `structured_solver`
-factors them in closed form in O(r k² + k³): that is the default (`default_solver`), the arrowhead solve its
-fallback. When
+with the dense LU, same 262 steps). Each block is a scaled identity plus a rank-one term, so they are factored in
+closed form in O(r k² + k³) (`ShermanMorrisonSolver`). The default (`default_solver`) is `FusedKvaerno5`
+(`_fused.py`): Kvaerno5 with that closed-form solve and far less control flow per step than diffrax's. When
 cond(X)² ≤ 100 (e.g. Gaussian inputs with n ≪ d) the flow is not stiff and `fine_tune` uses Tsit5 instead,
 10–30× cheaper there (see benchmarks/RESULTS.md). `solver=` accepts any diffrax solver.
 
@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._fused import FusedKvaerno5
 from ._structured import ArrowheadSolver, SafeChord, ShermanMorrisonSolver, StructuredChord
 
 
@@ -162,7 +163,8 @@ def explicit_solver():
     return dfx.Tsit5()
 
 
-# The default Newton solve is the closed-form one (`structured_solver`) for every k: a factorisation costs
+# The closed-form Newton solve (used by the default `FusedKvaerno5` and by `structured_solver`) serves every k: a
+# factorisation costs
 # O(r k² + k³) against the arrowhead's O(r k³), and for small k its unrolled, elementwise elimination has less
 # overhead than the arrowhead's 2k operator probes (measured warm to t = ∞: small problem, d = 500, k = 5, n = 100,
 # 0.054 s against 0.156 s; medium, d = 5 000, k = 20, n = 1 000, 2.8 s against 22.6 s; the same steps, 488 and 606,
@@ -172,18 +174,18 @@ def explicit_solver():
 
 def default_solver(k: int | None = None):
     """The implicit solver of the FT flow with k features (`k` is accepted for the `Method.solver` protocol):
-    Kvaerno5 (L-stable ESDIRK, 5th order) whose Newton systems are factored in closed form (`structured_solver`),
-    provided the installed diffrax passes an implicit stage's arguments in the layout that solver reads
-    (`structured_layout_ok`). Otherwise Kvaerno5 inside `SafeChord` (diffrax's chord iteration; a failed stage
-    returns 0, so gradients stay finite) with `ArrowheadSolver`, which uses the arrowhead block structure of the
-    flow's Jacobian from operator products instead of a dense LU of the k (r + 1) state."""
+    `FusedKvaerno5`, Kvaerno5 (L-stable ESDIRK, 5th order) with its stages as one scan and its chord iterations
+    written out, whose Newton systems are factored in closed form (`linnet._fused`). It uses only diffrax's public solver interface, so it needs no
+    layout check. The same method through diffrax's own `Kvaerno5` is `structured_solver()` (closed-form solve) or
+    `arrowhead_solver()` (operator products only)."""
     del k
-    return structured_solver() if structured_layout_ok() else arrowhead_solver()
+    return FusedKvaerno5()
 
 
 def arrowhead_solver():
-    """Kvaerno5 inside `SafeChord` with `ArrowheadSolver`: the default's fallback, which sees the Newton matrix
-    only through operator products (so it reads nothing of diffrax's internals), O(r k³) per factorisation."""
+    """diffrax's Kvaerno5 inside `SafeChord` with `ArrowheadSolver`, which sees the Newton matrix only through
+    operator products (so it reads nothing of diffrax's internals), O(r k³) per factorisation: the structured solve
+    for operators of the arrowhead shape that are not the generalised FT flow's."""
     root_finder = dfx.with_stepsize_controller_tols(SafeChord)(linear_solver=ArrowheadSolver())
     return dfx.Kvaerno5(root_finder=root_finder)
 
@@ -197,7 +199,7 @@ def dense_solver(k: int | None = None):
 
 # diffrax releases whose layout of an implicit stage's arguments `StructuredChord` reads was verified by the traced
 # check below (`tests/test_structured.py` runs that check on the installed version, so CI fails if a release in
-# this series changes it). On these the automatic choice skips the trace: it cost about 1 s of every cold start.
+# this series changes it). On these `structured_solver` skips the trace (about 1 s).
 _LAYOUT_VERIFIED = ("0.7.",)
 
 
@@ -216,7 +218,7 @@ def traced_layout_check() -> bool:
     y0 = (jnp.ones(1), jnp.ones((1, 1)))
     args = (jnp.ones(1), jnp.ones(1), jnp.ones((1, 1)), jnp.asarray(FT_PARAMS))
     term, controller = dfx.ODETerm(general_field), dfx.PIDController(rtol=1e-3, atol=1e-6)
-    solver = structured_solver()
+    solver = _structured_kvaerno5()
     solve = partial(dfx.diffeqsolve, term, solver, 0.0, 1.0, 0.1, args=args, stepsize_controller=controller)
     try:
         jax.eval_shape(solve, y0)
@@ -226,10 +228,21 @@ def traced_layout_check() -> bool:
 
 
 def structured_solver():
-    """Kvaerno5 whose Newton systems are factored in closed form by `ShermanMorrisonSolver` (through
-    `StructuredChord`): O(r k² + k³) per factorisation and O(r) memory beyond the state, against O(r k³) and
-    O(r k²) for the arrowhead solve. The default (`default_solver`): its solves and derivatives agree with the
-    arrowhead solve's; it reads diffrax's internal layout of an implicit stage's arguments (see `_structured.py`)."""
+    """diffrax's Kvaerno5 whose Newton systems are factored in closed form by `ShermanMorrisonSolver` (through
+    `StructuredChord`): the default's method and linear algebra inside diffrax's own stage and Newton loops, so its
+    steps are diffrax's (the default, `FusedKvaerno5`, allows one more chord iteration per stage; see
+    `linnet._fused`). It reads diffrax's internal layout of an implicit stage's arguments (see `_structured.py`),
+    so on a diffrax release where `structured_layout_ok()` fails it raises a `RuntimeError`."""
+    if not structured_layout_ok():
+        raise RuntimeError(
+            f"structured_solver() reads diffrax's layout of an implicit stage's arguments, and diffrax "
+            f"{dfx.__version__} does not pass them as it expects; use linnet._flow.arrowhead_solver() (the same "
+            "method through operator products) or the default solver instead"
+        )
+    return _structured_kvaerno5()
+
+
+def _structured_kvaerno5():
     root_finder = dfx.with_stepsize_controller_tols(StructuredChord)(linear_solver=ShermanMorrisonSolver())
     return dfx.Kvaerno5(root_finder=root_finder)
 
@@ -239,7 +252,9 @@ def solver_name(solver) -> str:
     name = type(solver).__name__
     root = getattr(solver, "root_finder", None)
     linear = getattr(root, "linear_solver", None) if root is not None else None
-    if isinstance(linear, ArrowheadSolver):
+    if isinstance(solver, FusedKvaerno5):
+        name += "+ShermanMorrison"
+    elif isinstance(linear, ArrowheadSolver):
         name += "+Arrowhead"
     elif isinstance(linear, ShermanMorrisonSolver):
         name += "+ShermanMorrison"

@@ -9,7 +9,7 @@ is integrated as one ODE on the stacked state (v (N, k), G (N, k, r)), through t
   accepted only when every member meets the tolerance it would meet alone, and the same norm decides the
   convergence of the Newton iterations;
 - the Newton matrix is block-diagonal over the stack, and each block is factored in closed form
-  (`ShermanMorrisonSolver(batched=True)`): O(N (r k² + k³)) per factorisation, vectorised over the stack, with no
+  (`FusedKvaerno5(batched=True)`): O(N (r k² + k³)) per factorisation, vectorised over the stack, with no
   dense solve of the N k (r + 1) state;
 - the steady-state rule holds for the stack when it holds for every member, so t = ∞ ends at the slowest
   member's stop, and members that stopped earlier have been integrated further towards their limits.
@@ -28,15 +28,14 @@ from __future__ import annotations
 import functools
 from functools import partial
 
-import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import _flow
+from ._fused import FusedKvaerno5
 from ._registry import Method
 from ._solve import integrate
-from ._structured import ShermanMorrisonSolver, StructuredChord
 from ._trajectory import RESULTS, is_okay, make_trajectory
 
 
@@ -51,15 +50,15 @@ def stack_rms_norm(tree) -> jax.Array:
 
 
 def stacked_solver():
-    """Kvaerno5 with the closed-form Newton solve applied block by block over a stack of instances."""
-    chord = dfx.with_stepsize_controller_tols(StructuredChord)
-    return dfx.Kvaerno5(root_finder=chord(linear_solver=ShermanMorrisonSolver(batched=True), batched=True))
+    """The default solver (`FusedKvaerno5`) with the closed-form Newton solve applied block by block over a stack
+    of instances."""
+    return FusedKvaerno5(batched=True)
 
 
 def can_stack(m: Method) -> bool:
     """Whether method `m` can run as one ODE over a stack: a squared-loss flow on the generalised FT field, whose
-    Newton blocks `ShermanMorrisonSolver` knows, with an installed diffrax whose stage layout it reads."""
-    return m.kind == "flow" and m.loss == "squared" and m.field is _flow.general_field and _flow.structured_layout_ok()
+    Newton blocks the closed-form solve knows."""
+    return m.kind == "flow" and m.loss == "squared" and m.field is _flow.general_field
 
 
 @partial(jax.jit, static_argnames=("m", "explicit", "max_steps"))

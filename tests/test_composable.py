@@ -91,7 +91,7 @@ def test_every_registered_method_has_a_case():
 def test_stiff_instance_takes_the_implicit_solver(problem):
     s = np.asarray(problem.reduced.s)
     assert (s.max() / s[s > 0].min()) ** 2 > 100
-    assert linnet.fine_tune(problem, V0, TIMES).solver == "Kvaerno5+ShermanMorrison"
+    assert linnet.fine_tune(problem, V0, TIMES).solver == "FusedKvaerno5+ShermanMorrison"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -127,7 +127,7 @@ def test_explicit_path_with_its_fallback_composes():
     eager = linnet.fine_tune(p, V0, TIMES)
     assert eager.solver == "Tsit5"
     jitted = jax.jit(lambda v: linnet.fine_tune(p, v, TIMES))(jnp.asarray(V0))
-    assert jitted.solver == "Tsit5|Kvaerno5+ShermanMorrison"
+    assert jitted.solver == "Tsit5|FusedKvaerno5+ShermanMorrison"
     assert _rel(jitted.ood_error, eager.ood_error) <= _rounding_tol(p, eager, jitted)
 
 

@@ -49,13 +49,13 @@ def test_arrowhead_solve_matches_dense_numpy(k, n, gamma, params):
 
 @pytest.mark.parametrize(("method", "params"), [("ft", {}), ("l2_sp", {"lam_B": 0.3, "lam_v": 0.1})])
 def test_default_solver_matches_dense_kvaerno5(method, params):
-    """Same ESDIRK method, structured Newton solves (the default's closed-form Sherman–Morrison elimination, and
-    the fallback's probed arrowhead one) vs dense LU solves (diffrax's default linear solver): trajectories agree to
-    1e-9, at the solver tolerance (rtol 1e-8, atol 1e-10). The label says which solver ran."""
+    """diffrax's Kvaerno5 with structured Newton solves (the closed-form Sherman–Morrison elimination, and the
+    probed arrowhead one) vs dense LU solves (diffrax's default linear solver): trajectories agree to 1e-9, at the
+    solver tolerance (rtol 1e-8, atol 1e-10). The label says which solver ran."""
     p = linnet.subspace_shift(jax.random.PRNGKey(9), d=40, k=3, n=12, eps=0.2)
     v0 = linnet.random_head(jax.random.PRNGKey(10), 3, 1.0)
     t = [0.0, 0.3, 3.0, np.inf]
-    a = linnet.simulate(method, p, v0, t, **params)
+    a = linnet.simulate(method, p, v0, t, solver=_flow.structured_solver(), **params)
     b = linnet.simulate(method, p, v0, t, solver=dfx.Kvaerno5(), **params)
     c = linnet.simulate(method, p, v0, t, solver=_flow.arrowhead_solver(), **params)
     assert (a.solver, b.solver, c.solver) == ("Kvaerno5+ShermanMorrison", "Kvaerno5", "Kvaerno5+Arrowhead")
@@ -174,34 +174,33 @@ def test_structured_chord_refuses_arguments_it_cannot_read_and_zeroes_failed_roo
     assert all(np.all(np.asarray(a) == 1) for a in out)
 
 
-def test_the_default_is_the_closed_form_solve_unless_the_layout_check_fails(monkeypatch):
+def test_closed_form_solve_with_lapack_lu_matches_dense_and_the_default_ignores_the_layout_check(monkeypatch):
     """At k = 16, r = 20 (the blocks beyond the unrolled small-k elimination, so LAPACK's LU of the Schur
-    complement): `fine_tune`'s automatic choice is Kvaerno5 with the Sherman–Morrison solve, and its trajectory
-    agrees with the same method's dense LU solves (diffrax's default linear solver, the independent reference) to
-    1e-9, as above. If the installed diffrax failed the layout check the choice falls back to the arrowhead solve,
-    for every k."""
+    complement): diffrax's Kvaerno5 with the Sherman–Morrison solve agrees with the same method's dense LU solves
+    (diffrax's default linear solver, the independent reference) to 1e-9, as above. The default solver
+    (`FusedKvaerno5`) reads no diffrax internals, so it does not depend on the layout check."""
     assert _flow.traced_layout_check() and _flow.structured_layout_ok()  # the installed diffrax's layout, traced
     p = linnet.subspace_shift(jax.random.PRNGKey(11), d=40, k=16, n=20, eps=0.2)
     v0 = linnet.random_head(jax.random.PRNGKey(12), 16, 1.0)
     t = [0.0, 0.3, np.inf]
-    a = linnet.fine_tune(p, v0, t)
+    a = linnet.fine_tune(p, v0, t, solver=_flow.structured_solver())
     b = linnet.fine_tune(p, v0, t, solver=dfx.Kvaerno5())
     assert (a.solver, b.solver) == ("Kvaerno5+ShermanMorrison", "Kvaerno5")
     np.testing.assert_allclose(a.predictor, b.predictor, rtol=0, atol=1e-9)
-    assert _flow.solver_name(_flow.default_solver(2)) == "Kvaerno5+ShermanMorrison"
+    assert _flow.solver_name(_flow.default_solver(2)) == "FusedKvaerno5+ShermanMorrison"
     monkeypatch.setattr(_flow, "structured_layout_ok", lambda: False)
-    assert _flow.solver_name(_flow.default_solver(2)) == "Kvaerno5+Arrowhead"
-    assert _flow.solver_name(_flow.default_solver(16)) == "Kvaerno5+Arrowhead"
+    assert _flow.solver_name(_flow.default_solver(16)) == "FusedKvaerno5+ShermanMorrison"
 
 
 def test_an_unverified_diffrax_release_gets_the_traced_layout_check(monkeypatch):
-    """On a diffrax release outside `_LAYOUT_VERIFIED` the automatic choice asks `traced_layout_check`, and takes
-    the arrowhead solve when it fails (the check is replaced by a failing one here; the real one is run above)."""
+    """On a diffrax release outside `_LAYOUT_VERIFIED`, `structured_layout_ok` asks `traced_layout_check` (replaced
+    by a failing one here; the real one is run above), and `structured_solver` is then refused by name."""
     monkeypatch.setattr(_flow, "_LAYOUT_VERIFIED", ("99.",))
     monkeypatch.setattr(_flow, "traced_layout_check", lambda: False)
     _flow.structured_layout_ok.cache_clear()
     try:
         assert not _flow.structured_layout_ok()
-        assert _flow.solver_name(_flow.default_solver(5)) == "Kvaerno5+Arrowhead"
+        with pytest.raises(RuntimeError, match="arrowhead_solver"):
+            _flow.structured_solver()
     finally:
         _flow.structured_layout_ok.cache_clear()

@@ -1,0 +1,124 @@
+"""`FusedKvaerno5`, the default implicit solver: diffrax's Kvaerno5 step for step at two chord iterations, scipy's
+Radau at its default three, failed stages rejected, bad arguments refused."""
+
+import diffrax as dfx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+import pytest
+from scipy.integrate import solve_ivp
+
+import linnet
+from linnet import _flow
+from linnet._fused import FusedKvaerno5
+
+PARAMS = {"ft": (1.0, 1.0, 0.0, 0.0), "two_lr": (3.0, 0.5, 0.0, 0.0), "l2_sp": (1.0, 1.0, 0.1, 0.3)}
+
+
+@pytest.fixture(scope="module")
+def stiff():
+    p = linnet.subspace_shift(jax.random.PRNGKey(9), d=40, k=3, n=12, eps=0.2)
+    s = np.asarray(p.reduced.s)
+    assert (s.max() / s.min()) ** 2 > 1e3  # stiff: the implicit solver is what runs
+    return p, linnet.random_head(jax.random.PRNGKey(10), 3, 1.0)
+
+
+def _reduced(p, v0, times, solver, params, rtol=1e-8, atol=1e-10):
+    r = p.reduced
+    return _flow.solve_reduced(r.s, r.Uty, v0, r.G0, jnp.asarray(times), rtol=rtol, atol=atol, max_steps=100_000,
+                               solver=solver, params=jnp.asarray(params))  # fmt: skip
+
+
+def test_two_chord_iterations_take_diffrax_kvaerno5s_steps(stiff):
+    """With `root_find_max_steps=2` (the count diffrax's VeryChord effectively allows) the fused step makes every
+    decision of diffrax's own Kvaerno5 with dense LU Newton solves (the independent reference): the same number of
+    steps to t = ∞, and the same states to 1e-9. Two linear solvers may differ by what the chord iteration leaves
+    (it stops with up to κ = 1e-2 of the tolerance rtol 1e-8 left), not only by rounding: measured 1.8e-11, the
+    bound used for the same comparison in test_structured.py. The default three iterations take fewer steps here."""
+    p, v0 = stiff
+    times = [0.0, 0.3, 3.0, np.inf]
+    fused = _reduced(p, v0, times, FusedKvaerno5(root_find_max_steps=2), PARAMS["ft"])
+    ref = _reduced(p, v0, times, dfx.Kvaerno5(), PARAMS["ft"])
+    assert int(fused[3]) == int(ref[3])
+    np.testing.assert_allclose(np.asarray(fused[0]), np.asarray(ref[0]), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(fused[1]), np.asarray(ref[1]), rtol=0, atol=1e-9)
+    default = _reduced(p, v0, times, FusedKvaerno5(), PARAMS["ft"])
+    assert int(default[3]) < int(ref[3])
+
+
+def _scipy_radau(p, v0, times, params):
+    """The flow in the original coordinates, written here in NumPy (dv/dt = −η_v(2 G g + 2 λ_v v), dG/dt =
+    −η_B(2 v gᵀ + 2 λ_B (G − G0)), g = s ⊙ (s ⊙ Gᵀv − Uᵀy)), by scipy's Radau at rtol 1e-12."""
+    s, a, G0 = (np.asarray(x) for x in (p.reduced.s, p.reduced.Uty, p.reduced.G0))
+    k, r = G0.shape
+    eta_v, eta_B, lam_v, lam_B = params
+
+    def f(t, th):
+        v, G = th[:k], th[k:].reshape(k, r)
+        g = s * (s * (G.T @ v) - a)
+        dv = -eta_v * (2 * G @ g + 2 * lam_v * v)
+        dG = -eta_B * (2 * np.outer(v, g) + 2 * lam_B * (G - G0))
+        return np.concatenate([dv, dG.ravel()])
+
+    th0 = np.concatenate([np.asarray(v0), G0.ravel()])
+    sol = solve_ivp(f, (0.0, times[-1]), th0, method="Radau", t_eval=times, rtol=1e-12, atol=1e-14)
+    assert sol.success
+    return sol.y[:k].T, sol.y[k:].T.reshape(-1, k, r)
+
+
+@pytest.mark.parametrize("method", sorted(PARAMS))
+def test_default_solver_matches_scipy_radau(stiff, method):
+    """FT, two learning rates and L2-SP through the default `FusedKvaerno5` (rtol 1e-8, atol 1e-10) against scipy's
+    Radau at rtol 1e-12: the state (v, G = B V) agrees to 1e-6 relative at t = 0.3, 3 and 30. The bound is 100× the
+    local tolerance, room for the global error of the adaptive solve through the stiff transient (measured at most
+    9e-9)."""
+    p, v0 = stiff
+    times = [0.3, 3.0, 30.0]
+    v, G, _, _, _ = _reduced(p, v0, [0.0, *times], FusedKvaerno5(), PARAMS[method])
+    rv, rG = _scipy_radau(p, v0, times, PARAMS[method])
+    state = np.concatenate([np.asarray(v)[1:], np.asarray(G)[1:].reshape(len(times), -1)], axis=1)
+    ref = np.concatenate([rv, rG.reshape(len(times), -1)], axis=1)
+    err = np.linalg.norm(state - ref, axis=1) / np.linalg.norm(ref, axis=1)
+    assert err.max() < 1e-6, err
+
+
+def test_a_stage_that_does_not_converge_rejects_the_step(stiff):
+    """A first step of Δt = 100 from θ0 (the fast rates are about 1e3, so the chord iteration from the second
+    stage's linearisation cannot converge in three iterations): the step reports an infinite error estimate (so the
+    PID controller rejects and shrinks it), every returned stage is finite (failed stages return 0), and the result
+    is `successful`, as diffrax's own implicit solvers report a non-converged step. The same call at Δt = 1e-4
+    converges, with a finite error estimate below 1e-6."""
+    p, v0 = stiff
+    y0, args = _flow.initial_state(p.reduced, v0, jnp.asarray(PARAMS["ft"]))
+    term = dfx.ODETerm(_flow.general_field)
+    solver = FusedKvaerno5(root_finder=dfx.VeryChord(rtol=1e-8, atol=1e-10, norm=optx.rms_norm))
+    t0 = jnp.asarray(0.0)
+    state = solver.init(term, t0, t0 + 1.0, y0, args)
+    for dt, fails in ((100.0, True), (1e-4, False)):
+        y1, err, dense, f1, result = jax.jit(solver.step, static_argnums=(0, 6))(
+            term, t0, t0 + dt, y0, args, state, False
+        )
+        assert result == dfx.RESULTS.successful
+        leaves = jax.tree_util.tree_leaves(err)
+        assert all(bool(jnp.all(jnp.isinf(e))) == fails for e in leaves)
+        assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves((y1, f1, dense)))
+        if not fails:
+            assert max(float(jnp.max(jnp.abs(e))) for e in leaves) < 1e-6
+
+
+def test_fewer_than_two_chord_iterations_is_refused():
+    with pytest.raises(ValueError, match="root_find_max_steps"):
+        FusedKvaerno5(root_find_max_steps=1)
+
+
+def test_fine_tune_reports_the_fused_solver_and_vmaps(stiff):
+    """`fine_tune`'s automatic choice on stiff data is the fused solver, and `jax.vmap` over heads gives each
+    head's single solve to 1e-12 (one program, per-member controllers)."""
+    p, _ = stiff
+    heads = jax.random.normal(jax.random.PRNGKey(3), (3, 3))
+    times = jnp.asarray([0.0, 1.0, jnp.inf])
+    single = [linnet.fine_tune(p, h, times) for h in heads]
+    assert single[0].solver == "FusedKvaerno5+ShermanMorrison"
+    batched = jax.vmap(lambda h: linnet.fine_tune(p, h, times).ood_error)(heads)
+    np.testing.assert_allclose(np.asarray(batched), np.stack([t.ood_error for t in single]), rtol=1e-12, atol=0)
