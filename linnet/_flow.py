@@ -175,9 +175,9 @@ def explicit_solver():
 def default_solver(k: int | None = None):
     """The implicit solver of the FT flow with k features (`k` is accepted for the `Method.solver` protocol):
     `FusedKvaerno5`, Kvaerno5 (L-stable ESDIRK, 5th order) with its stages as one scan and its chord iterations
-    written out, whose Newton systems are factored in closed form (`linnet._fused`). It uses only diffrax's public solver interface, so it needs no
-    layout check. The same method through diffrax's own `Kvaerno5` is `structured_solver()` (closed-form solve) or
-    `arrowhead_solver()` (operator products only)."""
+    written out, whose Newton systems are factored in closed form (`linnet._fused`). It uses only diffrax's public
+    solver interface, so it needs no layout check. The same method through diffrax's own `Kvaerno5` is
+    `structured_solver()` (closed-form solve) or `arrowhead_solver()` (operator products only)."""
     del k
     return FusedKvaerno5()
 

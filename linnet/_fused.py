@@ -20,10 +20,12 @@ What it shares with diffrax's `Kvaerno5` + `VeryChord`, decision for decision:
 - a failed stage fails the step: its error estimate is infinite, so the PID controller rejects and shrinks it,
   and the stage returns fᵢ = 0, as `SafeChord` does, so that gradients stay finite.
 
-One difference, on purpose: the number of iterations. `VeryChord` (diffrax 0.7) reports failure at its second
-iteration whenever its convergence test is not met yet, and optimistix's loop stops on a failure, so every stage
-gets exactly two iterations and a stage that needed a third rejects the whole step. On the small problem that
-rejected 105 of 488 steps, and the rejections kept the steps small: with at most three iterations
+One difference, on purpose: the number of iterations. `VeryChord` in diffrax 0.7.2 (the newest release on the
+package index) reports failure at its second iteration whenever its convergence test is not met yet, and
+optimistix's loop stops on a failure, so every stage gets exactly two iterations and a stage that needed a third
+rejects the whole step. That is a known defect, fixed upstream after that release (diffrax pull request #754,
+mirroring optimistix #230 for optimistix issue #221: non-convergence was reported as divergence). On the small
+problem that rejected 105 of 488 steps, and the rejections kept the steps small: with at most three iterations
 (`root_find_max_steps`, default 3) the same solve takes 195 steps (5 rejected), and its limit agrees with the
 rtol-1e-10 reference to 4e-9 (3e-9 before). With `root_find_max_steps=2` this solver takes diffrax's 488 steps,
 which is how the tests check that it is diffrax's algorithm. A fixed count is written out, not looped: the
