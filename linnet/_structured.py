@@ -19,13 +19,14 @@ the chord-Newton iteration that consumes these solves corrects their rounding. T
 Cost per factorisation O(r k³ + k² r) time and O(r k²) memory, against O((k r)³) and O((k r)²) for the dense LU
 that diffrax would otherwise use. It serves any operator of this shape.
 
-`ShermanMorrisonSolver` (through `StructuredChord` and `linnet._flow.structured_solver`; second half of this
-file) writes the blocks in closed form from the flow's parameters, each a scaled identity plus a rank-one term,
-and eliminates them by Sherman–Morrison: O(r k² + k³) per factorisation, O(r k + k²) per solve, O(r) memory
-beyond the state. It is backward stable to cond(M) ~ 5e8 (tests), and its trajectories and derivatives agree
-with the arrowhead solve's. It is the default (`linnet._flow.default_solver`) whenever the installed diffrax
-passes an implicit stage's arguments in the layout `StructuredChord` reads the linearisation point from (a changed
-layout raises a `TypeError`; the automatic choice checks it once per process, and falls back to the arrowhead).
+`ShermanMorrisonSolver` (second half of this file) writes the blocks in closed form from the flow's parameters,
+each a scaled identity plus a rank-one term, and eliminates them by Sherman–Morrison: O(r k² + k³) per
+factorisation, O(r k + k²) per solve, O(r) memory beyond the state. It is backward stable to cond(M) ~ 5e8
+(tests), and its trajectories and derivatives agree with the arrowhead solve's. Its factorisation and solve
+(`sherman_morrison_factor`, `sherman_morrison_solve`) are what the default solver, `linnet._fused.FusedKvaerno5`,
+calls. Inside diffrax's own Kvaerno5 (`linnet._flow.structured_solver`) it is reached through `StructuredChord`,
+which reads the linearisation point from diffrax's layout of an implicit stage's arguments (a changed layout
+raises a `TypeError`).
 """
 
 from __future__ import annotations
@@ -142,13 +143,8 @@ class ShermanMorrisonSolver(_SymmetricNewtonSolver):
     It does not look at the operator: `init(operator, options)` needs `options["structure"] = (θ, γ, args)`, the
     point θ = (ṽ (k,), G̃ (k, r)) where J is taken, the scalar γ > 0 and the flow's `args = (s, Uᵀy, G0,
     (η_v, η_B, λ_v, λ_B))`. `StructuredChord` supplies it inside diffrax's implicit solvers. Without it, `init`
-    returns None (the placeholder `StructuredChord` replaces).
-
-    `batched=True` (static) serves one ODE over a stack of N instances (`linnet._stacked`): every leaf of θ, `args`
-    and the right-hand side has a leading axis N, M is block-diagonal over it, and each block is factored and
-    solved as above, vectorised over the stack."""
-
-    batched: bool = eqx.field(static=True, default=False)
+    returns None (the placeholder `StructuredChord` replaces). (`FusedKvaerno5`, the default, calls
+    `sherman_morrison_factor` and `sherman_morrison_solve` directly, vmapped over a stack of instances.)"""
 
     def init(self, operator, options: dict[str, Any]):
         del operator
@@ -158,7 +154,7 @@ class ShermanMorrisonSolver(_SymmetricNewtonSolver):
 
     def compute(self, state, vector, options: dict[str, Any]):
         del options
-        x_v, X = (jax.vmap(sherman_morrison_solve) if self.batched else sherman_morrison_solve)(state, vector)
+        x_v, X = sherman_morrison_solve(state, vector)
         finite = jnp.all(jnp.isfinite(x_v)) & jnp.all(jnp.isfinite(X))  # as in ArrowheadSolver.compute
         result = lx.RESULTS.where(finite, lx.RESULTS.successful, lx.RESULTS.singular)
         return (jnp.where(finite, x_v, 0.0), jnp.where(finite, X, 0.0)), result, {}
@@ -273,10 +269,7 @@ class StructuredChord(SafeChord):
     diffrax's implicit Runge–Kutta stages solve fᵢ − f(tᵢ, yᵢ + a_ii Δt fᵢ) = 0 for fᵢ; the root finder receives
     the relation's arguments `(stage, a_ii, f, prod, tᵢ, yᵢ, args, Δt)`, so the Jacobian is taken at
     θ = yᵢ + a_ii Δt fᵢ with γ = a_ii Δt. That layout is diffrax's (checked on 0.7): `init` raises a `TypeError`
-    naming it if it changes, rather than solve a wrong system. `batched=True` (static): the ODE is a stack of
-    instances (`linnet._stacked`), factored instance by instance (with `ShermanMorrisonSolver(batched=True)`)."""
-
-    batched: bool = eqx.field(static=True, default=False)
+    naming it if it changes, rather than solve a wrong system."""
 
     def init(self, fn, y, args, options, f_struct, aux_struct, tags):
         state = super().init(fn, y, args, options, f_struct, aux_struct, tags)
@@ -291,7 +284,6 @@ class StructuredChord(SafeChord):
         _, diagonal, _, prod, _, y_partial, ode_args, control = args
         theta = jax.tree_util.tree_map(lambda a, b: a + diagonal * b, y_partial, prod(y, control))
         gamma = diagonal * control
-        factor_of = jax.vmap(sherman_morrison_factor, in_axes=(0, None, 0)) if self.batched else sherman_morrison_factor
-        factor = factor_of(theta, gamma, ode_args)
+        factor = sherman_morrison_factor(theta, gamma, ode_args)
         factor = jax.lax.stop_gradient(factor)  # as diffrax does for the linear solver's state
         return eqx.tree_at(lambda st: st.linear_state[1], state, factor, is_leaf=lambda x: x is None)
