@@ -17,9 +17,10 @@ is integrated as one ODE on the stacked state (v (N, k), G (N, k, r)), through t
 Why not `vmap` of single solves: a vmapped adaptive solve runs every member for the slowest member's steps anyway,
 but keeps N controllers, N Newton loops and per-member branches turned into selects, so nothing per step is
 shared. The shared controller has its own cost: it takes the union of the members' small steps (measured on the
-small stiff problem: a stack of 8 takes about 1 040 steps where its members alone average 536, a stack of 96
-about 2 075), so on 2 CPU cores this route is not faster than `lax.map` (`benchmarks/RESULTS.md`, batch-size
-curve); it is one fused computation per step, which is what accelerators want. Each member's accepted steps are
+small stiff problem with the default `FusedKvaerno5`: a stack of 8 takes 293 steps where its members alone average
+206, a stack of 96 takes 398), so on 2 CPU cores this route is not reliably faster than `lax.map`
+(`benchmarks/RESULTS.md`, batch-size curve: 18–37 ms against 20–32 ms per trajectory); it is one fused
+computation per step, which is what accelerators want. Each member's accepted steps are
 the stack's, so its trajectory differs from its single solve within the tolerance, not to rounding.
 """
 
