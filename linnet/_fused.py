@@ -181,7 +181,9 @@ class FusedKvaerno5(dfx.AbstractImplicitSolver, dfx.AbstractAdaptiveSolver):
             new_f = _tmap(jnp.subtract, st.f, diff)
             scaled = _tmap(lambda d, f: d / (atol + rtol * jnp.abs(f)), diff, new_f)
             size = jnp.asarray(norm(scaled), st.diffsize.dtype)
-            finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(diff)]))
+            # a non-finite solve makes the norm non-finite (NaN or inf propagate through it), so testing the one
+            # scalar replaces a pass over the state (measured on a stack of 32: a fifth of an iteration's time)
+            finite = jnp.isfinite(size)
             return _Chord(new_f, size, st.diffsize, st.failed | ~finite, st.steps + 1)
 
         def verdict(st: _Chord):
@@ -197,12 +199,13 @@ class FusedKvaerno5(dfx.AbstractImplicitSolver, dfx.AbstractAdaptiveSolver):
         dtype = jax.tree_util.tree_leaves(f_pred)[0].dtype
         st = _Chord(f_pred, jnp.asarray(jnp.inf, dtype), jnp.asarray(1.0, dtype), jnp.asarray(False), jnp.asarray(0))
         done, ok = jnp.asarray(False), jnp.asarray(False)
-        for _ in range(self.root_find_max_steps):
+        for i in range(self.root_find_max_steps):
             # the verdict is sticky: once an iterate has converged, later ones are rounding noise whose contraction
             # rate means nothing (a fixed count of four judged by its last rate failed most steps: measured), so
-            # the iterate and verdict are frozen at the first decision
+            # the iterate and verdict are frozen at the first decision. Convergence is decided from the second
+            # iteration on, and a failure is final whatever follows, so freezing is needed from the third only
             new = iterate(st)
-            st = _tmap(lambda a, b, done=done: jnp.where(done, a, b), st, new)
+            st = _tmap(lambda a, b, done=done: jnp.where(done, a, b), st, new) if i >= 2 else new
             now_done, now_ok = verdict(st)
             ok = jnp.where(done, ok, now_ok)
             done = done | now_done

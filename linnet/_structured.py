@@ -174,7 +174,12 @@ def sherman_morrison_solve(factor, vector):
 
     Y = apply_Dinv(b_G)
     x_v = _lu_solve(lu, b_v - c * (Y @ g + G @ (s2 * (v @ Y))))
-    X = apply_Dinv(b_G - c * (jnp.outer(x_v, g) + jnp.outer(v, s2 * (x_v @ G))))
+    # X = Y − c D⁻¹ C x_v, with column q of C x_v equal to g_q x_v + w_q v (w = s² ⊙ Gᵀx_v): its projections are
+    # g_q P_⊥ x_v and (g_q uᵀx_v + w_q ‖v‖) u, so D⁻¹ C x_v is two outer products, not a second pass of apply_Dinv
+    t = u @ x_v
+    x_perp = x_v - t * u
+    w = s2 * (x_v @ G)
+    X = Y - c * (jnp.outer(x_perp, g / alpha) + jnp.outer(u, inv_par * (t * g + (u @ v) * w)))
     return x_v, X
 
 
