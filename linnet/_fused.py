@@ -37,8 +37,10 @@ Measured warm to t = ∞ (2 CPU cores; `benchmarks/RESULTS.md`): small problem a
 `structured_solver()` (diffrax's Kvaerno5 with the same closed-form solve), of which the fewer steps are a factor
 2.5 and the cheaper step the rest; medium (d = 5 000, k = 20, n = 1 000) about 0.7 s against 2.1 s.
 
-It does not read diffrax's internal layout of a stage's arguments, as `StructuredChord` has to. It serves the
-generalised FT flow (`linnet._flow.general_field`) only: the factorisation is built from that flow's `args`.
+It does not read diffrax's internal layout of a stage's arguments, as `StructuredChord` has to. Its default
+closed-form Newton solve serves the generalised FT flow (`linnet._flow.general_field`) only, since the
+factorisation is built from that flow's `args`; `newton="lu"` factors I − γΔt J densely, J by forward mode, for any
+flow (the logistic loss, LoRA and the deep extractors, `linnet._flow.dense_solver`), with the same fused stages.
 Reverse-mode derivatives go through the unrolled iterations with the factor held constant, so they converge to
 the implicit derivative of each stage as its iteration converges.
 """
@@ -53,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
+from jax.flatten_util import ravel_pytree
 
 from ._structured import sherman_morrison_factor, sherman_morrison_solve
 
@@ -82,6 +85,28 @@ def _tmap(f, *trees):
     return jax.tree_util.tree_map(f, *trees)
 
 
+def _closed_form_factor(vf, t, y, h, args):
+    del vf, t  # the factorisation is written from the generalised FT flow's `args`
+    return sherman_morrison_factor(y, h, args)
+
+
+def _lu_factor(vf, t, y, h, args):
+    """LU of the Newton matrix I − h J on the flattened state, J = ∂f/∂y by forward mode (as lineax materialises
+    diffrax's Jacobian operator): any flow, O(m³) for a state of m numbers."""
+    flat, unflatten = ravel_pytree(y)
+    jac = jax.jacfwd(lambda z: ravel_pytree(vf(t, unflatten(z), args))[0])(flat)
+    return jax.scipy.linalg.lu_factor(jnp.eye(flat.size, dtype=flat.dtype) - h * jac)
+
+
+def _lu_solve(factor, residual):
+    flat, unflatten = ravel_pytree(residual)
+    return unflatten(jax.scipy.linalg.lu_solve(factor, flat))
+
+
+# the Newton solve: (factor(vf, t, y, h, args), solve(factor, residual)) by name
+_NEWTON = {"closed_form": (_closed_form_factor, sherman_morrison_solve), "lu": (_lu_factor, _lu_solve)}
+
+
 class _Chord(eqx.Module):
     """One stage's chord iteration state, as `VeryChord` keeps it."""
 
@@ -104,17 +129,25 @@ class FusedKvaerno5(dfx.AbstractImplicitSolver, dfx.AbstractAdaptiveSolver):
       are the step-size controller's (`diffrax.with_stepsize_controller_tols`), as for diffrax's own solvers.
     - `root_find_max_steps` (static): chord iterations per stage, at least 2 (default 3; 2 is diffrax's effective
       count).
+    - `newton` (static): the Newton solve, "closed_form" (default; Sherman–Morrison on the generalised FT flow's
+      arrowhead, `linnet._structured`) or "lu" (a dense LU of I − γΔt J, J by forward mode: any flow, such as the
+      logistic loss's, LoRA's or the deep extractors', whose Jacobians have no structure linnet uses).
     - `batched` (static): the ODE is a stack of instances (`linnet._stacked`): every leaf of the state and of `args`
       has a leading axis, each member's Newton block is factored and solved on its own, and the controller's norm
       (the stack's) decides convergence for the whole stack."""
 
     def __check_init__(self):
+        if self.newton not in _NEWTON:
+            raise ValueError(f"`newton` must be one of {sorted(_NEWTON)}, got {self.newton!r}")
+        if self.batched and self.newton != "closed_form":
+            raise ValueError("`batched=True` needs `newton='closed_form'` (each member's block is factored on its own)")
         if self.root_find_max_steps < 2:
             raise ValueError(f"`root_find_max_steps` must be at least 2 (the convergence test needs two), got "
                              f"{self.root_find_max_steps}")  # fmt: skip
 
     root_finder: optx.AbstractRootFinder = dfx.with_stepsize_controller_tols(dfx.VeryChord)()
     root_find_max_steps: int = eqx.field(static=True, default=_ITERATIONS)
+    newton: str = eqx.field(static=True, default="closed_form")
     batched: bool = eqx.field(static=True, default=False)
 
     term_structure: ClassVar = dfx.AbstractTerm
@@ -137,17 +170,23 @@ class FusedKvaerno5(dfx.AbstractImplicitSolver, dfx.AbstractAdaptiveSolver):
         if made_jump is not False:
             f0 = jax.lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: f0)
         h = _GAMMA * dt
-        factor_of = jax.vmap(sherman_morrison_factor, in_axes=(0, None, 0)) if self.batched else sherman_morrison_factor
-        solve_of = jax.vmap(sherman_morrison_solve) if self.batched else sherman_morrison_solve
         dtype = jax.tree_util.tree_leaves(y0)[0].dtype
         A, P, C, b_sol, b_err = (jnp.asarray(x, dtype) for x in _COEFFS)
+        factor_fn, solve_of = _NEWTON[self.newton]
+        t_jac = t0 + C[0] * dt  # the second stage's node: the Newton matrix is taken there
+
+        def factor_of(y, a):
+            return factor_fn(terms.vf, t_jac, y, h, a)
+
+        if self.batched:
+            factor_of, solve_of = jax.vmap(factor_of), jax.vmap(solve_of)
 
         def combine(row, buf):  # Σⱼ row[j] fⱼ over the stage buffer
             return _tmap(lambda x: jnp.tensordot(row, x, axes=1), buf)
 
         # the Newton matrix is taken once per step, at the second stage's predictor (the first implicit stage's)
         theta = _tmap(lambda a, f: a + dt * A[0, 0] * f + h * P[0, 0] * f, y0, f0)
-        factor = jax.lax.stop_gradient(factor_of(theta, h, args))
+        factor = jax.lax.stop_gradient(factor_of(theta, args))
 
         # the six implicit stages as one scan: its body (one stage, three chord iterations) is traced and compiled
         # once. Unrolling the stages too made programs, reverse-mode ones most, twice as slow to compile (measured:

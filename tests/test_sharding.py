@@ -45,7 +45,10 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sweep_on_eight_cpu_devices_matches_one_device():
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+    # at XLA's default optimisation level, not the suite's level 0 (conftest.py): at level 0 the 8-device and the
+    # 1-device programs round differently and the predictors differ by 3e-12 (measured), at the default by nothing
+    suite_flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_backend_optim")]
+    flags = " ".join([*suite_flags, "--xla_force_host_platform_device_count=8"])
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
