@@ -21,13 +21,13 @@ import linnet
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 threadpool_limits(1)
 
-# before any JAX computation, and inherited by the processes the tests start: XLA's classic CPU emitters, which
-# compile linnet's solver programs about twice as fast (compiling is most of the suite's time; see fast_compile)
 # XLA's LLVM backend at optimisation level 0, for the suite only: its programs are small and run briefly, so
 # compiling them dominates (measured: the quick figures' data, as `linnet reproduce --quick` computes them, 84 s →
 # 68 s). The operations are the same; XLA's CPU backend keeps fast-math off, so code generated without LLVM's
 # optimisations may differ from the optimised code only in rounding (such as fused multiply-adds).
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+# before any JAX computation, and inherited by the processes the tests start: XLA's classic CPU emitters, which
+# compile linnet's solver programs about twice as fast (compiling is most of the suite's time; see fast_compile)
 linnet.fast_compile()  # False (with a warning) on a jaxlib it is not verified for: the suite runs either way
 jax.config.update("jax_enable_x64", True)
 
