@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._validate import as_float_array, check_shape, is_traced
 
@@ -115,17 +116,37 @@ GRAM_MAX_ERROR = 1e-8
 GRAM_CHECK = 64
 
 
-@jax.jit
+def _on_cpu(X) -> bool:
+    return all(dev.platform == "cpu" for dev in X.devices())
+
+
+# On the CPU backend the two large products go to the host's BLAS (NumPy's, through zero-copy views): XLA:CPU
+# computes X Xᵀ as a general product, while NumPy recognises it as a symmetric rank-k update, and its general
+# product is faster too. Measured at n = 5 000, d = 10⁴ on 2 cores: X Xᵀ 2.7 s against 7.7–9.3 s, Uᵀ X 5.4 s against
+# 8.1 s. The eigendecomposition stays in JAX (15 s, against 17 s for SciPy's). On other backends all of it runs there.
 def _gram_svd(X):
     """(U, s, Vt, ok) from X Xᵀ, with `ok` the criterion above."""
-    w, U = jnp.linalg.eigh(X @ X.T)
-    w, U = w[::-1], U[:, ::-1]  # descending, as the SVD orders them
+    return _gram_route(np.asarray(X), np) if _on_cpu(X) else _gram_route_xla(X)
+
+
+def _gram_route(X, xp):
+    """The Gram route with its products in `xp` (NumPy on the host arrays, or jax.numpy), its eigh in JAX."""
+    w, U = _descending_eigh(jnp.asarray(X @ X.T))
     s = jnp.sqrt(jnp.maximum(w, 0.0))
-    Vt = (X.T @ U / jnp.where(s > 0, s, 1.0)).T
+    Vt = (xp.asarray(U).T @ X) / xp.asarray(jnp.where(s > 0, s, 1.0))[:, None]
     m = min(GRAM_CHECK, X.shape[0])
-    tail = Vt[-m:]  # the columns of V with the smallest s_j
-    err = jnp.max(jnp.abs(tail @ Vt.T - jnp.eye(X.shape[0], dtype=X.dtype)[-m:]))
-    return U, s, Vt, (w[-1] > 0) & (err <= GRAM_MAX_ERROR)
+    tail = Vt[-m:]  # the columns of V with the smallest s_j, where the errors concentrate
+    err = xp.max(xp.abs(tail @ Vt.T - xp.eye(X.shape[0], dtype=Vt.dtype)[-m:]))
+    return U, s, jnp.asarray(Vt), (w[-1] > 0) & (err <= GRAM_MAX_ERROR)
+
+
+_gram_route_xla = jax.jit(lambda X: _gram_route(X, jnp))
+
+
+@jax.jit
+def _descending_eigh(A):
+    w, U = jnp.linalg.eigh(A)
+    return w[::-1], U[:, ::-1]  # descending, as the SVD orders them
 
 
 def thin_svd(X: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -154,23 +154,25 @@ def test_generator_draws_keep_jax_values_with_the_older_threefry():
 
 
 def test_the_gram_route_of_the_svd_agrees_with_numpy_and_is_refused_when_ill_conditioned(monkeypatch):
-    """`thin_svd` through X Xᵀ (issue #12, item 5; forced here on small X by lowering `GRAM_MIN_SIZE`) against
-    NumPy's SVD: singular values to 1e-13 relative and U diag(s) Vᵀ = X, VᵀV = I to 1e-13 on a well-conditioned X
-    (cond ≈ 6: eps · cond² ≈ 1e-14). On X with cond = 1e6 (eps · cond² ≈ 2e-4) the orthogonality check fails, the
-    Gram route is refused and the result is the SVD's, bit for bit. The problem built either way gives FT the same
-    limit to 1e-9."""
+    """`thin_svd` through X Xᵀ (issue #12, item 5; forced here on small X by lowering `GRAM_MIN_SIZE`), with its
+    products in NumPy's BLAS (the CPU route) and in XLA (other backends'), against NumPy's SVD: singular values to
+    1e-13 relative and U diag(s) Vᵀ = X, VᵀV = I to 1e-13 on a well-conditioned X (cond ≈ 6: eps · cond² ≈ 1e-14).
+    On X with cond = 1e6 (eps · cond² ≈ 2e-4) the orthogonality check fails, the Gram route is refused and the
+    result is the SVD's, bit for bit. The problem built either way gives FT the same limit to 1e-9."""
     from linnet import _geometry
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((30, 80))
-    U, s, Vt, ok = _geometry._gram_svd(jnp.asarray(X))
-    assert bool(ok)
-    np.testing.assert_allclose(np.asarray(s), np.linalg.svd(X, compute_uv=False), rtol=1e-13)
-    np.testing.assert_allclose(np.asarray((U * s) @ Vt), X, atol=1e-13 * np.abs(X).max())
-    np.testing.assert_allclose(np.asarray(Vt @ Vt.T), np.eye(30), atol=1e-13)
     W, _, Zt = np.linalg.svd(X, full_matrices=False)
     X_ill = (W * np.logspace(0, -6, 30)) @ Zt
-    assert not bool(_geometry._gram_svd(jnp.asarray(X_ill))[3])
+    # both routes: the products in NumPy's BLAS (what CPU arrays take) and in XLA (what other backends take)
+    for route in (_geometry._gram_svd, _geometry._gram_route_xla):
+        U, s, Vt, ok = route(jnp.asarray(X))
+        assert bool(ok)
+        np.testing.assert_allclose(np.asarray(s), np.linalg.svd(X, compute_uv=False), rtol=1e-13)
+        np.testing.assert_allclose(np.asarray((U * s) @ Vt), X, atol=1e-13 * np.abs(X).max())
+        np.testing.assert_allclose(np.asarray(Vt @ Vt.T), np.eye(30), atol=1e-13)
+        assert not bool(route(jnp.asarray(X_ill))[3])
     p = linnet.subspace_shift(jax.random.PRNGKey(3), d=80, k=2, n=30, eps=0.2, inputs="isotropic")  # by the SVD
     assert bool(_geometry._gram_svd(p.X)[3])  # so that the Problem below takes the Gram route
     monkeypatch.setattr(_geometry, "GRAM_MIN_SIZE", 0)
