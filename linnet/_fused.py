@@ -33,9 +33,9 @@ verdict is frozen at the first iteration that decides (later iterates of a conve
 whose contraction rate means nothing), and a loop for further iterations cost more compilation (a checkpointed
 loop, for reverse mode) than the few steps it saved.
 
-Measured warm to t = ∞ (2 CPU cores; `benchmarks/RESULTS.md`): small problem 19 ms against 60 ms for
+Measured warm to t = ∞ (2 CPU cores; `benchmarks/RESULTS.md`): small problem 17 ms against 80 ms for
 `structured_solver()` (diffrax's Kvaerno5 with the same closed-form solve), of which the fewer steps are a factor
-2.5 and the cheaper step the rest; medium (d = 5 000, k = 20, n = 1 000) 0.80 s against 2.3 s.
+2.5 and the cheaper step the rest; medium (d = 5 000, k = 20, n = 1 000) 0.87 s against 2.5 s.
 
 It does not read diffrax's internal layout of a stage's arguments, as `StructuredChord` has to. Its default
 closed-form Newton solve serves the generalised FT flow (`linnet._flow.general_field`) only, since the

@@ -19,7 +19,7 @@ but keeps N controllers, N Newton loops and per-member branches turned into sele
 shared. The shared controller has its own cost: it takes the union of the members' small steps (measured on the
 small stiff problem with the default `FusedKvaerno5`: a stack of 8 takes 293 steps where its members alone average
 206, a stack of 96 takes 398), so on 2 CPU cores this route is not reliably faster than `lax.map`
-(`benchmarks/RESULTS.md`, batch-size curve: 21–40 ms against 22–32 ms per trajectory); it is one fused
+(`benchmarks/RESULTS.md`, batch-size curve: 18–38 ms against 17–36 ms per trajectory); it is one fused
 computation per step, which is what accelerators want. Each member's accepted steps are
 the stack's, so its trajectory differs from its single solve within the tolerance, not to rounding.
 """
