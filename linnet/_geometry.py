@@ -118,7 +118,8 @@ GRAM_CHECK = 64
 
 
 def _on_cpu(X) -> bool:
-    return all(dev.platform == "cpu" for dev in X.devices())
+    """Whether X is in host memory: a NumPy array, or a JAX array on CPU devices only."""
+    return not hasattr(X, "devices") or all(dev.platform == "cpu" for dev in X.devices())
 
 
 # On the CPU backend the two large products go to the host's BLAS (NumPy's, through zero-copy views): XLA:CPU

@@ -166,6 +166,8 @@ def test_the_gram_route_of_the_svd_agrees_with_numpy_and_is_refused_when_ill_con
     W, _, Zt = np.linalg.svd(X, full_matrices=False)
     X_ill = (W * np.logspace(0, -6, 30)) @ Zt
     # both routes: the products in NumPy's BLAS (what CPU arrays take) and in XLA (what other backends take)
+    # NumPy arrays take the host route; JAX arrays take it on the CPU backend (as in CI) and the XLA route elsewhere
+    assert _geometry._on_cpu(X) and _geometry._on_cpu(jnp.asarray(X)) == (jax.default_backend() == "cpu")
     for route in (_geometry._gram_svd, _geometry._gram_route_xla):
         U, s, Vt, ok = route(jnp.asarray(X))
         assert bool(ok)
