@@ -186,8 +186,11 @@ class Problem:
             return jnp.einsum("...i,...ij,...j->...", a, stored, b)
         if which == "ood":
             return jnp.sum(a * b, axis=-1)
-        V = self.id_basis
-        return jnp.sum(jnp.einsum("...d,...dr->...r", a, V) * jnp.einsum("...d,...dr->...r", b, V), axis=-1)
+        # project, then mask: the same numbers as through `id_basis`, without writing a masked copy of V (d, r)
+        mask = self._s > 0
+        pa = jnp.einsum("...d,...dr->...r", a, self._V) * mask
+        pb = pa if b is a else jnp.einsum("...d,...dr->...r", b, self._V) * mask
+        return jnp.sum(pa * pb, axis=-1)
 
     @property
     def w_star(self) -> jax.Array:

@@ -145,10 +145,19 @@ def _core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, so
             steps = steps + aux["num_steps"]
         v, dG, basis = m.decode(problem, ys, args, aux, p)
         label = _flow.solver_name(solver)
-    return make_trajectory(
+    tr = make_trajectory(
         problem, times, v, dG, basis, num_steps=steps, result=result, t_stop=t_stop, method=name, solver=label,
         loss=m.loss,
     )  # fmt: skip
+    # The problem's own arrays are left out of the program's outputs and put back by `_with_inputs`: XLA copies an
+    # output that is an input, and for V (d, r) that copy was most of a call's cost at large d (measured at
+    # d = 10⁵, r = 200: about 60 ms of a 110 ms call that takes 226 steps to t = 1).
+    return dataclasses.replace(tr, B0=None, basis=None if basis is problem.reduced.V else tr.basis)
+
+
+def _with_inputs(tr: Trajectory, problem) -> Trajectory:
+    """`_core`'s trajectory with the problem's arrays it left out (B0, and V where it is the basis)."""
+    return dataclasses.replace(tr, B0=problem.B0, basis=problem.reduced.V if tr.basis is None else tr.basis)
 
 
 _lp_limit_head = jax.jit(lp_limit_head)  # one small program, not a dispatch per operation on eager calls
@@ -271,6 +280,7 @@ def simulate(
             solver=solver_i,
             max_steps=min(int(max_steps), budget),
         )
+        tr = _with_inputs(tr, problem)
         return tr if tr.method == m.name else dataclasses.replace(tr, method=m.name)
 
     if _explicit is not None and len(plan) == 1 and solver is None and m.explicit_ok is not None and m.explicit_ok(p):
