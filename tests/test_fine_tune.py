@@ -212,3 +212,17 @@ def test_explicit_first_step_is_stable_at_large_k():
         solver=_flow.explicit_solver(),
     )  # fmt: skip
     assert res == dfx.RESULTS.event_occurred, int(steps)
+
+
+def test_trajectory_holds_the_problems_own_arrays_and_agrees_under_jit(small_problem):
+    """The compiled core leaves B0 and V out of its outputs (XLA would copy them) and `simulate` puts the problem's
+    own arrays back: eagerly they are the same objects, and under `jax.jit` the same values, with the same
+    predictor to 1e-12 (two compilations of one solve)."""
+    p = small_problem
+    v0 = np.ones(p.k)
+    tr = linnet.fine_tune(p, v0, [1.0, np.inf])
+    assert tr.B0 is p.B0 and tr.basis is p.reduced.V
+    jt = jax.jit(lambda p: linnet.fine_tune(p, v0, [1.0, np.inf]))(p)
+    np.testing.assert_array_equal(np.asarray(jt.basis), np.asarray(p.reduced.V))
+    np.testing.assert_array_equal(np.asarray(jt.B0), np.asarray(p.B0))
+    np.testing.assert_allclose(np.asarray(jt.predictor), np.asarray(tr.predictor), rtol=0, atol=1e-12)
