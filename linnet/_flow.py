@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._fused import FusedKvaerno5
+from ._numerics import safe_norm
 from ._structured import ArrowheadSolver, SafeChord, ShermanMorrisonSolver, StructuredChord
 
 
@@ -82,10 +83,6 @@ def general_field(t, state, args):
     return (-2.0 * rv * (G @ g + lam_v * v), -2.0 * rB * (jnp.outer(v, g) + lam_B * (G - G0)))
 
 
-def _sqnorm(tree):
-    return sum(jnp.sum(x**2) for x in jax.tree_util.tree_leaves(tree))
-
-
 def steady_state(rtol, atol):
     def cond_fn(t, state, args, **kwargs):
         s, _, _, params = args
@@ -107,19 +104,19 @@ def steady_state(rtol, atol):
         # cond(X)² eps > rtol) would never end. In float64 the floor is far below the tolerance.
         eps = jnp.finfo(v.dtype).eps
         s_max = jnp.max(s)
-        noise = 4.0 * eps * s_max * (s_max * jnp.linalg.norm(G.T @ v) + jnp.linalg.norm(args[1]))
-        noise = noise * (jnp.sqrt(eta_v) * jnp.linalg.norm(G) + jnp.sqrt(eta_B) * jnp.linalg.norm(v))
-        tol = atol + rtol * jnp.sqrt(_sqnorm(theta))
+        noise = 4.0 * eps * s_max * (s_max * safe_norm(G.T @ v) + safe_norm(args[1]))
+        noise = noise * (jnp.sqrt(eta_v) * safe_norm(G) + jnp.sqrt(eta_B) * safe_norm(v))
+        tol = atol + rtol * safe_norm(theta)
         # distance left, bound 1: ‖f‖ / (slowest rate). Valid for every flow here, but it weighs each mode's
         # velocity by the slowest rate, so a fast mode carrying a tolerance-sized error (explicit steps jitter at
         # that level) overstates the distance by up to cond(X)².
-        by_rate = jnp.sqrt(_sqnorm(f_orig)) <= jnp.maximum(rate * tol, noise)
+        by_rate = safe_norm(f_orig) <= jnp.maximum(rate * tol, noise)
         # bound 2 (no L2-SP term, so the limit fits the data): the flow converges to θ + Δ with J Δ = −ρ to first
         # order, ρ = s ⊙ z − Uᵀy, J = ∂ρ/∂θ; the gradient flow moves by the least-norm Δ in the scaled coordinates,
         # and J Jᵀ ⪰ η_B ‖v‖² diag(s²) there, so ‖Δ‖ ≤ max(1, √(η_v/η_B)) ‖ρ / s‖ / ‖v‖ in (v, G)
         rho = residual(s, args[1], v, G)
-        rho_s = jnp.linalg.norm(jnp.where(s > 0, rho / jnp.where(s > 0, s, 1.0), 0.0))
-        scale = jnp.maximum(1.0, jnp.sqrt(eta_v / eta_B)) / jnp.maximum(jnp.linalg.norm(v), jnp.finfo(v.dtype).tiny)
+        rho_s = safe_norm(jnp.where(s > 0, rho / jnp.where(s > 0, s, 1.0), 0.0))
+        scale = jnp.maximum(1.0, jnp.sqrt(eta_v / eta_B)) / jnp.maximum(safe_norm(v), jnp.finfo(v.dtype).tiny)
         by_residual = (lam_v == 0) & (lam_B == 0) & (scale * rho_s <= tol)
         return by_rate | by_residual
 

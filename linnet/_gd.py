@@ -9,6 +9,7 @@ from jax.typing import ArrayLike
 
 from ._flow import residual
 from ._general_flows import residual_loss
+from ._numerics import safe_norm
 from ._problem import Problem
 from ._registry import Method, Param, register
 from ._simulate import check_head, simulate
@@ -26,50 +27,71 @@ def _gd_loss(s, a, state):
     return residual_loss(s, a, *state)
 
 
-def _gd_segment(s, a, lr, state, n_iter, max_iter, rtol, atol, limit):
-    """Run n_iter steps (or, if `limit`, until the steady-state test) from `state`; stops early on blow-up."""
+def _gd_segment(s, a, lr, state, n_iter, rtol, atol, limit, max_iter):
+    """Run `n_iter` steps (or, if `limit`, up to `n_iter` steps until the steady-state test) from `state`; stops
+    early on blow-up. Returns (state, iterations run, blew up, steady state reached)."""
     loss0 = _gd_loss(s, a, state)
 
     def cond(c):
         i, _, bad, done = c
-        return (i < jnp.where(limit, max_iter, n_iter)) & ~bad & ~done
+        return (i < n_iter) & ~bad & ~done
 
     def body(c):
         i, st, _, _ = c
         new = _gd_step(s, a, lr, st)
         loss = _gd_loss(s, a, new)
         bad = ~jnp.isfinite(loss) | (loss > 1e12 * (1.0 + loss0))
-        v, G = new
-        step = jnp.sqrt(jnp.sum((new[0] - st[0]) ** 2) + jnp.sum((new[1] - st[1]) ** 2))
-        s2 = jnp.where(s > 0, s**2, jnp.inf)
-        rate = 2.0 * lr * jnp.min(s2) * jnp.sum(v**2)  # per-step contraction of the slowest residual direction
-        norm = jnp.sqrt(jnp.sum(v**2) + jnp.sum(G**2))
-        done = limit & (step <= rate * (atol + rtol * norm))
+        v, _ = new
+        step = safe_norm(jax.tree_util.tree_map(jnp.subtract, new, st))
+        s_min = jnp.min(jnp.where(s > 0, s, jnp.inf))
+        # per-step contraction of the slowest residual direction, 2 lr s_min² ‖v‖², formed without squaring a
+        # possibly tiny s_min or ‖v‖ on its own (scale-safe, as the flow's test)
+        rate = 2.0 * lr * (s_min * safe_norm(v)) ** 2
+        # or the residual at its rounding floor (as the flows' rule, `gradient_steady`): the steps are then rounding
+        # noise, and in float32 on stiff data the first test is never met
+        rho = residual(s, a, *new)
+        z = jnp.where(s > 0, (rho + a) / jnp.where(s > 0, s, 1.0), 0.0)
+        floor = 4.0 * jnp.finfo(s.dtype).eps * jnp.max(s) * (jnp.max(s) * safe_norm(z) + safe_norm(a))
+        done = limit & ((step <= rate * (atol + rtol * safe_norm(new))) | (safe_norm(rho) <= floor))
         return i + 1, new, bad, done
 
     # equinox's checkpointed while loop, so that reverse-mode `jax.grad` goes through the iterations (with
     # recursive checkpointing, as diffrax does for ODE steps); forward it runs as a plain while loop
-    init = (jnp.asarray(0), state, jnp.asarray(False), jnp.asarray(False))
+    init = (jnp.asarray(0, n_iter.dtype), state, jnp.asarray(False), jnp.asarray(False))
     i, st, bad, done = eqxi.while_loop(cond, body, init, max_steps=max_iter, kind="checkpointed")
     return st, i, bad, done
 
 
 def _gd_path(s, a, v0, G0, t_all, lr, rtol, atol, max_iter):
     """GD sampled at iterations round(t/lr) for the (increasing) times `t_all`, `inf` = run to the steady state.
-    Returns (v (T, k), G (T, k, r), iterations, diverged, every t = ∞ reached)."""
+
+    The budget `max_iter` counts every iteration of the run. A finite time whose iteration round(t/lr) is beyond
+    the budget is not reached (nor is any later one), and neither is t = ∞ when the steady state is not met within
+    the budget; unreached times hold NaN, so that no value is mistaken for the state at a time it never got to.
+    **Returns:** (v (T, k), G (T, k, r), iterations, diverged, every time reached, time reached = iterations · lr).
+    """
+    max_iter_f = jnp.asarray(float(max_iter), t_all.dtype)
 
     def step(carry, t):
-        state, done, bad, conv = carry
-        limit = jnp.isinf(t) & ~bad
-        target = jnp.where(jnp.isinf(t), 0, jnp.round(jnp.where(jnp.isinf(t), 0.0, t) / lr)).astype(done.dtype)
-        n = jnp.where(bad, 0, jnp.maximum(target - done, 0))
-        new, it, b, reached = _gd_segment(s, a, lr, state, n, max_iter, rtol, atol, limit)
-        conv = conv & jnp.where(limit, reached, True)
-        return (new, done + it, bad | b, conv), new
+        state, done, bad, ok = carry
+        inf = jnp.isinf(t)
+        # the target iteration, in floating point: round(t/lr) can exceed every integer type (t = 1e30)
+        target = jnp.round(jnp.where(inf, 0.0, t) / lr)
+        within = inf | (target <= max_iter_f)
+        left = max_iter - done  # iterations of the budget not yet used
+        n = jnp.where(
+            inf, left, jnp.minimum(jnp.where(within, target, max_iter_f), max_iter_f).astype(done.dtype) - done
+        )
+        n = jnp.where(bad | ~ok, 0, jnp.maximum(n, 0))
+        new, it, b, steady = _gd_segment(s, a, lr, state, n, rtol, atol, inf & ~bad & ok, max_iter)
+        bad = bad | b
+        ok = ok & ~bad & within & jnp.where(inf, steady, True)
+        nan = jax.tree_util.tree_map(lambda x: jnp.where(ok, x, jnp.nan), new)
+        return (new, done + it, bad, ok), nan
 
-    init = ((v0, G0), jnp.asarray(0), jnp.asarray(False), jnp.asarray(True))
-    (_, iters, bad, conv), (v, G) = jax.lax.scan(step, init, t_all)
-    return v, G, iters, bad, conv
+    init = ((v0, G0), jnp.zeros((), jnp.int_), jnp.asarray(False), jnp.asarray(True))  # int64 with x64 on
+    (_, iters, bad, ok), (v, G) = jax.lax.scan(step, init, t_all)
+    return v, G, iters, bad, ok, iters.astype(t_all.dtype) * lr
 
 
 @jax.jit
@@ -95,18 +117,17 @@ def _gd_run(problem: Problem, v0, times, p, rtol, atol, max_steps):
     del max_steps  # GD counts iterations: `max_iter`
     red = problem.reduced
     lr = p["lr"] if p["lr"] is not None else p["lr_fraction"] * 2.0 / hessian_lmax(red.s, red.Uty, (v0, red.G0))
-    v, G, iters, bad, conv = _gd_path(red.s, red.Uty, v0, red.G0, times, lr, rtol, atol, p["max_iter"])
-    ok = RESULTS.where(conv, RESULTS.successful, RESULTS.max_steps_reached)
-    result = RESULTS.where(bad, RESULTS.nonlinear_divergence, ok)  # pyright: ignore[reportArgumentType]
-    return v, G - red.G0, red.V, result, iters
+    v, G, iters, bad, ok, t_stop = _gd_path(red.s, red.Uty, v0, red.G0, times, lr, rtol, atol, p["max_iter"])
+    result = RESULTS.where(ok, RESULTS.successful, RESULTS.max_steps_reached)
+    result = RESULTS.where(bad, RESULTS.nonlinear_divergence, result)  # pyright: ignore[reportArgumentType]
+    return v, G - red.G0, red.V, result, iters, t_stop
 
 
 def _gd_advice(problem, v0, p):
     at = float(gd_stability_step(problem, v0))
     return (
-        "gradient descent diverged or did not settle "
         f"(`lr` = {float(p['lr']) if p['lr'] is not None else float('nan'):g}; 2/λ_max at the start = {at:.4g}; "
-        f"for a run to t = inf that ends without a steady state, raise `max_iter` = {p['max_iter']})"
+        f"the time t takes round(t / lr) iterations of the budget `max_iter` = {p['max_iter']})"
     )
 
 
@@ -122,6 +143,7 @@ register(
         ),
         path=_gd_run,
         advice=_gd_advice,
+        budget="max_iter",
     )
 )
 

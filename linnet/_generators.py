@@ -123,24 +123,17 @@ def subspace_shift(
 
     **Returns:** a `Problem`.
     """
-    for name, val in (("d", d), ("k", k), ("n", n)):
-        if int(val) != val or val < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {val}")
+    subspace_shift_checks(d=d, k=k, n=n, m=m, inputs=inputs, labels=labels, flip=flip)
     m = n if m is None else m
-    if int(m) != m or not 1 <= m <= d:
-        raise ValueError(f"`m` (dim S) must be an integer in [1, d = {d}], got {m}")
     if not is_traced(eps) and not (0 <= eps <= math.sqrt(2)):
         raise ValueError(f"`eps` must be in [0, sqrt(2)] (feature distance between orthonormal frames), got {eps}")
-    if 2 * k > d:
-        raise ValueError(f"`k` must satisfy 2k <= d so that B0 can be rotated away from B_star, got k={k}, d={d}")
     if not is_traced(shift) and not 0 <= shift <= 1:
         raise ValueError(f"`shift` must be in [0, 1], got {shift}")
-    if labels not in ("linear", "sign"):
-        raise ValueError(f"`labels` must be 'linear' (y = X w_star) or 'sign' (y = sign(X w_star)), got {labels!r}")
-    if not is_traced(flip) and not 0 <= flip <= 0.5:
-        raise ValueError(f"`flip` must be a probability in [0, 0.5], got {flip}")
-    if labels == "linear" and not is_traced(flip) and flip != 0:
-        raise ValueError("`flip` applies to labels='sign' only")
+    if not is_traced(shift) and shift != 1.0 and not (isinstance(ood, str) and ood == "mixture"):
+        raise ValueError(f"`shift` applies to ood='mixture' only (got shift = {shift} with ood = {ood!r})")
+    if not is_traced(v_star_scale) and not (np.isfinite(v_star_scale) and v_star_scale >= 0):
+        raise ValueError(f"`v_star_scale` (the standard deviation of v_star) must be a finite number >= 0, got "
+                         f"{v_star_scale}")  # fmt: skip
     dtype = dtype or jnp.result_type(float)
     kS, kB, kE, kU, kv, kZ = jax.random.split(key, 6)
     Bs = _orthonormal_columns(kB, d, k, dtype).T
@@ -211,10 +204,48 @@ def subspace_shifts(
         raise ValueError(
             f"`keys` must be N jax.random keys (jax.random.split(key, N)), got shape {keys.shape}, dtype {keys.dtype}"
         )
-    eps = jnp.broadcast_to(jnp.asarray(eps, dtype=jnp.result_type(float)), keys.shape[:1])
-    scale = jnp.ones_like(eps) if v_star_scale is None else v_star_scale
-    scale = jnp.broadcast_to(jnp.asarray(scale, dtype=eps.dtype), eps.shape)
+    N = keys.shape[0]
+    eps = _batch_arg(eps, "eps", N)
+    if not is_traced(eps) and not np.all((np.asarray(eps) >= 0) & (np.asarray(eps) <= math.sqrt(2))):
+        raise ValueError(
+            f"`eps` must be in [0, sqrt(2)] (feature distance between orthonormal frames), got {np.asarray(eps)}"
+        )
+    scale = jnp.ones_like(eps) if v_star_scale is None else _batch_arg(v_star_scale, "v_star_scale", N)
+    if not is_traced(scale) and not np.all(np.isfinite(np.asarray(scale)) & (np.asarray(scale) >= 0)):
+        raise ValueError(f"`v_star_scale` must be finite numbers >= 0, got {np.asarray(scale)}")
+    # the single generator's static checks, once, before the batch is traced
+    subspace_shift_checks(d=d, k=k, n=n, m=m, inputs=inputs, labels=labels, flip=flip)
     return _batched_generator(d, k, n, m, inputs, labels, float(flip))(keys, eps, scale)
+
+
+def _batch_arg(x, name: str, N: int) -> jax.Array:
+    """A per-instance real of a batch: a scalar (the same for all) or an (N,) array, as the default float dtype."""
+    x = jnp.asarray(x, dtype=jnp.result_type(float))
+    if x.ndim > 1 or (x.ndim == 1 and x.shape[0] != N):
+        raise ValueError(f"`{name}` must be one number or one per key ({N},), got shape {x.shape}")
+    return jnp.broadcast_to(x, (N,))
+
+
+def subspace_shift_checks(*, d, k, n, m, inputs, labels, flip) -> None:
+    """The shape and option checks of `subspace_shift` that do not depend on the draw."""
+    for name, val in (("d", d), ("k", k), ("n", n)):
+        if int(val) != val or val < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {val}")
+    m = n if m is None else m
+    if int(m) != m or not 1 <= m <= d:
+        raise ValueError(f"`m` (dim S) must be an integer in [1, d = {d}], got {m}")
+    if 2 * k > d:
+        raise ValueError(f"`k` must satisfy 2k <= d so that B0 can be rotated away from B_star, got k={k}, d={d}")
+    if inputs not in ("subspace", "isotropic"):
+        raise ValueError(f"`inputs` must be 'subspace' or 'isotropic', got {inputs!r}")
+    if inputs == "isotropic" and m != n:
+        raise ValueError(f"`inputs='isotropic'` draws rows N(0, I_d), so dim S = n; got m = {m} != n = {n}")
+    if labels not in ("linear", "sign"):
+        raise ValueError(f"`labels` must be 'linear' (y = X w_star) or 'sign' (y = sign(X w_star)), got {labels!r}")
+    if not is_traced(flip) and not 0 <= flip <= 0.5:
+        raise ValueError(f"`flip` must be a probability in [0, 0.5], got {flip}")
+    if labels == "linear" and not is_traced(flip) and flip != 0:
+        raise ValueError("`flip` applies to labels='sign' only")
 
 
 @functools.lru_cache(maxsize=32)

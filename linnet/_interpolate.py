@@ -87,9 +87,13 @@ class Interpolation:
     def optimal_alpha(self, metric: str = "ood_error", bounds=(0.0, 1.0)) -> tuple[float, float]:
         """(α*, error(α*)): the exact minimiser over `bounds` of the quartic, from the real roots of its cubic
         derivative and the end points."""
-        lo, hi = float(bounds[0]), float(bounds[1])
-        if not lo <= hi:
-            raise ValueError(f"`bounds` must be (lo, hi) with lo <= hi, got {bounds}")
+        try:
+            lo, hi = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise ValueError(f"`bounds` must be a pair (lo, hi) of finite numbers, got {bounds!r}") from None
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+            raise ValueError(f"`bounds` must be (lo, hi), finite, with lo <= hi (the quartic grows without bound), "
+                             f"got {bounds!r}")  # fmt: skip
         c = self.quartic(metric)
         deriv = np.polynomial.polynomial.polyder(c)
         roots = np.polynomial.polynomial.polyroots(deriv) if np.any(deriv) else np.array([])
@@ -113,6 +117,14 @@ def wise_ft(problem: Problem, theta_a, theta_b) -> Interpolation:
     recovers at least the better end point's error, and any interior α* with a lower error than both ends is a
     gain from interpolation.
     """
+    for theta, n in ((theta_a, "theta_a"), (theta_b, "theta_b")):
+        if not isinstance(theta, tuple | list) or len(theta) != 2:
+            got = (
+                f"a {type(theta).__name__} of length {len(theta)}"
+                if isinstance(theta, tuple | list)
+                else repr(type(theta))
+            )
+            raise ValueError(f"`{n}` must be a pair (v (k,), B (k, d)), e.g. traj.at(-1); got {got}")
     (va, Ba), (vb, Bb) = theta_a, theta_b
     k, d = problem.k, problem.d
     va, vb = (as_float_array(x, n, 1) for x, n in ((va, "theta_a[0]"), (vb, "theta_b[0]")))

@@ -87,6 +87,9 @@ class Problem:
         check_shape(B_star, "B_star", (k, d), "k x d, the same as B0")
         v_star = as_float_array(v_star, "v_star", 1)
         check_shape(v_star, "v_star", (k,), "one entry per feature, k = B0.shape[0]")
+        for name, size in (("n (rows of X)", n), ("d (columns of X)", d), ("k (rows of B0)", k)):
+            if size < 1:
+                raise ValueError(f"`Problem` needs at least one of each: {name} is 0")
         dtype = jnp.result_type(X, B0, B_star, v_star)
         X, B0, B_star, v_star = (a.astype(dtype) for a in (X, B0, B_star, v_star))
         if y is None:

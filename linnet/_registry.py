@@ -63,8 +63,11 @@ class Method:
     explicit_ok: Callable | None = None  # (p) -> whether the explicit solver may be chosen automatically
     dt0: Callable | None = None  # (y0, args) -> first step of an explicit solver
     # kind = "closed_form": (problem, v0, times, p) -> (v, dG, basis)
-    # kind = "iteration": (problem, v0, times, p, rtol, atol, max_steps) -> (v, dG, basis, result, num_steps)
+    # kind = "iteration": (problem, v0, times, p, rtol, atol, max_steps) -> (v, dG, basis, result, num_steps, t_stop),
+    # unreached times NaN
     path: Callable | None = None
+    # the argument that bounds the work, named in a failure message: "max_steps" (solver steps) or a parameter
+    budget: str = "max_steps"
     # value checks across parameters: (p, times) -> [(bad, message), ...]
     checks: Callable | None = None
     # a degenerate concrete parameter choice that is another method: (p) -> None | (name, params, time_scale)

@@ -29,27 +29,19 @@ import numpy as np
 
 from . import _flow
 from ._closed_forms import lp_limit_head
+from ._numerics import scale_out_of_range, scale_range
 from ._problem import Problem
 from ._registry import REQUIRED, Method, get_method
 from ._solve import integrate
 from ._trajectory import RESULTS, ConvergenceError, DivergenceError, Trajectory, is_okay, make_trajectory
 from ._validate import (
-    as_float_array,
-    check_shape,
+    check_head,
     check_times,
     check_tolerance,
     check_value,
     is_traced,
     warn_tolerance,
 )
-
-
-def check_head(problem: Problem, v0) -> jax.Array:
-    """The initial head as an array of the problem's dtype, shape (k,), finite (eagerly or via `error_if`)."""
-    v0 = as_float_array(v0, "v0", 1)
-    check_shape(v0, "v0", (problem.k,), "one entry per feature, k = problem.k")
-    v0 = v0.astype(problem.X.dtype)
-    return check_value(v0, ~jnp.all(jnp.isfinite(v0)), "`v0` contains NaN or inf; every entry must be finite")
 
 
 def _parse_params(m: Method, given: dict, dtype) -> tuple[dict, tuple]:
@@ -120,8 +112,8 @@ def _core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, so
         result, steps, t_stop, label = RESULTS.successful, zero, 0.0, "closed form"
     elif m.kind == "iteration":
         assert m.path is not None
-        v, dG, basis, result, steps = m.path(problem, v0, times, p, rtol, atol, max_steps)
-        t_stop, label = jnp.max(jnp.where(jnp.isfinite(times), times, 0.0)), "iteration"
+        v, dG, basis, result, steps, t_stop = m.path(problem, v0, times, p, rtol, atol, max_steps)
+        label = "iteration"
     else:
         assert m.init is not None and m.field is not None and m.steady is not None and m.decode is not None
         y0, args, aux = m.init(problem, v0, p, key)
@@ -143,6 +135,8 @@ def _core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, so
         if isinstance(aux, dict) and "result" in aux:  # a preliminary phase (logistic LP-FT's LP) that failed
             result = RESULTS.where(is_okay(aux["result"]), result, aux["result"])
             steps = steps + aux["num_steps"]
+            # nothing after a failed first phase is a state of the method: every time is unreached
+            ys = jax.tree_util.tree_map(lambda y: jnp.where(is_okay(aux["result"]), y, jnp.nan), ys)
         v, dG, basis = m.decode(problem, ys, args, aux, p)
         label = _flow.solver_name(solver)
     tr = make_trajectory(
@@ -217,10 +211,18 @@ def simulate(
     v0 = check_head(problem, v0)
     times = check_times(times)
     rtol, atol = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
+    if solver is not None:
+        import diffrax as dfx
+
+        if m.kind != "flow":
+            raise ValueError(f"`solver` applies to methods solved as ODEs; {m.name!r} is a {m.kind.replace('_', ' ')}")
+        if not isinstance(solver, dfx.AbstractSolver):
+            raise TypeError(f"`solver` must be a diffrax solver instance (e.g. diffrax.Kvaerno5()), got {solver!r}")
     if int(max_steps) != max_steps or max_steps < 1:
         raise ValueError(f"`max_steps` must be a positive integer, got {max_steps}")
     dtype = problem.X.dtype
-    warn_tolerance(rtol, atol, dtype)
+    if m.kind != "closed_form":  # a closed form is exact: its tolerances are not used
+        warn_tolerance(rtol, atol, dtype)
     reals, statics = _parse_params(m, params, dtype)
     p = {**reals, **dict(statics)}
     if m.checks is not None:
@@ -241,6 +243,17 @@ def simulate(
         other = m.delegate(p)
         if other is not None:
             name, kw, scale = other
+            if not is_traced(times):
+                t = np.asarray(times)
+                fin = np.isfinite(t)
+                with np.errstate(over="ignore"):  # an overflow is what this check reports
+                    ts = t[fin] * scale
+                if not (np.all(np.isfinite(ts)) and np.all(ts[1:] > ts[:-1]) and np.all((ts > 0) == (t[fin] > 0))):
+                    raise ValueError(
+                        f"{m.name} with these parameters is {name} on the time η · t with η = {scale:g} (the rate "
+                        f"that is not 0), and η · `times` leaves the range of float64 or collapses; pass a rate "
+                        "or times of a representable product"
+                    )
             traj = simulate(
                 name,
                 problem,
@@ -255,6 +268,11 @@ def simulate(
                 **kw,
             )
             return dataclasses.replace(traj, times=jnp.asarray(times, dtype), method=m.name)
+    if m.kind != "closed_form":  # the closed forms are scale-free; a solved flow or an iteration is not
+        if is_traced(problem):
+            v0 = check_value(v0, _scale_bad(problem), "linnet: " + _scale_advice(problem))
+        elif not _representable(problem):
+            raise ValueError(_scale_advice(problem))
     if m.needs_key:
         if key is None:
             raise TypeError(f"method {m.name!r} draws its initialisation: pass `key` (a jax.random key)")
@@ -327,8 +345,39 @@ def _throw(traj: Trajectory, m: Method, problem, v0, p, times, max_steps, traced
             f"{m.name}: diverged after {int(traj.num_steps)} iterations (the loss blew up): the step must stay below "
             f"about 2/λ_max of the Hessian of L̂ along the path. {advice}".strip()
         )
+    if m.budget != "max_steps":  # a method with a budget of its own (GD's `max_iter`)
+        unreached = t[t > float(traj.t_stop)]
+        if unreached.size and np.isfinite(unreached[0]):
+            target = f"t = {unreached[0]:g}"
+        raise ConvergenceError(
+            f"{m.name} did not reach {target} within {int(traj.num_steps)} iterations; it ended at "
+            f"t = {float(traj.t_stop):.6g}. Increase `{m.budget}` (now {p[m.budget]}). {advice}".strip()
+        )
+    if not _representable(problem):
+        raise ConvergenceError(f"{m.name} did not reach {target} ({RESULTS[traj.result]}): {_scale_advice(problem)}")
     raise ConvergenceError(
         f"{m.name} did not reach {target} within {int(traj.num_steps)} steps ({RESULTS[traj.result]}); it ended at "
         f"t = {float(traj.t_stop):.6g}. Increase `max_steps` (now {max_steps}) or loosen `rtol`/`atol`. "
         f"{advice}".strip()
+    )
+
+
+def _scale_bad(problem):
+    """Whether X's scale (largest singular value) is outside `scale_range` of its dtype (a traced bool when
+    traced; NumPy on a concrete problem, since inside a caller's `jit` jnp would stage even a constant)."""
+    s = problem.reduced.s
+    return scale_out_of_range(s if is_traced(problem) else np.asarray(s), problem.X.dtype)
+
+
+def _representable(problem) -> bool:
+    return is_traced(problem) or not bool(_scale_bad(problem))
+
+
+def _scale_advice(problem) -> str:
+    lo, hi = scale_range(problem.X.dtype)
+    c = "traced" if is_traced(problem) else f"{float(np.max(np.asarray(problem.reduced.s))):.3g}"
+    return (
+        f"the scale of `problem.X` (largest singular value {c}) is outside [{lo:.2g}, {hi:.2g}], the range over which "
+        f"{jnp.dtype(problem.X.dtype).name} represents the flow's rates (about s²) and the solver's norms (about "
+        "s⁴); rescale X and y by a common factor c: no limit changes, and time scales by 1/c²"
     )

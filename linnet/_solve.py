@@ -44,7 +44,7 @@ def integrate(
 
     **Returns:** `(ys, result, num_steps, t_stop)`: `ys` the states at `times` (leading axis T), `result` a
     `linnet.RESULTS` code (diffrax's, `event_occurred` for a steady-state stop), `num_steps` the steps taken and
-    `t_stop` the time the solve ended.
+    `t_stop` the time the solve ended. After a failure the times not reached hold NaN.
     """
     dtype = jax.tree_util.tree_leaves(y0)[0].dtype
     times = jnp.asarray(times, dtype)
@@ -72,12 +72,16 @@ def integrate(
     # diffrax packs saves contiguously: the requested times reached before a steady-state stop come first, then the
     # final (t1 or event) state, then unfilled slots (time inf). Requested times after the stop get the final state.
     assert sol.ts is not None and sol.ys is not None and sol.stats is not None
+    # A failed solve (step budget spent, a step that failed) did not reach the times from `last` on: they get NaN,
+    # as diffrax marks unfilled saves, so that no value is mistaken for the state at a time the solve never got to.
     n_saved = jnp.sum(jnp.isfinite(sol.ts))
     last = jnp.maximum(n_saved - 1, 0)
     reached = jnp.arange(times.shape[0]) < last
+    stopped_ok = (sol.result == dfx.RESULTS.successful) | (sol.result == dfx.RESULTS.event_occurred)
 
     def fill(y):
-        return jnp.where(reached.reshape((-1,) + (1,) * (y.ndim - 1)), y, y[last])
+        after = jnp.where(stopped_ok, y[last], jnp.nan)
+        return jnp.where(reached.reshape((-1,) + (1,) * (y.ndim - 1)), y, after)
 
     ys = jax.tree_util.tree_map(fill, sol.ys)
     t_stop = jnp.where(n_saved > 0, sol.ts[last], jnp.asarray(0.0, dtype))

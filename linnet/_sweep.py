@@ -22,8 +22,9 @@ import numpy as np
 from . import _flow
 from ._closed_forms import lp_limit_head
 from ._flow import explicit_is_enough
+from ._numerics import scale_out_of_range, scale_range
 from ._problem import Problem
-from ._registry import Method, Param, get_method, parse_spec
+from ._registry import REGISTRY, Method, Param, get_method, parse_spec
 from ._simulate import simulate
 from ._stacked import can_stack, stacked_batch
 from ._trajectory import ConvergenceError, is_okay
@@ -204,6 +205,15 @@ def _plan_method(m: Method, opts: dict, times, dtype) -> tuple:
     return m.name, reals, tuple(sorted(statics.items())), False, 1.0
 
 
+def _budget_advice(m: Method, opts: dict, max_steps: int) -> str:
+    """What to change when members of a batch did not converge, naming the method's own budget."""
+    if m.budget == "max_steps":
+        return f"increase `max_steps` (now {max_steps})"
+    now = opts.get(m.budget, m.param(m.budget).default)
+    return (f"a method that counts its own budget: increase its '{m.budget}' (now {now}) for the times asked, or, "
+            "if it diverged, lower its step (GD diverges above about 2/λ_max of the Hessian)")  # fmt: skip
+
+
 def _explicit_allowed(m, opts) -> bool:
     """Whether the method may take the explicit solver automatically (plain FT and LP-FT)."""
     return m.kind == "flow" and m.explicit_ok is not None and bool(m.explicit_ok(opts))
@@ -276,7 +286,31 @@ def sweep(
         if h.shape != (N, k):
             raise ValueError(f"head {label!r} in `heads` must have shape ({k},) or ({N}, {k}), got {h.shape}")
         head_arrays[label] = h
+    if not head_arrays:
+        raise ValueError("`heads` is empty: give an array (k,) or (N, k), or a dict {label: array} with at least one")
+    if isinstance(methods, str | dict):
+        methods = (methods,)
     specs = [parse_spec(m, loss) for m in methods]
+    if not specs:
+        raise ValueError(f"`methods` is empty: give at least one of {list(REGISTRY)} (or a dict with a 'name')")
+    for label, m, opts in specs:
+        if m.needs_key and "seed" not in opts:
+            raise ValueError(
+                f"method {label!r} draws its initialisation: in a sweep give it a 'seed' entry (each instance then "
+                f"draws from fold_in(PRNGKey(seed), index)), e.g. {{'name': {m.name!r}, 'seed': 0, ...}}"
+            )
+    if int(chunk) != chunk or chunk < 1:
+        raise ValueError(f"`chunk` must be a positive integer (instances vmapped together), got {chunk}")
+    if devices is not None and len(devices) == 0:
+        raise ValueError("`devices` is empty: pass None (all devices) or a non-empty list of jax devices")
+    bad_scale = np.flatnonzero(scale_out_of_range(np.asarray(problems.reduced.s), dtype))
+    if bad_scale.size and any(m.kind != "closed_form" for _, m, _ in specs):
+        lo, hi = scale_range(dtype)
+        raise ValueError(
+            f"`problems`: the scale of X (largest singular value) of {bad_scale.size} instances (first: index "
+            f"{bad_scale[0]}) is outside [{lo:.2g}, {hi:.2g}], where {jnp.dtype(dtype).name} represents the flows; "
+            "rescale X and y by a common factor c (no limit changes; time scales by 1/c²)"
+        )
     if batching not in ("map", "stacked"):
         raise ValueError(f'`batching` must be "map" or "stacked", got {batching!r}')
     if int(batch_size) != batch_size or batch_size < 1:
@@ -318,7 +352,7 @@ def sweep(
                     bad = np.flatnonzero(~ok)
                     raise ConvergenceError(
                         f"method {label!r}, head {list(head_arrays)[j]!r}: {bad.size} instances did not converge "
-                        f"(first: index {b + bad[0]}); increase `max_steps` (now {max_steps})"
+                        f"(first: index {b + bad[0]}); {_budget_advice(m, opts, max_steps)}"
                     )
                 out[:, i, j, b:stop] = np.stack([np.asarray(x)[: stop - b] for x in metrics])
                 steps[i, j, b:stop] = np.asarray(st)[: stop - b]

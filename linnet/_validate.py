@@ -58,6 +58,28 @@ def as_float_array(x, name: str, ndim: int | None = None) -> jax.Array:
     return x
 
 
+def check_head(problem, v0, name: str = "v0") -> jax.Array:
+    """The head `v0` as an array of the problem's dtype, shape (k,), finite (eagerly, or via `error_if` when
+    traced); `problem` is a `linnet.Problem` (only its k and dtype are read)."""
+    v0 = as_float_array(v0, name, 1)
+    check_shape(v0, name, (problem.k,), "one entry per feature, k = problem.k")
+    v0 = v0.astype(problem.X.dtype)
+    return check_value(v0, ~jnp.all(jnp.isfinite(v0)), f"`{name}` contains NaN or inf; every entry must be finite")
+
+
+def check_real(x, name: str, *, lower: float | None = None, strict: bool = False) -> float:
+    """A concrete real scalar argument, finite and (when `lower` is given) >= `lower` (> when `strict`), as a
+    Python float; otherwise a `ValueError` naming `name` and the range."""
+    try:
+        val = float(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a real number, got {x!r}") from None
+    bound = "" if lower is None else f" {'>' if strict else '>='} {lower:g}"
+    if not np.isfinite(val) or (lower is not None and (val <= lower if strict else val < lower)):
+        raise ValueError(f"`{name}` must be a finite number{bound}, got {x!r}")
+    return val
+
+
 def check_shape(x: jax.Array, name: str, shape: tuple[int, ...], meaning: str) -> None:
     if tuple(x.shape) != tuple(shape):
         raise ValueError(f"`{name}` must have shape {shape} ({meaning}), got {tuple(x.shape)}")
@@ -65,18 +87,19 @@ def check_shape(x: jax.Array, name: str, shape: tuple[int, ...], meaning: str) -
 
 def check_psd(sigma: jax.Array, name: str, d: int) -> jax.Array:
     """A second-moment matrix must be (d, d), symmetric and positive semidefinite, to 10³ · d · eps · max|Σ|
-    (the rounding of a computed second moment; 1e-10 at d ≈ 500 in float64). Eager on concrete input, through
-    `eqx.error_if` when traced. Returns `sigma`."""
+    (the rounding of a computed second moment, relative to Σ's own scale, so that a small negative Σ is caught
+    whatever its size; 1e-10 · max|Σ| at d ≈ 500 in float64). Eager on concrete input, through `eqx.error_if`
+    when traced. Returns `sigma`."""
     check_shape(sigma, name, (d, d), "a d x d second-moment matrix")
     eps = float(jnp.finfo(sigma.dtype).eps)
     if is_traced(sigma):
-        scale = jnp.maximum(jnp.max(jnp.abs(sigma)), 1.0)
+        scale = jnp.max(jnp.abs(sigma))
         tol = 1e3 * d * eps * scale
         asym = jnp.max(jnp.abs(sigma - sigma.T)) > tol
         neg = jnp.min(jnp.linalg.eigvalsh((sigma + sigma.T) / 2)) < -tol
         return check_value(sigma, asym | neg, f"`{name}` must be symmetric positive semidefinite")
     s = np.asarray(sigma, dtype=np.float64)
-    scale = max(np.abs(s).max(), 1.0)
+    scale = np.abs(s).max()
     tol = 1e3 * d * eps * scale
     if not np.allclose(s, s.T, atol=tol, rtol=0):
         raise ValueError(f"`{name}` must be symmetric; max |S - S^T| = {np.abs(s - s.T).max():.3g}")
@@ -115,7 +138,14 @@ def check_times(times):
     **Returns:** the times as an array (NumPy float64 when concrete, the traced array otherwise).
     """
     traced = is_traced(times)
-    t = jnp.asarray(times) if traced else np.asarray(times, dtype=np.float64)
+    if traced:
+        t = jnp.asarray(times)
+    else:
+        try:
+            t = np.asarray(times, dtype=np.float64)
+        except (TypeError, ValueError):
+            msg = f"`times` must be an array of numbers (an increasing grid, inf last), got {times!r}"
+            raise TypeError(msg) from None
     if t.ndim != 1 or t.shape[0] == 0:
         raise ValueError(f"`times` must be a non-empty 1-D array, got shape {t.shape}")
     if traced:

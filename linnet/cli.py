@@ -41,6 +41,63 @@ def _float_in(lo, hi):
     return parse
 
 
+def _seed(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32 - 1], got {s!r}") from None
+    if not 0 <= v < 2**32:  # jax.random.PRNGKey takes a 32-bit seed on every backend
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32 - 1], got {s!r}")
+    return v
+
+
+def _writable_file(path: str) -> str:
+    """`path` if a file can be written there (its folder exists and is writable), checked before a long run."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"`--save {path}`: that is a folder; give a file name, e.g. {os.path.join(path, 'run.json')}")
+    if not os.path.isdir(folder):
+        raise ValueError(f"`--save {path}`: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"`--save {path}`: the folder {folder} is not writable")
+    return path
+
+
+def _writable_folder(path: str) -> str:
+    """`path` as an output folder, created if need be, and checked writable before a long run."""
+    import os
+
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"`--out {path}`: cannot create that folder ({e.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"`--out {path}`: the folder is not writable")
+    return path
+
+
+def _method_options():
+    """The methods' parameters as command-line options, from their declarations (`linnet.Param`): one option per
+    parameter name (`eta_B` → `--eta-B`), with no default of its own, so that an option not given takes the
+    declaration's default. **Returns:** {name: (type, [methods that take it], doc)}."""
+    from ._registry import LOSSES, get_method, methods
+
+    opts: dict = {}
+    for loss in LOSSES:
+        for name in methods(loss):
+            for q in get_method(name, loss).params:
+                if q.kind == "bool":
+                    continue
+                typ = int if q.kind == "int" else float
+                entry = opts.setdefault(q.name, (typ, [], q.doc))
+                label = name if loss == "squared" else f"{name} (loss={loss})"
+                if label not in entry[1]:
+                    entry[1].append(label)
+    return opts
+
+
 def _table(rows, headers):
     cols = list(zip(*([headers, *rows]), strict=True))
     widths = [max(len(str(c)) for c in col) for col in cols]
@@ -62,7 +119,8 @@ def _build_problem(args):
     key = jax.random.PRNGKey(args.seed)
     kp, kh = jax.random.split(key)
     labels = "sign" if getattr(args, "loss", "squared") == "logistic" else "linear"
-    extra = dict(flip=args.flip) if labels == "sign" else {}
+    flip = getattr(args, "flip", None)
+    extra = dict(flip=flip) if labels == "sign" and flip is not None else {}
     problem = linnet.subspace_shift(
         kp, d=args.d, k=args.k, n=args.n, eps=args.eps, ood=args.ood, labels=labels, **extra
     )
@@ -86,7 +144,7 @@ def _add_problem_args(p, *, d=200, k=3, n=40, eps=0.1):
     )
     p.add_argument("--head", choices=["zero", "random"], default="random", help="head initialisation v0")
     p.add_argument("--head-scale", type=_float_in(0.0, 1e6), default=1.0, help="σ of a random head")
-    p.add_argument("--seed", type=int, default=0, help="jax.random seed")
+    p.add_argument("--seed", type=_seed, default=0, help="jax.random seed in [0, 2**32 - 1]")
 
 
 def cmd_compare(args):
@@ -128,6 +186,10 @@ def cmd_compare(args):
 def cmd_run(args):
     """One method, one problem: a table over time, optionally saved as JSON."""
 
+    if args.save:
+        _writable_file(args.save)  # before the run, so that a bad path does not lose it
+    if args.loss != "logistic" and args.flip is not None:
+        raise ValueError("--flip (label-flip probability) applies to --loss logistic only")
     problem, v0 = _build_problem(args)
     if args.loss == "logistic":  # no t = ∞ in general: decades of t instead (the flow runs in log time)
         times = np.concatenate([[0.0], np.logspace(0, 8, args.num_times - 1)])
@@ -164,7 +226,14 @@ def _run_method(args, problem, v0, times):
 
     loss = getattr(args, "loss", "squared")
     m = linnet.get_method(args.method, loss)
-    params = {q.name: getattr(args, q.name) for q in m.params if getattr(args, q.name, None) is not None}
+    own = {q.name for q in m.params}
+    given = [name for name in _method_options() if getattr(args, name, None) is not None]
+    unused = [name for name in given if name not in own]
+    if unused:
+        flags = ", ".join("--" + n.replace("_", "-") for n in unused)
+        takes = ", ".join("--" + n.replace("_", "-") for n in sorted(own)) or "no parameters"
+        raise ValueError(f"{flags} does not apply to --method {m.name} (loss={loss}); it takes {takes}")
+    params = {name: getattr(args, name) for name in given}
     key = jax.random.PRNGKey(args.seed + 1) if m.needs_key else None
     return linnet.simulate(m.name, problem, v0, times, key=key, loss=loss, **params)
 
@@ -173,6 +242,8 @@ def cmd_stress(args):
     """Counterexample search over the paper's inequalities (linnet.stress)."""
     from . import stress
 
+    if args.out:
+        _writable_file(args.out)
     summary = stress.stress(
         args.seed,
         instances=args.instances,
@@ -218,6 +289,7 @@ def cmd_reproduce(args):
 
     from . import figures
 
+    _writable_folder(args.out)
     names = args.only or list(figures.FIGURES)
     rows = []
     t0 = time.perf_counter()
@@ -255,15 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="squared",
         help="training loss; logistic uses sign labels (methods: " + ", ".join(methods("logistic")) + ")",
     )
-    p.add_argument("--flip", type=_float_in(0.0, 0.5), default=0.0, help="logistic: label-flip probability")
-    p.add_argument("--lp-time", type=_float_in(0.0, 1e12), default=100.0, help="logistic lpft: LP phase duration")
-    p.add_argument("--eta-v", type=_float_in(0.0, 1e6), default=1.0, help="two_lr: head learning rate η_v")
-    p.add_argument("--eta-B", type=_float_in(0.0, 1e6), default=0.1, help="two_lr: feature learning rate η_B")
-    p.add_argument("--lam-B", type=_float_in(0.0, 1e6), default=0.1, help="l2_sp: λ_B on ‖B − B0‖²")
-    p.add_argument("--lam-v", type=_float_in(0.0, 1e6), default=None, help="l2_sp: λ_v on ‖v‖² (default λ_B)")
-    p.add_argument("--lr", type=_float_in(1e-12, 1e6), default=None, help="gd: step (default half the stable step)")
-    p.add_argument("--rank", type=_positive_int, default=2, help="lora: adapter rank")
-    p.add_argument("--depth", type=_positive_int, default=2, help="deep: layers below the head")
+    p.add_argument("--flip", type=_float_in(0.0, 0.5), default=None, help="logistic: label-flip probability")
+    for name, (typ, users, doc) in _method_options().items():
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=_positive_int if typ is int else _float_in(0.0, 1e12),
+            default=None,
+            help=f"{', '.join(users)}: {doc} (default: the method's declaration)",
+        )
     p.add_argument("--num-times", type=_positive_int, default=8, help="number of saved times (log-spaced)")
     p.add_argument("--save", default=None, help="write the table to this JSON file")
     p.set_defaults(func=cmd_run)
@@ -285,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--k-starts", type=_positive_int, default=8, help="starts per k and statement")
     p.add_argument("--k-steps", type=_positive_int, default=60, help="Adam steps per start")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="jax.random seed in [0, 2**32 - 1]")
     p.add_argument("--out", default="figures/stress.json", help="JSON report with the worst instances")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_stress)
@@ -324,6 +396,9 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as e:  # bad combinations the parser cannot see (e.g. k > n)
         sys.stderr.write(f"linnet: error: {e}\n")
         return 2
+    except OSError as e:  # a file that could not be written after all (disk full, permissions changed)
+        sys.stderr.write(f"linnet: error: {e.strerror or e}: {e.filename or ''}\n")
+        return 1
     except Exception as e:
         from ._trajectory import ConvergenceError
 

@@ -293,7 +293,10 @@ def test_sweeps_of_methods_on_the_ft_flow_share_one_compiled_batch():
 def test_a_literal_zero_rate_under_jit_is_still_the_other_method():
     """A Python number passed as a parameter stays concrete inside a caller's `jit`, so the delegation it selects
     is taken there too: two learning rates with η_B = 0 under `jit` is LP at time η_v t (reference: eager
-    `linear_probe`), exactly; before, the staged constant was taken for a traced rate and rejected."""
+    `linear_probe`), to rounding; before, the staged constant was taken for a traced rate and rejected."""
     p = linnet.subspace_shift(jax.random.PRNGKey(25), d=D, k=K, n=N, eps=0.3)
     got = jax.jit(lambda v: linnet.two_learning_rates(p, v, TIMES, eta_v=2.0, eta_B=0.0).ood_error)(jnp.asarray(V0))
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(linnet.linear_probe(p, V0, 2.0 * TIMES).ood_error))
+    # to rounding: one XLA program (under the caller's jit) and the eager call's own program fuse the closed form's
+    # c (c t) λ̂ products differently (relative differences of 8e-16 measured)
+    want = np.asarray(linnet.linear_probe(p, V0, 2.0 * TIMES).ood_error)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-14, atol=0)

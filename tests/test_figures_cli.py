@@ -138,13 +138,14 @@ def test_run_prints_and_saves(tmp_path, capsys):
 
 @pytest.mark.parametrize("method", ["two_lr", "l2_sp", "lp_features_only", "gd", "lora", "deep"])
 def test_run_every_new_method_matches_the_library(method, tmp_path):
-    """`linnet run --method M` reports the library's numbers for M (same problem, same defaults)."""
+    """`linnet run --method M` reports the library's numbers for M (same problem, same parameters)."""
     import jax
 
     import linnet
 
     out = tmp_path / "run.json"
     argv = ["run", "--method", method, "--d", "20", "--k", "2", "--n", "6", "--num-times", "3", "--save", str(out)]
+    argv += {"two_lr": ["--eta-B", "0.1"], "l2_sp": ["--lam-B", "0.1"], "lora": ["--rank", "2"]}.get(method, [])
     assert cli.main(argv) == 0
     data = json.loads(out.read_text())
     kp, kh = jax.random.split(jax.random.PRNGKey(0))

@@ -141,9 +141,11 @@ def test_float32_run_agrees_with_float64():
 
 
 def _stop_and_continue(p, v0, solver, rtol, atol):
-    """Stop at the steady-state test with (rtol, atol), then integrate on from there at rtol 1e-12 to t = ∞: the
-    distance travelled after the stop is the error the test let through (the continuation's own error is ~1e-12
-    ‖θ‖, negligible against the tolerance)."""
+    """Stop at the steady-state test with (rtol, atol), then integrate on from there at rtol 1e-11 to t = ∞: the
+    distance travelled after the stop is the error the test let through (the continuation's own error is ~1e-11
+    ‖θ‖, negligible against the tolerance: the ratios agree to 1e-4 between continuations at 1e-10 and 1e-11).
+    The continuation must itself reach its steady state: at rtol 1e-12, atol 1e-14 it never did on these stiff
+    instances (20 000 steps spent), and its unfinished state was once read as the limit."""
     from linnet import _flow
 
     G0 = p.B0 @ p.reduced.V
@@ -153,7 +155,10 @@ def _stop_and_continue(p, v0, solver, rtol, atol):
     )
     assert res == dfx.RESULTS.event_occurred
     vs, Gs = v[-1], G[-1]
-    v2, G2, *_ = _flow.solve_reduced(p.reduced.s, p.reduced.Uty, vs, Gs, none, rtol=1e-12, atol=1e-14, max_steps=20_000)
+    v2, G2, res2, _, _ = _flow.solve_reduced(
+        p.reduced.s, p.reduced.Uty, vs, Gs, none, rtol=1e-11, atol=1e-13, max_steps=20_000
+    )
+    assert res2 == dfx.RESULTS.event_occurred, "the reference continuation did not reach its steady state"
     dist = float(np.sqrt(np.sum((v2[-1] - vs) ** 2) + np.sum((G2[-1] - Gs) ** 2)))
     tol = atol + rtol * float(np.sqrt(np.sum(vs**2) + np.sum(Gs**2)))
     return dist, tol

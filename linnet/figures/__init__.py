@@ -67,7 +67,16 @@ def compute(name: str, quick: bool = False, seed: int = 0, **kwargs) -> dict:
 def draw(name: str, data: dict):
     """Figure `name` drawn from `data` (as returned by `compute`) alone: a `matplotlib.figure.Figure`."""
     _check(name)
-    return _styled(DRAW[name])(data)
+    if not isinstance(data, dict):
+        raise TypeError(f"`data` for figure {name!r} must be a dict (from compute({name!r}) or load({name!r})), "
+                        f"got {type(data).__name__}")  # fmt: skip
+    try:
+        return _styled(DRAW[name])(data)
+    except KeyError as e:  # a dict that is not this figure's numbers
+        raise ValueError(
+            f"`data` for figure {name!r} lacks the entry {e.args[0]!r}; pass the dict returned by compute({name!r}) "
+            f"or load({name!r})"
+        ) from None
 
 
 def load(name: str, out="figures") -> dict:
@@ -90,8 +99,16 @@ def load(name: str, out="figures") -> dict:
             return float(x)
         return x
 
-    data = restore(json.loads(path.read_text()))
-    assert isinstance(data, dict), f"{path} does not hold a figure's data (a JSON object)"
+    try:
+        data = restore(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{path} is not valid JSON ({e.msg} at line {e.lineno}); "
+            f"regenerate it with `linnet reproduce --only {name}`"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a figure's data (a JSON object); regenerate it with "
+                         f"`linnet reproduce --only {name}`")  # fmt: skip
     return data
 
 

@@ -42,12 +42,16 @@ class Assumptions:
         return "\n".join(lines)
 
 
-def check_assumptions(problem: Problem, v0: jax.Array | None = None, *, atol: float = 1e-8) -> Assumptions:
+def check_assumptions(problem: Problem, v0: jax.Array | None = None, *, atol: float | None = None) -> Assumptions:
     """Report which hypotheses of each result hold for `problem` (and head `v0`, where a result needs one), so a
     bound is never read outside its hypotheses without being told.
 
     Results: "theorem_3_1", "theorem_3_2", "proposition_3_1", "proposition_3_2" (submission numbering).
+    `atol` is the tolerance of every structural test (orthonormal rows, ε = 0, a cosine ≠ 0); default
+    max(1e-8, 10³ · d · eps) of the problem's dtype, so that a float32 instance is judged at its own precision.
     """
+    if atol is None:
+        atol = max(1e-8, 1e3 * problem.d * float(jnp.finfo(problem.X.dtype).eps))
     n, d, k = problem.n, problem.d, problem.k
     ortho = has_orthonormal_rows(problem.B0, atol) and has_orthonormal_rows(problem.B_star, atol)
     regime = {"1 <= k < n < d": 1 <= k < n < d, "k < d - n": k < d - n}

@@ -13,7 +13,7 @@ from .._closed_forms import lp_limit_head
 from .._errors import ood_error_of_predictor
 from .._geometry import feature_distance
 from .._problem import Problem
-from .._validate import is_traced
+from .._validate import as_float_array, check_head, check_real, check_value, is_traced
 
 
 def head_alignment_sq(v0: jax.Array, v_star: jax.Array) -> jax.Array:
@@ -21,7 +21,20 @@ def head_alignment_sq(v0: jax.Array, v_star: jax.Array) -> jax.Array:
 
     It is negative whenever |v0ᵀv⋆| < ‖v⋆‖², a zero head included, so φ is then not real (docs/theory.md).
     """
+    v0, v_star = _two_heads(v0, v_star)
     return (v0 @ v_star) ** 2 - (v_star @ v_star) ** 2
+
+
+def _two_heads(v0, v_star):
+    """`v0` and `v_star` as finite (k,) arrays of one dtype, or an error naming the argument."""
+    v_star = as_float_array(v_star, "v_star", 1)
+    v0 = as_float_array(v0, "v0", 1)
+    if v0.shape != v_star.shape:
+        raise ValueError(f"`v0` must have the shape of `v_star`, {v_star.shape}, got {v0.shape}")
+    dtype = jnp.result_type(v0, v_star)
+    msg = "`v0` and `v_star` must be finite (got NaN or inf)"
+    bad = ~(jnp.all(jnp.isfinite(v0)) & jnp.all(jnp.isfinite(v_star)))
+    return check_value((v0.astype(dtype), v_star.astype(dtype)), bad, msg)
 
 
 def head_alignment_error(v0: jax.Array, v_star: jax.Array, *, form: str = "abs") -> jax.Array:
@@ -50,8 +63,11 @@ def prob_head_alignment_below(delta: float, v_star, scale: float) -> float:
     """
     from scipy.stats import norm
 
-    a = float(np.sum(np.asarray(v_star) ** 2))  # ‖v⋆‖²
-    if scale == 0:
+    delta = check_real(delta, "delta", lower=0.0)
+    scale = check_real(scale, "scale", lower=0.0)
+    v_star = np.asarray(as_float_array(v_star, "v_star", 1))
+    a = float(np.sum(v_star**2))  # ‖v⋆‖²
+    if scale == 0 or a == 0:  # φ² = ‖v⋆‖⁴ for a zero head; φ = 0 for any head when v⋆ = 0
         return float(a**2 < delta)
     sd = scale * math.sqrt(a)
     lo = math.sqrt(max(a**2 - delta, 0.0))
@@ -118,6 +134,7 @@ def theorem_3_1_rhs0(problem: Problem, v0: jax.Array, *, form: str = "abs") -> j
     """RHS₀ = (cos θ_k(R, S⊥) / √k) · min(φ, φ² / ‖w⋆‖₂) / (1 + ‖w⋆‖₂)²: Theorem 3.1's right side before its
     constant and its ε term (`form` as in `head_alignment_error`). **Returns:** a scalar ≥ 0 (NaN where the
     printed φ is not real)."""
+    v0 = check_head(problem, v0)
     w_norm = jnp.linalg.norm(problem.w_star)
     phi = head_alignment_error(v0, problem.v_star, form=form)
     return cos_theta_k(problem) / math.sqrt(problem.k) * jnp.minimum(phi, phi**2 / w_norm) / (1 + w_norm) ** 2
@@ -155,6 +172,10 @@ def ft_ood_lower_bound(
 
     **Returns:** a scalar (may be negative: then the bound says nothing).
     """
+    if not is_traced(c):
+        check_real(c, "c")
+    if not is_traced(lam):
+        check_real(lam, "lam")
     bound = c * theorem_3_1_rhs0(problem, v0, form=form) - lam * theorem_3_1_eps(problem, eps_form)
     if camera_ready:
         if not problem.default_sigma_ood:  # the default Σ_ood = I has σ_min = 1
@@ -208,7 +229,7 @@ def theorem_3_1_corrected(problem: Problem, v0: jax.Array) -> jax.Array:
 def lp_limit(problem: Problem, v0: jax.Array) -> jax.Array:
     """v_lp^∞, the limit of linear probing from v0 (docs/theory.md, "Methods"): v0's component in null(F) plus F⁺ y,
     F = X B0ᵀ. The LP predictor is B0ᵀ v_lp^∞."""
-    return lp_limit_head(problem, jnp.asarray(v0, problem.X.dtype))
+    return lp_limit_head(problem, check_head(problem, v0))
 
 
 def lp_ood_error(problem: Problem, v0: jax.Array) -> jax.Array:
@@ -233,7 +254,9 @@ def ft_limit_k1(problem: Problem, v0: jax.Array, *, sign: float | None = None, l
     """
     if problem.k != 1:
         raise ValueError(f"ft_limit_k1 needs k = 1, got k = {problem.k}")
-    v0 = jnp.asarray(v0, problem.X.dtype).reshape(1)
+    v0 = check_head(problem, jnp.reshape(v0, (1,)) if np.ndim(v0) == 0 else v0)  # a scalar head is (1,)
+    if sign is not None and not is_traced(sign) and float(sign) not in (1.0, -1.0):
+        raise ValueError(f"`sign` (the sign of v∞) must be +1 or -1 (or None: decided by the flow), got {sign!r}")
     V = problem.id_basis
     b0 = problem.B0[0]
     ps_b0 = V @ (V.T @ b0)
@@ -253,7 +276,7 @@ def ft_limit_k1(problem: Problem, v0: jax.Array, *, sign: float | None = None, l
 
             s = jnp.sign(two_learning_rates(problem, v0, [jnp.inf], eta_v=lr_ratio, eta_B=1.0).v[-1, 0])
     else:
-        s = jnp.asarray(sign, problem.X.dtype)
+        s = jnp.sign(jnp.asarray(sign, problem.X.dtype))  # traced: ±1 by sign(), never a scale
     v_inf = s * v_abs
     B_inf = (b0 - ps_b0) + ps_w / v_inf
     return v_inf.reshape(1), B_inf.reshape(1, -1)
