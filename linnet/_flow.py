@@ -1,6 +1,6 @@
 """Fine-tuning gradient flow in the coordinates where it lives.
 
-Design note (issue #2, item 6). With the thin SVD X = U diag(s) Vᵀ (V of shape (d, r)), the gradient
+Design note. With the thin SVD X = U diag(s) Vᵀ (V of shape (d, r)), the gradient
 ∇_B L̂ = 2 v (Xᵀ r)ᵀ has rows in S = rowspace(X) = span(V). So B(t) = B0 + ΔG(t) Vᵀ with ΔG ∈ R^{k×r}, and the
 flow of docs/theory.md is, exactly, the flow of (v, G = B V) ∈ R^k × R^{k×r}:
 

@@ -1,4 +1,4 @@
-"""Kvaerno5 on the fine-tuning flow as one fused step (issue #12, item 2: a per-step cost close to its arithmetic).
+"""Kvaerno5 on the fine-tuning flow as one fused step, so that a step costs close to its arithmetic.
 
 diffrax's `Kvaerno5` runs its seven stages in a checkpointed while loop, and each implicit stage's chord-Newton
 iteration in another while loop (optimistix's `root_find`). On CPU every loop iteration and every small kernel

@@ -104,7 +104,7 @@ def has_orthonormal_rows(B: jax.Array, atol: float | None = None) -> bool:
 
 
 # The thin SVD of the inputs X (n, d), done once per Problem. For large, wide X it is formed from the Gram matrix
-# X Xᵀ = U diag(s²) Uᵀ: one product, an n × n symmetric eigendecomposition and V = Xᵀ U / s (issue #12, item 5).
+# X Xᵀ = U diag(s²) Uᵀ: one product, an n × n symmetric eigendecomposition and V = Xᵀ U / s.
 # Measured at n = 5 000, d = 10⁴ on 2 CPU cores: about 25 s (the products 9 s, the eigh 16 s; see
 # benchmarks/setup_profile.py) against 75 s for the SVD of X. Its price is accuracy in
 # the worst case: the eigenvalues carry an absolute error of about eps · s_max², so column j of V may be off

@@ -1,4 +1,4 @@
-"""One ODE over a stack of instances (issue #12, item 3): how `sweep(..., batching="stacked")` amortises a batch.
+"""One ODE over a stack of instances: how `sweep(..., batching="stacked")` amortises a batch.
 
 A batch of N instances of the generalised FT flow (`_flow.general_field`: FT, LP-FT, two learning rates, L2-SP)
 is integrated as one ODE on the stacked state (v (N, k), G (N, k, r)), through the one driver

@@ -118,7 +118,7 @@ def _inverse_spd_blocks(D):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Structured elimination from the flow's own parameters (Sherman–Morrison), issue #12 item 1
+# Structured elimination from the flow's own parameters (Sherman–Morrison)
 # ----------------------------------------------------------------------------------------------------------------
 # `ArrowheadSolver` sees the operator only through products, so it must probe 2k of them and invert r dense k × k
 # blocks: O(r k³) time and O(r k²) memory per factorisation. The blocks of M = I − γ J for the generalised flow of

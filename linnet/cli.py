@@ -388,7 +388,7 @@ def main(argv=None) -> int:
     if not args.no_cache:
         from ._config import use_compilation_cache
 
-        # an application may make this process-wide choice (issue #12, cold start): a second `linnet` run on the
+        # an application may make this process-wide choice (cold start): a second `linnet` run on the
         # same shapes loads its programs instead of compiling them
         use_compilation_cache()
     try:

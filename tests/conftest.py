@@ -5,7 +5,6 @@ import os
 import tempfile
 
 import jax
-import numpy as np
 import pytest
 import scipy.linalg  # noqa: F401  (loads scipy's own OpenBLAS before the limit below)
 from threadpoolctl import threadpool_limits
@@ -44,21 +43,6 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 def small_problem():
     """d = 30, k = 2, n = 10, ε = 0.3: small enough for a full-state scipy reference."""
     return linnet.subspace_shift(jax.random.PRNGKey(0), d=30, k=2, n=10, eps=0.3)
-
-
-def full_ft_rhs(X, y, k, d):
-    """The fine-tuning ODE on the full state θ = (v, vec B) ∈ R^{k + k d}, written from docs/theory.md:
-    r = X Bᵀ v − y, ∂v = −2 B Xᵀ r, ∂B = −2 v (Xᵀ r)ᵀ. Independent of linnet's reduced coordinates."""
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-
-    def rhs(t, th):
-        v = th[:k]
-        B = th[k:].reshape(k, d)
-        g = X.T @ (X @ (B.T @ v) - y)
-        return np.concatenate([-2.0 * B @ g, (-2.0 * np.outer(v, g)).ravel()])
-
-    return rhs
 
 
 # The longest files first: pytest-xdist (--dist loadfile) hands out whole files in collection order, so a long

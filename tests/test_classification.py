@@ -1,4 +1,4 @@
-"""Classification (issue #14): the logistic-loss variants of LP, FT and LP-FT, the exact 0-1 error, separability and
+"""Classification: the logistic-loss variants of LP, FT and LP-FT, the exact 0-1 error, separability and
 the max-margin separator, each against a reference that shares no code with linnet: Monte Carlo for the 0-1 error,
 direct NumPy formulas for the loss and the margin, scipy's SLSQP on the primal SVM for the max-margin separator,
 scipy's BFGS for logistic regression's limit, and scipy's Radau on the full state (v, B) for the flows.
@@ -239,7 +239,7 @@ def test_logistic_core_composes_with_jit_vmap_grad(problem, v0):
 
 
 # ------------------------------------------------------------------------------------------------------
-# The predictions of issue #14, each against an independent reference (verdicts in paper_repro.md)
+# The classification predictions, each against an independent reference (verdicts in paper_repro.md)
 # ------------------------------------------------------------------------------------------------------
 
 LONG = jnp.logspace(1, 12, 12)

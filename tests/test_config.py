@@ -100,7 +100,7 @@ def test_version_has_one_source():
 
 
 def test_the_command_line_turns_the_compilation_cache_on_unless_told_not_to(tmp_path):
-    """`linnet` fills `~/.cache/linnet/jax` by default (issue #12, cold start) and writes nothing with `--no-cache`.
+    """`linnet` fills `~/.cache/linnet/jax` by default (cold start) and writes nothing with `--no-cache`.
     In subprocesses with their own HOME. (That a directory the caller gave JAX is kept is tested above.)"""
     argv = ["run", "--method", "lp", "--d", "12", "--k", "2", "--n", "4", "--num-times", "2"]
     base = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 import scipy.linalg as sla
-from conftest import full_ft_rhs
+from helpers import full_ft_rhs
 from scipy.integrate import solve_ivp
 
 import linnet

@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_composable import CASES, GRAD_TOL, PARAM_GRAD, TIMES, V0, D, K, N, _kw, _rel
+from helpers import CASES, GRAD_TOL, PARAM_GRAD, TIMES, V0, D, K, N
+from helpers import case_kwargs as _kw
+from helpers import rel_err as _rel
 
 import linnet
 

@@ -154,7 +154,7 @@ def test_generator_draws_keep_jax_values_with_the_older_threefry():
 
 
 def test_the_gram_route_of_the_svd_agrees_with_numpy_and_is_refused_when_ill_conditioned(monkeypatch):
-    """`thin_svd` through X Xᵀ (issue #12, item 5; forced here on small X by lowering `GRAM_MIN_SIZE`), with its
+    """`thin_svd` through X Xᵀ (forced here on small X by lowering `GRAM_MIN_SIZE`), with its
     products in NumPy's BLAS (the CPU route) and in XLA (other backends'), against NumPy's SVD: singular values to
     1e-13 relative and U diag(s) Vᵀ = X, VᵀV = I to 1e-13 on a well-conditioned X (cond ≈ 6: eps · cond² ≈ 1e-14).
     On X with cond = 1e6 (eps · cond² ≈ 2e-4) the orthogonality check fails, the Gram route is refused and the

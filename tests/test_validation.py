@@ -1,4 +1,4 @@
-"""Bad input gets a clear error naming the argument (issue #2, item 7)."""
+"""Bad input gets a clear error naming the argument."""
 
 import warnings
 

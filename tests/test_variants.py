@@ -1,4 +1,4 @@
-"""Methods beyond the paper (issue #6), each checked against an independent reference: full-state scipy
+"""Methods beyond the paper, each checked against an independent reference: full-state scipy
 integrations written here from the method's definition, NumPy loops, closed forms, dense grids."""
 
 import jax

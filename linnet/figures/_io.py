@@ -67,7 +67,7 @@ def _versions():
     import matplotlib
     import scipy
 
-    from .. import __version__
+    from .._version import __version__
 
     return {
         "linnet": __version__,
