@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import sys, jax, numpy as np
 jax.config.update("jax_enable_x64", True)
@@ -17,6 +19,7 @@ print(float(linnet.fine_tune(p, np.ones(2), [np.inf]).ood_error[-1]))
 """
 
 
+@pytest.mark.slow  # a fresh process that compiles (6 s)
 def test_compilation_cache_is_written_and_reused(tmp_path):
     """A first process fills the cache directory; a second one, reading it, computes the same limit (bitwise). The
     first names the directory through `JAX_COMPILATION_CACHE_DIR` (which `use_compilation_cache()` keeps), the
@@ -99,6 +102,7 @@ def test_version_has_one_source():
     assert (Path(linnet.__file__).parent / "py.typed").exists()
 
 
+@pytest.mark.slow  # a fresh process that compiles (6 s)
 def test_the_command_line_turns_the_compilation_cache_on_unless_told_not_to(tmp_path):
     """`linnet` fills `~/.cache/linnet/jax` by default (cold start) and writes nothing with `--no-cache`.
     In subprocesses with their own HOME. (That a directory the caller gave JAX is kept is tested above.)"""

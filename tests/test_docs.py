@@ -12,6 +12,8 @@ import pytest
 import linnet
 from linnet import figures
 
+pytestmark = pytest.mark.slow  # builds the docs site and runs pyright (about 40 s)
+
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
 

@@ -17,6 +17,7 @@ def quick_figs(tmp_path_factory):
     return rc, out
 
 
+@pytest.mark.slow  # the quick `linnet reproduce` (about 60 s)
 def test_reproduce_quick_writes_every_figure(quick_figs):
     rc, out = quick_figs
     assert rc == 0
@@ -28,6 +29,7 @@ def test_reproduce_quick_writes_every_figure(quick_figs):
         assert data["figure"] == name and "jax" in data["versions"]
 
 
+@pytest.mark.slow  # the quick `linnet reproduce` (about 60 s)
 def test_figure_data_is_what_the_library_computes(quick_figs):
     """Numbers in the figure files agree with independent expectations: LP's OOD error slope ≈ 2 in ε
     (Theorem 3.2), FT's feature change on S⊥ is 0 (fact 1), LP beats FT on x_ood in the toy."""
@@ -43,6 +45,7 @@ def test_figure_data_is_what_the_library_computes(quick_figs):
     assert abs(np.dot(toy["w_lp"], toy["x_id"]) - np.dot(toy["w_star"], toy["x_id"])) < 1e-12
 
 
+@pytest.mark.slow  # the quick `linnet reproduce` (about 60 s)
 def test_phase_map_agrees_with_theorem_3_2s_prediction(quick_figs):
     """Theorem 3.2 in the phase data: wherever ε is below the crossover ε*(u) predicted from LP's fitted ε² law
     (u ≥ 0.2, away from the rounding floor at u = 0), LP's OOD error is below FT's (log10 ratio > 0); and the
@@ -56,6 +59,7 @@ def test_phase_map_agrees_with_theorem_3_2s_prediction(quick_figs):
     assert np.array_equal(np.asarray(ph["best"]), np.argmin(np.asarray(ph["L"]), axis=0))
 
 
+@pytest.mark.slow  # the quick `linnet reproduce` (about 60 s)
 def test_phase_nd_agrees_with_theorem_3_2_and_fact_1(quick_figs):
     """The n/d map: at the smallest ε, LP beats FT at every n/d (Theorem 3.2: L_LP/L_FT → 0 as ε → 0); wherever ε is
     below the predicted crossover ε*(n/d), LP's error is below FT's; and FT's disadvantage at the smallest ε shrinks
@@ -74,6 +78,7 @@ def test_phase_nd_agrees_with_theorem_3_2_and_fact_1(quick_figs):
     np.testing.assert_allclose(np.asarray(ph["log10_lpft_over_lp"]), np.log10(L[2] / L[0]), rtol=1e-12)
 
 
+@pytest.mark.slow  # the quick `linnet reproduce` (about 60 s)
 def test_beyond_the_paper_figure_data(quick_figs):
     """The new figures' numbers satisfy their predictions: GD's limit approaches the flow's at first order and
     diverges at 3× the stable step; LoRA and deeper FT change S⊥ features (FT does not); the exact WiSE-FT α*

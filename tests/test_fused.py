@@ -34,6 +34,7 @@ def _reduced(p, v0, times, solver, params, rtol=1e-8, atol=1e-10):
                                solver=solver, params=jnp.asarray(params))  # fmt: skip
 
 
+@pytest.mark.slow  # step-by-step comparisons with diffrax
 def test_two_chord_iterations_take_diffrax_kvaerno5s_steps(stiff):
     """With `root_find_max_steps=2` (the count diffrax's VeryChord effectively allows) the fused step makes every
     decision of diffrax's own Kvaerno5 with dense LU Newton solves (the independent reference): the same number of
@@ -72,6 +73,7 @@ def _scipy_radau(p, v0, times, params):
 
 
 @pytest.mark.parametrize("method", sorted(PARAMS))
+@pytest.mark.slow  # step-by-step comparisons with diffrax
 def test_default_solver_matches_scipy_radau(stiff, method):
     """FT, two learning rates and L2-SP through the default `FusedKvaerno5` (rtol 1e-8, atol 1e-10) against scipy's
     Radau at rtol 1e-12: the state (v, G = B V) agrees to 1e-6 relative at t = 0.3, 3 and 30. The bound is 100× the
@@ -87,6 +89,7 @@ def test_default_solver_matches_scipy_radau(stiff, method):
     assert err.max() < 1e-6, err
 
 
+@pytest.mark.slow  # step-by-step comparisons with diffrax
 def test_a_stage_that_does_not_converge_rejects_the_step(stiff):
     """A first step of Δt = 100 from θ0 (the fast rates are about 1e3, so the chord iteration from the second
     stage's linearisation cannot converge in three iterations): the step reports an infinite error estimate (so the
@@ -123,6 +126,7 @@ def test_unknown_or_unbatchable_newton_solve_is_refused():
         FusedKvaerno5(newton="lu", batched=True)
 
 
+@pytest.mark.slow  # step-by-step comparisons with diffrax
 def test_lu_newton_solve_takes_the_closed_forms_steps(stiff):
     """The same fused method with the Newton matrix I − γΔt J materialised by forward mode and LU-factored, against
     the Sherman–Morrison closed form (`linnet._structured`), on FT and L2-SP: the two solve the same linear systems,
@@ -138,6 +142,7 @@ def test_lu_newton_solve_takes_the_closed_forms_steps(stiff):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow  # step-by-step comparisons with diffrax
 def test_lu_newton_solve_with_two_iterations_takes_diffrax_kvaerno5s_steps_on_the_logistic_flow():
     """The logistic flow in log time (time-dependent field, Jacobian with no arrowhead structure), FT from a random
     head to t = 10⁸: `FusedKvaerno5(newton="lu", root_find_max_steps=2)` against diffrax's own Kvaerno5 with its

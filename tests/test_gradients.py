@@ -12,6 +12,8 @@ from helpers import rel_err as _rel
 
 import linnet
 
+pytestmark = pytest.mark.slow  # finite differences of every method at t = inf (about 60 s)
+
 
 @pytest.fixture(scope="module")
 def problem():

@@ -47,6 +47,7 @@ def test_unrolled_lu_solves_like_numpy_and_pivots(k):
         np.testing.assert_allclose(batched[i], _lu_solve(_lu_factor(A[i]), b[i]), rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.slow  # stacked solves against single ones
 def test_batched_closed_form_solve_matches_each_members_dense_solve():
     """The closed-form factorisation and solve vmapped over a stack of 4 members, as `FusedKvaerno5(batched=True)`
     calls them, (different data, points and parameters: FT,
@@ -88,6 +89,7 @@ def _sweep_problems(seed, n_inst, inputs="subspace"):
 METHODS = ("ft", "lpft", {"name": "two_lr", "eta_B": 0.3}, {"name": "l2_sp", "lam_B": 0.2})
 
 
+@pytest.mark.slow  # stacked solves against single ones
 def test_stacked_sweep_matches_tight_single_solves():
     """`batching="stacked"` (one ODE per batch of 4, rtol 1e-8, atol 1e-10) against single solves at rtol 1e-11,
     atol 1e-13 (the reference) for FT, LP-FT, two learning rates and L2-SP, at finite times and t = ∞: every
@@ -120,6 +122,7 @@ def test_stacked_sweep_matches_tight_single_solves():
     np.testing.assert_array_equal(a.ood_error, b.ood_error)
 
 
+@pytest.mark.slow  # stacked solves against single ones
 def test_stacked_sweep_takes_the_explicit_solver_on_well_conditioned_data():
     """Gaussian inputs with n ≪ d (cond(X)² ≤ 100 for every member): the stack runs Tsit5, as each single solve
     would, and agrees with tight single solves to 1e-6 relative."""

@@ -48,6 +48,7 @@ FOUND = {
 
 
 @pytest.mark.parametrize("case", sorted(FOUND))
+@pytest.mark.slow  # a search replayed by scipy Radau
 def test_instances_from_the_full_search_violate_theorem_3_1_for_k_above_one(case):
     """Theorem 3.1 fails for k > 1 too. k = 2 (d = 9, n = 4, ε = 0.135), Section 3.1's ε: the printed φ² is
     negative there (the printed bound is NaN), so it is the absolute-value reading that fails. k = 3 (ε = 0.188,
@@ -75,6 +76,7 @@ def test_instances_from_the_full_search_violate_theorem_3_1_for_k_above_one(case
     np.testing.assert_allclose(np.sqrt(np.asarray(tr.ood_error)), np.asarray(rep["slack"]) + bound, atol=1e-6)
 
 
+@pytest.mark.slow  # a search replayed by scipy Radau
 def test_gradient_search_finds_violations_confirmed_by_simulation():
     found = stress.gradient_search(jax.random.PRNGKey(0), starts=8)
     assert found[0]["relative_slack"] < 0
@@ -82,6 +84,7 @@ def test_gradient_search_finds_violations_confirmed_by_simulation():
     assert np.min(sl) < 0
 
 
+@pytest.mark.slow  # a search replayed by scipy Radau
 def test_random_search_reports_and_replays():
     reports = stress.random_search(
         jax.random.PRNGKey(3), instances=60, batch=30, progress=False, shapes=((12, 1, 6, 3), (20, 2, 8, 4))

@@ -22,6 +22,7 @@ from linnet._structured import ArrowheadSolver
         (3, 8, 2.0, (2.0, 0.3, 0.1, 0.5)),  # two learning rates and L2-SP, in the scaled coordinates
     ],
 )
+@pytest.mark.slow  # solves against dense Kvaerno5 and NumPy
 def test_arrowhead_solve_matches_dense_numpy(k, n, gamma, params):
     """(I − γ J_f) x = b with J_f the flow's Jacobian at a random off-equilibrium point: numpy.linalg.solve on the
     dense matrix from jax.jacfwd is the reference; agreement to 1e-10 relative."""
@@ -48,6 +49,7 @@ def test_arrowhead_solve_matches_dense_numpy(k, n, gamma, params):
 
 
 @pytest.mark.parametrize(("method", "params"), [("ft", {}), ("l2_sp", {"lam_B": 0.3, "lam_v": 0.1})])
+@pytest.mark.slow  # solves against dense Kvaerno5 and NumPy
 def test_default_solver_matches_dense_kvaerno5(method, params):
     """diffrax's Kvaerno5 with structured Newton solves (the closed-form Sherman–Morrison elimination, and the
     probed arrowhead one) vs dense LU solves (diffrax's default linear solver): trajectories agree to 1e-9, at the
@@ -63,6 +65,7 @@ def test_default_solver_matches_dense_kvaerno5(method, params):
     np.testing.assert_allclose(c.predictor, b.predictor, rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow  # solves against dense Kvaerno5 and NumPy
 def test_structured_solver_derivative_under_jit_with_traced_learning_rate():
     """jax.jit(jax.jacrev) of two_lr's OOD error in v0 and in a traced η_B, through `structured_solver`, against
     central differences (h = 1e-4, rtol 1e-10: the reference's own error is ≲ 3e-6, see test_gradients.py) to
@@ -125,6 +128,7 @@ def _dense_newton_matrix(k, r, theta, gamma, args):
 @pytest.mark.parametrize(
     "params", [(1.0, 1.0, 0.0, 0.0), (3.0, 0.2, 0.0, 0.0), (1.0, 1.0, 0.3, 0.7)], ids=["ft", "two_lr", "l2_sp"]
 )
+@pytest.mark.slow  # solves against dense Kvaerno5 and NumPy
 def test_sherman_morrison_solve_is_backward_stable_against_dense(params):
     """The closed-form (Sherman–Morrison) elimination against numpy.linalg.solve on the dense M = I − γJ, J from
     jax.jacfwd, with singular values spread so that cond(X)² = 1e2, 1e5, 1e8 and γ from 1e-3 to 1e6, so cond(M)
@@ -174,6 +178,7 @@ def test_structured_chord_refuses_arguments_it_cannot_read_and_zeroes_failed_roo
     assert all(np.all(np.asarray(a) == 1) for a in out)
 
 
+@pytest.mark.slow  # solves against dense Kvaerno5 and NumPy
 def test_closed_form_solve_with_lapack_lu_matches_dense_and_the_default_ignores_the_layout_check(monkeypatch):
     """At k = 16, r = 20 (the blocks beyond the unrolled small-k elimination, so LAPACK's LU of the Schur
     complement): diffrax's Kvaerno5 with the Sherman–Morrison solve agrees with the same method's dense LU solves
@@ -192,6 +197,7 @@ def test_closed_form_solve_with_lapack_lu_matches_dense_and_the_default_ignores_
     assert _flow.solver_name(_flow.default_solver(16)) == "FusedKvaerno5+ShermanMorrison"
 
 
+@pytest.mark.slow  # solves against dense Kvaerno5 and NumPy
 def test_an_unverified_diffrax_release_gets_the_traced_layout_check(monkeypatch):
     """On a diffrax release outside `_LAYOUT_VERIFIED`, `structured_layout_ok` asks `traced_layout_check` (replaced
     by a failing one here; the real one is run above), and `structured_solver` is then refused by name."""

@@ -11,6 +11,8 @@ import linnet
 from linnet import _search
 from linnet import theory as th
 
+pytestmark = pytest.mark.slow  # searches replayed by scipy Radau (about 40 s)
+
 
 def _k1_instance(V, a2, v0, seed=0):
     """k = 1, d = 6, n = 3, ε = 0: b = B0 = B⋆ with ‖P_S b‖² = a2 (built from X's right singular vectors)."""
