@@ -45,13 +45,8 @@ import numpy as np
 
 from ._fused import FusedKvaerno5
 from ._numerics import safe_norm
+from ._problem import residual
 from ._structured import ArrowheadSolver, SafeChord, ShermanMorrisonSolver, StructuredChord
-
-
-def residual(s, a, v, G):
-    """ρ = s ⊙ (Gᵀ v) − Uᵀy, shape (r,): the training residual X Bᵀv − y in the left singular basis of X, so that
-    L̂ = ‖ρ‖² + ‖(I − UUᵀ) y‖²; `a` = Uᵀy."""
-    return s * (G.T @ v) - a
 
 
 def ft_vector_field(t, state, args):

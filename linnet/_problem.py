@@ -37,6 +37,12 @@ class Reduced:
     G0: jax.Array
 
 
+def residual(s, a, v, G):
+    """ρ = s ⊙ (Gᵀ v) − Uᵀy, shape (r,): the training residual X Bᵀv − y in the left singular basis of X, so that
+    L̂ = ‖ρ‖² + ‖(I − UUᵀ) y‖²; `a` = Uᵀy."""
+    return s * (G.T @ v) - a
+
+
 @jax.tree_util.register_pytree_node_class
 class Problem:
     """An instance of the paper's setting: f(x) = vᵀ B x fitted to y = X w⋆ with w⋆ = B⋆ᵀ v⋆.

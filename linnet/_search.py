@@ -219,3 +219,53 @@ def replay_radau(found: dict, *, times=SEARCH_TIMES, c=1.0, lam=1.0, eps_form="s
         eps=eps,
         rhs0=rhs0,
     )
+
+
+SEARCH_K = (1, 2, 3, 5)  # the k of the search through the simulator
+
+
+def search_k(key, ks=SEARCH_K, *, starts: int = 8, steps: int = 60, replays: int = 2, progress: bool = False):
+    """(c) For each k: the gradient search through the simulator for Theorem 3.1 as printed in both ε readings
+    (ε > 0), and for the tight constant at ε = 0 (objective min_t √L_ood(t)/RHS₀, over all saved times and at
+    t = ∞ alone). The best `replays` instances of each are replayed by scipy Radau on the full state.
+
+    **Returns:** {k: {mode: {"best_relative_slack", "violations", "replayed": [...]}}}; for the ε = 0 modes,
+    1 + best_relative_slack is the search's estimate (an upper bound) of c*(k).
+    """
+    modes = {  # mode: keyword arguments of gradient_search_k / replay_radau
+        "theorem_3_1": dict(eps_form="section"),
+        "theorem_3_1_eps_squared": dict(eps_form="theorem"),
+        "theorem_3_1_corrected": dict(c=th.C_STAR_K1, lam_w=True),
+        "c_star_all_t": dict(eps_zero=True, lam=0.0),
+        "c_star_t_inf": dict(eps_zero=True, lam=0.0, times=(math.inf,)),
+    }
+    out = {}
+    for k in ks:
+        out[k] = {}
+        for j, (mode, kw) in enumerate(modes.items()):
+            kw = dict(kw)
+            eps_zero = kw.pop("eps_zero", False)
+            try:
+                found = gradient_search_k(
+                    jax.random.fold_in(key, 10 * k + j), k, starts=starts, steps=steps, eps_zero=eps_zero,
+                    progress=progress, **kw,
+                )  # fmt: skip
+            except Exception as err:  # one failed search must not lose the others: report it
+                error = f"{type(err).__name__}: {str(err)[:300]}"
+                out[k][mode] = dict(starts=starts, steps=steps, error=error, best_relative_slack=None, violations=0,
+                                    replayed=[], best_instance=None)  # fmt: skip
+                continue
+            replayed = []
+            for f in found[:replays]:
+                r = replay_radau(f, **kw)
+                replayed.append(dict(search_relative_slack=f["relative_slack"], **{a: r[a] for a in (
+                    "relative_slack", "min_slack", "violated_at", "eps", "rhs0")}))  # fmt: skip
+            out[k][mode] = dict(
+                starts=starts,
+                steps=steps,
+                best_relative_slack=found[0]["relative_slack"] if found else None,
+                violations=sum(f["relative_slack"] < 0 for f in found),
+                replayed=replayed,
+                best_instance={a: np.asarray(b).tolist() for a, b in found[0]["theta"].items()} if found else None,
+            )
+    return out

@@ -44,7 +44,7 @@ from ._validate import (
 )
 
 
-def _parse_params(m: Method, given: dict, dtype) -> tuple[dict, tuple]:
+def parse_params(m: Method, given: dict, dtype) -> tuple[dict, tuple]:
     """Validated parameters: (reals {name: array}, statics ((name, value), ...)). Bounds are checked eagerly
     on concrete values and by `error_if` on traced ones."""
     unknown = set(given) - {q.name for q in m.params}
@@ -223,7 +223,7 @@ def simulate(
     dtype = problem.X.dtype
     if m.kind != "closed_form":  # a closed form is exact: its tolerances are not used
         warn_tolerance(rtol, atol, dtype)
-    reals, statics = _parse_params(m, params, dtype)
+    reals, statics = parse_params(m, params, dtype)
     p = {**reals, **dict(statics)}
     if m.checks is not None:
         for bad, message in m.checks(p, times):

@@ -31,10 +31,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import _flow
 from ._fused import FusedKvaerno5
+from ._plan import shard_batch
 from ._registry import Method
 from ._solve import integrate
 from ._trajectory import RESULTS, is_okay, make_trajectory
@@ -118,12 +118,4 @@ def stacked_batch(m: Method, explicit: bool, max_steps: int, devices: tuple):
         n = v0s.shape[0]
         return out, jnp.full((n,), steps), jnp.full((n,), ok)
 
-    if len(devices) == 1:
-        return jax.jit(batch)
-    from jax.sharding import Mesh
-    from jax.sharding import PartitionSpec as P
-
-    mesh = Mesh(np.asarray(devices), ("batch",))
-    spec = P("batch")
-    specs = (spec, spec, P(), P(), P(), P())
-    return jax.jit(jax.shard_map(batch, mesh=mesh, in_specs=specs, out_specs=spec, check_vma=False))
+    return shard_batch(batch, devices, (True, True, False, False, False, False))

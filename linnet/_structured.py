@@ -40,6 +40,8 @@ import jax.numpy as jnp
 import lineax as lx
 import optimistix as optx
 
+from ._problem import residual
+
 _UNROLLED_MAX_K = 10
 
 
@@ -187,7 +189,6 @@ def sherman_morrison_factor(theta, gamma, args):
     """The factorisation `ShermanMorrisonSolver` solves with: (v, G, g, s², α, v/‖v‖, 1/(α + β‖v‖²), c, LU of S)
     at θ, as derived
     above. **Arguments:** `theta = (ṽ (k,), G̃ (k, r))`, `gamma` > 0, `args = (s, Uᵀy, G0, params)`."""
-    from ._flow import residual
 
     vt, Gt = theta
     s, a, _, params = args

@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _flow
 from ._closed_forms import lp_limit_head
 from ._flow import explicit_is_enough
 from ._numerics import scale_out_of_range, scale_range
+from ._plan import budget_advice, explicit_allowed, mode_options, run_planned, shard_batch
 from ._problem import Problem
 from ._registry import REGISTRY, Method, Param, get_method, parse_spec
 from ._simulate import simulate
@@ -50,7 +50,7 @@ def _batched(
     def one(args, times, reals):
         p, v0, idx, explicit = args
         key = None if seed is None else jax.random.fold_in(jax.random.PRNGKey(seed), idx)
-        extra = _mode_options(mode, explicit, max_steps)
+        extra = mode_options(mode, explicit, max_steps)
         tr = simulate(name, p, v0, times, rtol=rtol, atol=atol, throw=False, key=key, loss=loss, **extra, **kw, **reals)
         return (tr.train_loss, tr.id_error, tr.ood_error), tr.num_steps, is_okay(tr.result)
 
@@ -60,15 +60,7 @@ def _batched(
         return jax.lax.map(lambda a: one(a, times, reals), (problems, v0s, idx, explicit),
                            batch_size=None if chunk == 1 else chunk)  # fmt: skip
 
-    if len(devices) == 1:
-        fn = jax.jit(batch)
-    else:
-        from jax.sharding import Mesh
-        from jax.sharding import PartitionSpec as P
-
-        mesh = Mesh(np.asarray(devices), ("batch",))
-        spec = P("batch")
-        fn = jax.jit(jax.shard_map(batch, mesh=mesh, in_specs=(spec, spec, P(), P()), out_specs=spec, check_vma=False))
+    fn = shard_batch(batch, devices, (True, True, False, False))
     _BATCH_FUNCTIONS.append(fn)
     return fn
 
@@ -82,38 +74,6 @@ def compiled_batches() -> int:
 
 
 _lp_heads = jax.jit(jax.vmap(lp_limit_head))  # the LP limits v_lp^∞ of a batch: one small program
-
-
-def _mode_options(mode: str, explicit, max_steps: int) -> dict:
-    """`simulate`'s solver options for one member of a batch run in `mode`: "mixed" (each member's choice by
-    `lax.cond` on its flag `explicit`), "explicit" (Tsit5 with its step budget) or "default" (the method's
-    default solver)."""
-    if mode == "mixed":
-        return dict(_explicit=explicit, max_steps=max_steps)
-    if mode == "explicit":
-        return dict(solver=_flow.explicit_solver(), max_steps=min(max_steps, _flow.EXPLICIT_STEPS))
-    return dict(max_steps=max_steps)
-
-
-def _run_planned(run, flags: np.ndarray):
-    """Run a batch under the fallback rule with as few compiled solvers as it needs. `run(mode)` runs the batch
-    in that mode (see `_mode_options`) and returns (outputs, steps, ok); `flags` (N,) are the members' explicit
-    choices, made from their concrete data. All explicit: Tsit5 alone, then the default solver only if some member
-    failed, keeping each member's first success. None explicit: the default solver alone. Mixed: both in one
-    program, chosen per member by `lax.cond`."""
-    if flags.any() and not flags.all():
-        return run("mixed")
-    out, st, ok = run("explicit" if flags.all() else "default")
-    if flags.all() and not bool(np.all(ok)):
-        out2, st2, ok2 = run("default")
-        keep = np.asarray(ok)
-
-        def pick(a, b):
-            return jnp.where(keep.reshape((-1,) + (1,) * (jnp.ndim(a) - 1)), a, b)
-
-        out, st = jax.tree_util.tree_map(pick, (out, st), (out2, st2))
-        ok = np.asarray(ok2) | keep
-    return out, st, ok
 
 
 def _run_mapped(run, args, mode):
@@ -182,11 +142,11 @@ def _plan_method(m: Method, opts: dict, times, dtype) -> tuple:
       so one compiled batch serves all of them; the LP head, where the method starts from it, is computed before
       the batch.
     - Any other method runs as itself, with its non-real options static."""
-    from ._simulate import _parse_params
+    from ._simulate import parse_params
 
     lp_head = bool(opts.get("lp_head", False))
     given = {a: b for a, b in opts.items() if a not in ("seed", "lp_head")}
-    reals, statics = _parse_params(m, given, dtype)
+    reals, statics = parse_params(m, given, dtype)
     p = {**reals, **dict(statics)}
     for bad, message in m.checks(p, times) if m.checks is not None else ():
         check_value(None, bad, message)
@@ -203,20 +163,6 @@ def _plan_method(m: Method, opts: dict, times, dtype) -> tuple:
     reals = {a: jnp.asarray(b, dtype) for a, b in opts.items() if a in real_names and b is not None}
     statics = {a: b for a, b in opts.items() if a not in reals and not (a == "lp_head" and not b)}
     return m.name, reals, tuple(sorted(statics.items())), False, 1.0
-
-
-def _budget_advice(m: Method, opts: dict, max_steps: int) -> str:
-    """What to change when members of a batch did not converge, naming the method's own budget."""
-    if m.budget == "max_steps":
-        return f"increase `max_steps` (now {max_steps})"
-    now = opts.get(m.budget, m.param(m.budget).default)
-    return (f"a method that counts its own budget: increase its '{m.budget}' (now {now}) for the times asked, or, "
-            "if it diverged, lower its step (GD diverges above about 2/λ_max of the Hessian)")  # fmt: skip
-
-
-def _explicit_allowed(m, opts) -> bool:
-    """Whether the method may take the explicit solver automatically (plain FT and LP-FT)."""
-    return m.kind == "flow" and m.explicit_ok is not None and bool(m.explicit_ok(opts))
 
 
 def sweep(
@@ -335,7 +281,7 @@ def sweep(
                 pad = size - (stop - b)
                 take = jnp.concatenate([jnp.arange(b, stop), jnp.full((pad,), stop - 1)])
                 batch = jax.tree_util.tree_map(lambda a, take=take: a[take], problems)
-                flags = explicit_all[np.asarray(take)] & _explicit_allowed(m, opts)
+                flags = explicit_all[np.asarray(take)] & explicit_allowed(m, opts)
                 start = _lp_heads(batch, h[take]) if lp_first else h[take]
                 args = (batch, (start, take, jnp.asarray(flags)), ts, reals)
                 if stack:  # one ODE over the batch; "mixed" runs the implicit solver for all
@@ -346,13 +292,13 @@ def sweep(
                     run_batch = partial(_run_mapped, run, args)
                 # the fallback is decided on the host where the whole batch has one plan, so the implicit program is
                 # compiled only if some member needs it, and only those members take its results
-                metrics, st, ok = _run_planned(run_batch, flags)
+                metrics, st, ok = run_planned(run_batch, flags)
                 ok = np.asarray(ok)[: stop - b]
                 if not ok.all():
                     bad = np.flatnonzero(~ok)
                     raise ConvergenceError(
                         f"method {label!r}, head {list(head_arrays)[j]!r}: {bad.size} instances did not converge "
-                        f"(first: index {b + bad[0]}); {_budget_advice(m, opts, max_steps)}"
+                        f"(first: index {b + bad[0]}); {budget_advice(m, opts, max_steps)}"
                     )
                 out[:, i, j, b:stop] = np.stack([np.asarray(x)[: stop - b] for x in metrics])
                 steps[i, j, b:stop] = np.asarray(st)[: stop - b]
@@ -367,66 +313,3 @@ def sweep(
         methods=tuple(s[0] for s in specs),
         heads=tuple(head_arrays),
     )
-
-
-def batched_predictors(
-    problems: Problem, v0s, times, *, method: str = "ft", rtol=1e-8, atol=1e-10, max_steps=100_000, devices=None
-):
-    """Predictors w(t) (N, T, d) and heads v(t) (N, T, k) of one registered method on a batched `Problem`: a thin
-    alias of `lax.map(linnet.simulate)` over the batch, sharded over `devices` (default all) like `sweep`; the
-    solver is chosen as in `fine_tune`, from the concrete data."""
-    devices = list(jax.devices() if devices is None else devices)
-    t_all = check_times(times)
-    flags = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s))) & _explicit_allowed(get_method(method), {})
-    inputs = (jnp.asarray(v0s, problems.X.dtype), jnp.asarray(flags))
-
-    key = (method, tuple(float(t) for t in np.asarray(t_all)), float(rtol), float(atol), int(max_steps))
-
-    def run(mode):
-        (v, w, ok) = _run_sharded(_predictor_batch(*key, mode), problems, inputs, devices)
-        return (v, w), None, ok
-
-    (v, w), _, ok = _run_planned(run, flags)
-    if not bool(jnp.all(ok)):
-        bad = np.flatnonzero(~np.asarray(ok))
-        raise ConvergenceError(
-            f"{bad.size} of {ok.shape[0]} instances did not converge (first: index {bad[0]}); "
-            f"increase `max_steps` (now {max_steps})"
-        )
-    return v, w
-
-
-@functools.lru_cache(maxsize=64)
-def _predictor_batch(method: str, times: tuple, rtol: float, atol: float, max_steps: int, mode: str):
-    """The compiled batch function of `batched_predictors` for one method, set of times, tolerances and solver
-    mode: (problems (N, …), (heads (N, k), explicit (N,))) → (v (N, T, k), w (N, T, d), ok (N,)). Cached, so
-    repeated calls on one shape (a search's batches, a figure's methods) compile once."""
-
-    def one(p, v0, e):
-        tr = simulate(method, p, v0, jnp.asarray(times), rtol=rtol, atol=atol, throw=False,
-                      **_mode_options(mode, e, max_steps))  # fmt: skip
-        return tr.v, tr.predictor, is_okay(tr.result)
-
-    return jax.jit(lambda P, xs: jax.lax.map(lambda a: one(a[0], *a[1]), (P, xs)))
-
-
-def _run_sharded(fn, problems, v0s, devices):
-    """`fn(problems, v0s)` with the batch axis sharded over `devices` (a 1-D `Mesh` and `shard_map`; each device
-    runs its own compiled loop over its shard). The batch is padded to a multiple of the device count by repeating
-    the last instance, and the padding is dropped afterwards. One device runs `fn` directly."""
-    if len(devices) == 1:
-        return fn(problems, v0s)
-    from jax.sharding import Mesh
-    from jax.sharding import PartitionSpec as P
-
-    n_dev = len(devices)
-    N = jax.tree_util.tree_leaves(v0s)[0].shape[0]
-    pad = (-N) % n_dev
-    if pad:
-        problems, v0s = jax.tree_util.tree_map(
-            lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), (problems, v0s)
-        )
-    mesh = Mesh(np.asarray(devices), ("batch",))
-    spec = P("batch")
-    out = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False))(problems, v0s)
-    return jax.tree_util.tree_map(lambda a: a[:N], out)

@@ -9,106 +9,17 @@ import time
 
 import numpy as np
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one line and exit status 2, without a usage dump."""
-
-    def error(self, message):
-        sys.stderr.write(f"linnet: error: {message}\n")
-        raise SystemExit(2)
-
-
-def _positive_int(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
-
-
-def _float_in(lo, hi):
-    def parse(s):
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {s!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {s!r}")
-        return v
-
-    return parse
-
-
-def _seed(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32 - 1], got {s!r}") from None
-    if not 0 <= v < 2**32:  # jax.random.PRNGKey takes a 32-bit seed on every backend
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32 - 1], got {s!r}")
-    return v
-
-
-def _writable_file(path: str) -> str:
-    """`path` if a file can be written there (its folder exists and is writable), checked before a long run."""
-    import os
-
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ValueError(f"`--save {path}`: that is a folder; give a file name, e.g. {os.path.join(path, 'run.json')}")
-    if not os.path.isdir(folder):
-        raise ValueError(f"`--save {path}`: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"`--save {path}`: the folder {folder} is not writable")
-    return path
-
-
-def _writable_folder(path: str) -> str:
-    """`path` as an output folder, created if need be, and checked writable before a long run."""
-    import os
-
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"`--out {path}`: cannot create that folder ({e.strerror})") from None
-    if not os.access(path, os.W_OK):
-        raise ValueError(f"`--out {path}`: the folder is not writable")
-    return path
-
-
-def _method_options():
-    """The methods' parameters as command-line options, from their declarations (`linnet.Param`): one option per
-    parameter name (`eta_B` → `--eta-B`), with no default of its own, so that an option not given takes the
-    declaration's default. **Returns:** {name: (type, [methods that take it], doc)}."""
-    from ._registry import LOSSES, get_method, methods
-
-    opts: dict = {}
-    for loss in LOSSES:
-        for name in methods(loss):
-            for q in get_method(name, loss).params:
-                if q.kind == "bool":
-                    continue
-                typ = int if q.kind == "int" else float
-                entry = opts.setdefault(q.name, (typ, [], q.doc))
-                label = name if loss == "squared" else f"{name} (loss={loss})"
-                if label not in entry[1]:
-                    entry[1].append(label)
-    return opts
-
-
-def _table(rows, headers):
-    cols = list(zip(*([headers, *rows]), strict=True))
-    widths = [max(len(str(c)) for c in col) for col in cols]
-    line = "  ".join(f"{h:>{w}}" for h, w in zip(headers, widths, strict=True))
-    out = [line, "-" * len(line)]
-    out += ["  ".join(f"{c:>{w}}" for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)
-
-
-def _fmt(x):
-    return f"{x:.4g}" if np.isfinite(x) else str(x)
+from ._cli_args import (
+    Parser,
+    float_in,
+    fmt,
+    method_options,
+    positive_int,
+    seed_arg,
+    table,
+    writable_file,
+    writable_folder,
+)
 
 
 def _build_problem(args):
@@ -132,10 +43,10 @@ def _build_problem(args):
 
 
 def _add_problem_args(p, *, d=200, k=3, n=40, eps=0.1):
-    p.add_argument("--d", type=_positive_int, default=d, help="input dimension d")
-    p.add_argument("--k", type=_positive_int, default=k, help="number of features k")
-    p.add_argument("--n", type=_positive_int, default=n, help="number of ID training points n")
-    p.add_argument("--eps", type=_float_in(0.0, 2**0.5), default=eps, help="feature error ε in [0, √2]")
+    p.add_argument("--d", type=positive_int, default=d, help="input dimension d")
+    p.add_argument("--k", type=positive_int, default=k, help="number of features k")
+    p.add_argument("--n", type=positive_int, default=n, help="number of ID training points n")
+    p.add_argument("--eps", type=float_in(0.0, 2**0.5), default=eps, help="feature error ε in [0, √2]")
     p.add_argument(
         "--ood",
         choices=["isotropic", "orthogonal", "mixture", "id"],
@@ -143,8 +54,8 @@ def _add_problem_args(p, *, d=200, k=3, n=40, eps=0.1):
         help="OOD second moment (default: isotropic, the paper's worst case)",
     )
     p.add_argument("--head", choices=["zero", "random"], default="random", help="head initialisation v0")
-    p.add_argument("--head-scale", type=_float_in(0.0, 1e6), default=1.0, help="σ of a random head")
-    p.add_argument("--seed", type=_seed, default=0, help="jax.random seed in [0, 2**32 - 1]")
+    p.add_argument("--head-scale", type=float_in(0.0, 1e6), default=1.0, help="σ of a random head")
+    p.add_argument("--seed", type=seed_arg, default=0, help="jax.random seed in [0, 2**32 - 1]")
 
 
 def cmd_compare(args):
@@ -170,14 +81,14 @@ def cmd_compare(args):
             rows.append(
                 [
                     name,
-                    _fmt(t),
-                    _fmt(float(tr.train_loss[i])),
-                    _fmt(float(tr.id_error[i])),
-                    _fmt(float(tr.ood_error[i])),
-                    _fmt(float(tr.feature_change[i])),
+                    fmt(t),
+                    fmt(float(tr.train_loss[i])),
+                    fmt(float(tr.id_error[i])),
+                    fmt(float(tr.ood_error[i])),
+                    fmt(float(tr.feature_change[i])),
                 ]
             )
-    print(_table(rows, ["method", "t", "train loss", "ID error", "OOD error", "|B - B0|_F"]))
+    print(table(rows, ["method", "t", "train loss", "ID error", "OOD error", "|B - B0|_F"]))
     best = min(trajs, key=lambda m: float(trajs[m].ood_error[-1]))
     print(f"\nlowest OOD error at t = inf: {best}   ({elapsed:.1f} s, including compilation)")
     return 0
@@ -187,7 +98,7 @@ def cmd_run(args):
     """One method, one problem: a table over time, optionally saved as JSON."""
 
     if args.save:
-        _writable_file(args.save)  # before the run, so that a bad path does not lose it
+        writable_file(args.save)  # before the run, so that a bad path does not lose it
     if args.loss != "logistic" and args.flip is not None:
         raise ValueError("--flip (label-flip probability) applies to --loss logistic only")
     problem, v0 = _build_problem(args)
@@ -199,10 +110,10 @@ def cmd_run(args):
         head = ["t", "train loss", "ID error", "OOD error"]
     tr = _run_method(args, problem, v0, times)
     rows = [
-        [_fmt(t), _fmt(float(a)), _fmt(float(b)), _fmt(float(c))]
+        [fmt(t), fmt(float(a)), fmt(float(b)), fmt(float(c))]
         for t, a, b, c in zip(times, tr.train_loss, tr.id_error, tr.ood_error, strict=True)
     ]
-    print(_table(rows, head))
+    print(table(rows, head))
     if args.save:
         data = {
             "args": {k: v for k, v in vars(args).items() if k != "func"},
@@ -227,7 +138,7 @@ def _run_method(args, problem, v0, times):
     loss = getattr(args, "loss", "squared")
     m = linnet.get_method(args.method, loss)
     own = {q.name for q in m.params}
-    given = [name for name in _method_options() if getattr(args, name, None) is not None]
+    given = [name for name in method_options() if getattr(args, name, None) is not None]
     unused = [name for name in given if name not in own]
     if unused:
         flags = ", ".join("--" + n.replace("_", "-") for n in unused)
@@ -243,7 +154,7 @@ def cmd_stress(args):
     from . import stress
 
     if args.out:
-        _writable_file(args.out)
+        writable_file(args.out)
     summary = stress.stress(
         args.seed,
         instances=args.instances,
@@ -257,22 +168,22 @@ def cmd_stress(args):
     )
     rows = []
     for name, r in summary["random"].items():
-        rows.append([name, "random", str(r["tried"]), str(r["violations"]), _fmt(r["min_slack"])])
+        rows.append([name, "random", str(r["tried"]), str(r["violations"]), fmt(r["min_slack"])])
     for name, g in summary["gradient"].items():
         best = g["replayed"][0]["simulated_min_slack"] if g["replayed"] else float("nan")
-        rows.append([name, "gradient (k=1)", str(g["starts"]), str(g["violations"]), _fmt(best)])
-    print(_table(rows, ["statement", "search", "tried", "violations", "min slack"]))
+        rows.append([name, "gradient (k=1)", str(g["starts"]), str(g["violations"]), fmt(best)])
+    print(table(rows, ["statement", "search", "tried", "violations", "min slack"]))
     rows = []
     for k, modes in summary["by_k"].items():
         for mode, r in modes.items():
             rep = r["replayed"][0] if r["replayed"] else {}
             nan = float("nan")
             best = r["best_relative_slack"] if r["best_relative_slack"] is not None else nan
-            replayed = [_fmt(rep.get("relative_slack", nan)), _fmt(rep.get("min_slack", nan))]
-            rows.append([str(k), mode, str(r["starts"]), str(r["violations"]), _fmt(best), *replayed])
+            replayed = [fmt(rep.get("relative_slack", nan)), fmt(rep.get("min_slack", nan))]
+            rows.append([str(k), mode, str(r["starts"]), str(r["violations"]), fmt(best), *replayed])
     if rows:
         print()
-        print(_table(rows, ["k", "statement", "starts", "violations", "rel. slack", "Radau rel. slack", "Radau slack"]))
+        print(table(rows, ["k", "statement", "starts", "violations", "rel. slack", "Radau rel. slack", "Radau slack"]))
     print(
         f"\n{summary['seconds_total']:.0f} s; gradient rows: violations among BFGS minimisers, min slack of the "
         "best one replayed by the ODE simulator. Per-k rows: Adam through the simulator; relative slack "
@@ -289,7 +200,7 @@ def cmd_reproduce(args):
 
     from . import figures
 
-    _writable_folder(args.out)
+    writable_folder(args.out)
     names = args.only or list(figures.FIGURES)
     rows = []
     t0 = time.perf_counter()
@@ -299,20 +210,43 @@ def cmd_reproduce(args):
         kw = dict(progress=True) if name == "stress_slack" else {}
         data = figures.make(name, args.out, quick=args.quick, **kw)
         rows += [[name, label, value] for label, value in figures.headline(name, data)]
-    print(_table(rows, ["figure", "quantity", "value"]))
+    print(table(rows, ["figure", "quantity", "value"]))
     print(f"\nwrote {len(names)} figures (PNG, PDF, JSON) to {args.out}/ in {time.perf_counter() - t0:.0f} s")
     return 0
 
 
+def load_plugins(argv) -> None:
+    """Import the modules named by `--plugin MODULE` in `argv` and the entry points of the group 'linnet.methods':
+    each registers its methods with `linnet.register` when imported."""
+    import importlib
+    from importlib.metadata import entry_points
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    known, _ = pre.parse_known_args(argv if argv is not None else sys.argv[1:])
+    for name in known.plugin:
+        importlib.import_module(name)
+    for ep in entry_points(group="linnet.methods"):
+        ep.load()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="linnet", description=__doc__)
+    parser = Parser(prog="linnet", description=__doc__)
     parser.add_argument(
         "--no-cache",
         action="store_true",
         help="do not use JAX's persistent compilation cache (default: on, in $JAX_COMPILATION_CACHE_DIR or "
         "~/.cache/linnet/jax; later runs then skip most compiling)",
     )
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so that the methods it registers (linnet.register) can be run; installed "
+        "packages can also declare them in the entry-point group 'linnet.methods'",
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
     p = sub.add_parser("compare", help="FT vs LP vs LP-FT on one subspace shift (the default main job)")
     _add_problem_args(p)
     p.set_defaults(func=cmd_compare)
@@ -327,16 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="squared",
         help="training loss; logistic uses sign labels (methods: " + ", ".join(methods("logistic")) + ")",
     )
-    p.add_argument("--flip", type=_float_in(0.0, 0.5), default=None, help="logistic: label-flip probability")
-    for name, (typ, users, doc) in _method_options().items():
+    p.add_argument("--flip", type=float_in(0.0, 0.5), default=None, help="logistic: label-flip probability")
+    for name, (typ, users, doc) in method_options().items():
         p.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
-            type=_positive_int if typ is int else _float_in(0.0, 1e12),
+            type=positive_int if typ is int else float_in(0.0, 1e12),
             default=None,
             help=f"{', '.join(users)}: {doc} (default: the method's declaration)",
         )
-    p.add_argument("--num-times", type=_positive_int, default=8, help="number of saved times (log-spaced)")
+    p.add_argument("--num-times", type=positive_int, default=8, help="number of saved times (log-spaced)")
     p.add_argument("--save", default=None, help="write the table to this JSON file")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("reproduce", help="regenerate every theory figure and print the headline numbers")
@@ -349,15 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("stress", help="counterexample search for the paper's inequalities")
-    p.add_argument("--instances", type=_positive_int, default=10_000, help="random instances (default 10 000)")
-    p.add_argument("--batch", type=_positive_int, default=250, help="instances per vmapped batch")
-    p.add_argument("--starts", type=_positive_int, default=64, help="BFGS starts of the k = 1 closed-form search")
+    p.add_argument("--instances", type=positive_int, default=10_000, help="random instances (default 10 000)")
+    p.add_argument("--batch", type=positive_int, default=250, help="instances per vmapped batch")
+    p.add_argument("--starts", type=positive_int, default=64, help="BFGS starts of the k = 1 closed-form search")
     p.add_argument(
-        "--k", type=_positive_int, nargs="*", default=[1, 2, 3, 5], help="k for the search through the simulator"
+        "--k", type=positive_int, nargs="*", default=[1, 2, 3, 5], help="k for the search through the simulator"
     )
-    p.add_argument("--k-starts", type=_positive_int, default=8, help="starts per k and statement")
-    p.add_argument("--k-steps", type=_positive_int, default=60, help="Adam steps per start")
-    p.add_argument("--seed", type=_seed, default=0, help="jax.random seed in [0, 2**32 - 1]")
+    p.add_argument("--k-starts", type=positive_int, default=8, help="starts per k and statement")
+    p.add_argument("--k-steps", type=positive_int, default=60, help="Adam steps per start")
+    p.add_argument("--seed", type=seed_arg, default=0, help="jax.random seed in [0, 2**32 - 1]")
     p.add_argument("--out", default="figures/stress.json", help="JSON report with the worst instances")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_stress)
@@ -381,7 +315,12 @@ def main(argv=None) -> int:
     # set JAX_ENABLE_X64 themselves (e.g. JAX_ENABLE_X64=0 on a TPU)
     if "JAX_ENABLE_X64" not in os.environ:
         jax.config.update("jax_enable_x64", True)
-    parser = build_parser()
+    try:
+        load_plugins(argv)
+    except ImportError as e:
+        sys.stderr.write(f"linnet: error: --plugin: {e}\n")
+        return 2
+    parser = build_parser()  # after the plugins, so that their methods and parameters are options
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args([*(argv or []), "compare"])

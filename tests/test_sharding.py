@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
     import linnet
-    from linnet import _sweep
+    from linnet import _predictors
     assert len(jax.devices()) == 8, jax.devices()
     N = 13  # not a multiple of 8: exercises the padding
     keys = jax.random.split(jax.random.PRNGKey(0), N)
@@ -40,8 +40,8 @@ SCRIPT = textwrap.dedent(
         a, b = getattr(s8, metric), getattr(r1, metric)
         err = float(jnp.max(jnp.abs(a - b) / jnp.maximum(1.0, jnp.abs(b))))
         assert err <= 1e-6, (metric, err)
-    _, w8 = _sweep.batched_predictors(probs, heads, times, method="ft")
-    _, w1 = _sweep.batched_predictors(probs, heads, times, method="ft", devices=jax.devices()[:1])
+    _, w8 = _predictors.batched_predictors(probs, heads, times, method="ft")
+    _, w1 = _predictors.batched_predictors(probs, heads, times, method="ft", devices=jax.devices()[:1])
     assert float(jnp.max(jnp.abs(w8 - w1))) <= 1e-12
     print("OK")
     """

@@ -12,7 +12,7 @@ import pytest
 import scipy.linalg as sla
 
 import linnet
-from linnet import _sweep
+from linnet import _predictors
 from linnet import theory as th
 
 TIMES = np.array([0.0, 0.01, 0.1, 1.0, 10.0, 100.0, np.inf])
@@ -42,7 +42,7 @@ def test_theorem_3_1_holds_with_the_measured_margin_where_the_bound_is_positive(
     probs, heads = _instances(100 + k, 60, d=24, k=k, n=10, m=5, eps_range=(1e-4, 1e-2))
     if zero_head:
         heads = jnp.zeros_like(heads)
-    _, w = _sweep.batched_predictors(probs, heads, TIMES)
+    _, w = _predictors.batched_predictors(probs, heads, TIMES)
     sqrt_ood = jnp.sqrt(jnp.sum((w - probs.w_star[:, None, :]) ** 2, -1))
     for eps_form in th.EPS_FORMS:
         bound = np.asarray(jax.vmap(lambda p, v, f=eps_form: th.ft_ood_lower_bound(p, v, eps_form=f))(probs, heads))
@@ -90,7 +90,7 @@ def test_theorem_3_2_lp_over_ft_ratio_vanishes_like_eps_squared():
     probs = linnet.subspace_shifts(keys, eps, d=30, k=2, n=10, m=5)
     heads = jax.random.normal(jax.random.PRNGKey(22), (eps.shape[0], 2))
     lp = jax.vmap(th.lp_ood_error)(probs, heads).reshape(eps_grid.size, seeds)
-    _, w = _sweep.batched_predictors(probs, heads, [1.0, np.inf])
+    _, w = _predictors.batched_predictors(probs, heads, [1.0, np.inf])
     ft = jnp.sum((w - probs.w_star[:, None, :]) ** 2, -1).reshape(eps_grid.size, seeds, 2)
     slope = np.polyfit(np.log(eps_grid), np.log(np.mean(np.asarray(lp), 1)), 1)[0]
     assert abs(slope - 2) < 0.1

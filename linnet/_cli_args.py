@@ -1,0 +1,109 @@
+"""The command line's argument types and checks, and the methods' options generated from their declarations."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line and exit status 2, without a usage dump."""
+
+    def error(self, message):
+        sys.stderr.write(f"linnet: error: {message}\n")
+        raise SystemExit(2)
+
+
+def positive_int(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def float_in(lo, hi):
+    def parse(s):
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {s!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {s!r}")
+        return v
+
+    return parse
+
+
+def seed_arg(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32 - 1], got {s!r}") from None
+    if not 0 <= v < 2**32:  # jax.random.PRNGKey takes a 32-bit seed on every backend
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32 - 1], got {s!r}")
+    return v
+
+
+def writable_file(path: str) -> str:
+    """`path` if a file can be written there (its folder exists and is writable), checked before a long run."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"`--save {path}`: that is a folder; give a file name, e.g. {os.path.join(path, 'run.json')}")
+    if not os.path.isdir(folder):
+        raise ValueError(f"`--save {path}`: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"`--save {path}`: the folder {folder} is not writable")
+    return path
+
+
+def writable_folder(path: str) -> str:
+    """`path` as an output folder, created if need be, and checked writable before a long run."""
+    import os
+
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"`--out {path}`: cannot create that folder ({e.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"`--out {path}`: the folder is not writable")
+    return path
+
+
+def method_options():
+    """The methods' parameters as command-line options, from their declarations (`linnet.Param`): one option per
+    parameter name (`eta_B` → `--eta-B`), with no default of its own, so that an option not given takes the
+    declaration's default. **Returns:** {name: (type, [methods that take it], doc)}."""
+    from ._registry import LOSSES, get_method, methods
+
+    opts: dict = {}
+    for loss in LOSSES:
+        for name in methods(loss):
+            for q in get_method(name, loss).params:
+                if q.kind == "bool":
+                    continue
+                typ = int if q.kind == "int" else float
+                entry = opts.setdefault(q.name, (typ, [], q.doc))
+                label = name if loss == "squared" else f"{name} (loss={loss})"
+                if label not in entry[1]:
+                    entry[1].append(label)
+    return opts
+
+
+def table(rows, headers):
+    cols = list(zip(*([headers, *rows]), strict=True))
+    widths = [max(len(str(c)) for c in col) for col in cols]
+    line = "  ".join(f"{h:>{w}}" for h, w in zip(headers, widths, strict=True))
+    out = [line, "-" * len(line)]
+    out += ["  ".join(f"{c:>{w}}" for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def fmt(x):
+    return f"{x:.4g}" if np.isfinite(x) else str(x)

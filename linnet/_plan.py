@@ -1,0 +1,72 @@
+"""The solver plan of a batch, shared by `sweep` and `batched_predictors`: which members take the explicit solver
+(decided on the host from their concrete data, by `linnet._simulate.solver_plan`'s rule), how a batch runs under
+the fallback rule, and what a failure message advises."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _flow
+from ._registry import Method
+
+
+def mode_options(mode: str, explicit, max_steps: int) -> dict:
+    """`simulate`'s solver options for one member of a batch run in `mode`: "mixed" (each member's choice by
+    `lax.cond` on its flag `explicit`), "explicit" (Tsit5 with its step budget) or "default" (the method's
+    default solver)."""
+    if mode == "mixed":
+        return dict(_explicit=explicit, max_steps=max_steps)
+    if mode == "explicit":
+        return dict(solver=_flow.explicit_solver(), max_steps=min(max_steps, _flow.EXPLICIT_STEPS))
+    return dict(max_steps=max_steps)
+
+
+def run_planned(run, flags: np.ndarray):
+    """Run a batch under the fallback rule with as few compiled solvers as it needs. `run(mode)` runs the batch
+    in that mode (see `_mode_options`) and returns (outputs, steps, ok); `flags` (N,) are the members' explicit
+    choices, made from their concrete data. All explicit: Tsit5 alone, then the default solver only if some member
+    failed, keeping each member's first success. None explicit: the default solver alone. Mixed: both in one
+    program, chosen per member by `lax.cond`."""
+    if flags.any() and not flags.all():
+        return run("mixed")
+    out, st, ok = run("explicit" if flags.all() else "default")
+    if flags.all() and not bool(np.all(ok)):
+        out2, st2, ok2 = run("default")
+        keep = np.asarray(ok)
+
+        def pick(a, b):
+            return jnp.where(keep.reshape((-1,) + (1,) * (jnp.ndim(a) - 1)), a, b)
+
+        out, st = jax.tree_util.tree_map(pick, (out, st), (out2, st2))
+        ok = np.asarray(ok2) | keep
+    return out, st, ok
+
+
+def budget_advice(m: Method, opts: dict, max_steps: int) -> str:
+    """What to change when members of a batch did not converge, naming the method's own budget."""
+    if m.budget == "max_steps":
+        return f"increase `max_steps` (now {max_steps})"
+    now = opts.get(m.budget, m.param(m.budget).default)
+    return (f"a method that counts its own budget: increase its '{m.budget}' (now {now}) for the times asked, or, "
+            "if it diverged, lower its step (GD diverges above about 2/λ_max of the Hessian)")  # fmt: skip
+
+
+def explicit_allowed(m, opts) -> bool:
+    """Whether the method may take the explicit solver automatically (plain FT and LP-FT)."""
+    return m.kind == "flow" and m.explicit_ok is not None and bool(m.explicit_ok(opts))
+
+
+def shard_batch(fn, devices, batched: tuple[bool, ...]):
+    """`jax.jit(fn)` with its batch axis sharded over `devices` (a 1-D mesh named "batch" and `jax.shard_map`; each
+    device runs its own compiled loop over its share). `batched[i]` says whether argument i has the batch axis
+    (else it is replicated); every output has it. One device: plain `jax.jit(fn)`."""
+    if len(devices) == 1:
+        return jax.jit(fn)
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    specs = tuple(P("batch") if b else P() for b in batched)
+    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P("batch"), check_vma=False))

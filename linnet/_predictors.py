@@ -1,0 +1,76 @@
+"""`batched_predictors`: the predictors w(t) and heads v(t) of one method over a batched `Problem`, sharded over
+devices; what the figures and the counterexample search need beyond `sweep`'s metrics."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._flow import explicit_is_enough
+from ._plan import explicit_allowed, mode_options, run_planned, shard_batch
+from ._problem import Problem
+from ._registry import get_method
+from ._simulate import simulate
+from ._trajectory import ConvergenceError, is_okay
+from ._validate import check_times
+
+
+def batched_predictors(
+    problems: Problem, v0s, times, *, method: str = "ft", rtol=1e-8, atol=1e-10, max_steps=100_000, devices=None
+):
+    """Predictors w(t) (N, T, d) and heads v(t) (N, T, k) of one registered method on a batched `Problem`: a thin
+    alias of `lax.map(linnet.simulate)` over the batch, sharded over `devices` (default all) like `sweep`; the
+    solver is chosen as in `fine_tune`, from the concrete data."""
+    devices = list(jax.devices() if devices is None else devices)
+    t_all = check_times(times)
+    flags = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s))) & explicit_allowed(get_method(method), {})
+    inputs = (jnp.asarray(v0s, problems.X.dtype), jnp.asarray(flags))
+
+    key = (method, tuple(float(t) for t in np.asarray(t_all)), float(rtol), float(atol), int(max_steps))
+
+    def run(mode):
+        (v, w, ok) = _run_sharded(_predictor_batch(*key, mode), problems, inputs, devices)
+        return (v, w), None, ok
+
+    (v, w), _, ok = run_planned(run, flags)
+    if not bool(jnp.all(ok)):
+        bad = np.flatnonzero(~np.asarray(ok))
+        raise ConvergenceError(
+            f"{bad.size} of {ok.shape[0]} instances did not converge (first: index {bad[0]}); "
+            f"increase `max_steps` (now {max_steps})"
+        )
+    return v, w
+
+
+@functools.lru_cache(maxsize=64)
+def _predictor_batch(method: str, times: tuple, rtol: float, atol: float, max_steps: int, mode: str):
+    """The compiled batch function of `batched_predictors` for one method, set of times, tolerances and solver
+    mode: (problems (N, …), (heads (N, k), explicit (N,))) → (v (N, T, k), w (N, T, d), ok (N,)). Cached, so
+    repeated calls on one shape (a search's batches, a figure's methods) compile once."""
+
+    def one(p, v0, e):
+        tr = simulate(method, p, v0, jnp.asarray(times), rtol=rtol, atol=atol, throw=False,
+                      **mode_options(mode, e, max_steps))  # fmt: skip
+        return tr.v, tr.predictor, is_okay(tr.result)
+
+    return jax.jit(lambda P, xs: jax.lax.map(lambda a: one(a[0], *a[1]), (P, xs)))
+
+
+def _run_sharded(fn, problems, v0s, devices):
+    """`fn(problems, v0s)` with the batch axis sharded over `devices` (a 1-D `Mesh` and `shard_map`; each device
+    runs its own compiled loop over its shard). The batch is padded to a multiple of the device count by repeating
+    the last instance, and the padding is dropped afterwards. One device runs `fn` directly."""
+    if len(devices) == 1:
+        return fn(problems, v0s)
+    n_dev = len(devices)
+    N = jax.tree_util.tree_leaves(v0s)[0].shape[0]
+    pad = (-N) % n_dev
+    if pad:
+        problems, v0s = jax.tree_util.tree_map(
+            lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), (problems, v0s)
+        )
+    out = shard_batch(fn, devices, (True, True))(problems, v0s)
+    return jax.tree_util.tree_map(lambda a: a[:N], out)
