@@ -3,13 +3,15 @@
 Reproduces Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution"
 (ICLR 2022). Data flow: `Problem` → method (`linear_probe`, `fine_tune`, `lp_ft`, and beyond the paper
 `two_learning_rates`, `l2_sp`, `features_only`, `gradient_descent`, `lora`, `deep_fine_tune`, `wise_ft`) →
-`Trajectory` → errors and `linnet.theory`; many instances at once with `subspace_shifts` → `sweep`.
+`Trajectory` → errors and `linnet.theory`; many instances at once with `subspace_shifts` → `sweep`; your own
+conjectures searched, replayed and pinned with `linnet.testing`.
 """
 
 from . import (
     _logistic,  # noqa: F401  (registers the logistic-loss variants)
     figures,
     stress,
+    testing,
     theory,
 )
 from ._classification import is_separable, logistic_loss, max_margin, normalised_margin, zero_one_error
@@ -34,7 +36,7 @@ from ._geometry import (
 from ._interpolate import EarlyStop, Interpolation, early_stopping, wise_ft, with_label_noise
 from ._methods import fine_tune, linear_probe, lp_ft
 from ._problem import Problem, Reduced
-from ._registry import Method, Param, get_method, methods, register
+from ._registry import Method, Param, get_method, methods, register, unregister
 from ._simulate import simulate
 from ._sweep import SweepResult, sweep
 from ._trajectory import RESULTS, ConvergenceError, DivergenceError, Trajectory, is_okay
@@ -92,9 +94,11 @@ __all__ = [
     "subspace_shift",
     "subspace_shifts",
     "sweep",
+    "testing",
     "theory",
     "train_loss",
     "two_learning_rates",
+    "unregister",
     "use_compilation_cache",
     "wise_ft",
     "with_label_noise",

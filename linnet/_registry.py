@@ -120,6 +120,18 @@ def register(method: Method) -> Method:
     return method
 
 
+def unregister(name: str, loss: str = "squared") -> Method:
+    """Remove the method `name` (for `loss`) from the registry, e.g. a plugin's method at the end of a test; returns
+    its declaration. Programs compiled for it stay cached but are no longer reachable by name."""
+    if loss not in LOSSES:
+        raise ValueError(f"`loss` must be one of {LOSSES}, got {loss!r}")
+    if loss == "squared" and name in REGISTRY:
+        return REGISTRY.pop(name)
+    if loss != "squared" and (name, loss) in VARIANTS:
+        return VARIANTS.pop((name, loss))
+    raise ValueError(f"no method {name!r} with loss={loss!r} is registered")
+
+
 def get_method(name, loss: str = "squared") -> Method:
     """The registered `Method` called `name` for `loss` ("squared" or "logistic"); a `Method` is returned as is."""
     if isinstance(name, Method):

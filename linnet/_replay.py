@@ -50,7 +50,9 @@ def radau_fine_tune(
     finite = times[np.isfinite(times)]
     th0 = np.concatenate([v0, B0.ravel()])
     states = []
-    if finite.size:
+    if finite.size and finite[-1] == 0.0:  # only t = 0 (solve_ivp cannot take an empty interval)
+        states = [th0.copy() for _ in finite]
+    elif finite.size:
         sol = solve_ivp(rhs, (0.0, float(finite[-1])), th0, method="Radau", t_eval=finite, rtol=rtol, atol=atol)
         if sol.status != 0:
             raise ReplayError(f"Radau failed: {sol.message}")

@@ -15,8 +15,24 @@ import pytest
 import linnet
 
 PLUGINS = Path(__file__).parent / "plugins"
-sys.path.insert(0, str(PLUGINS))
-import lp_ode_method  # noqa: E402  (registers the method)
+NAME = "lp_ode"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _plugin():
+    """Import the user's module (which registers its method) for this file's tests only, and unregister it after,
+    so that the registry other test files see is linnet's own."""
+    import importlib
+
+    sys.path.insert(0, str(PLUGINS))
+    try:
+        importlib.import_module("lp_ode_method")
+        yield
+    finally:
+        sys.path.remove(str(PLUGINS))
+        sys.modules.pop("lp_ode_method", None)
+        linnet.unregister(NAME)
+
 
 TIMES = np.array([0.0, 0.3, 1.0, np.inf])
 # the ODE is solved at rtol 1e-10: its values agree with the closed form to 1e-7 relative (solver tolerance, with a
@@ -33,14 +49,14 @@ V0 = np.array([0.4, -1.1])
 
 
 def test_simulate_matches_the_closed_form(prob):
-    tr = linnet.simulate(lp_ode_method.NAME, prob, V0, TIMES, speed=2.0, **TOL)
+    tr = linnet.simulate(NAME, prob, V0, TIMES, speed=2.0, **TOL)
     ref = linnet.linear_probe(prob, V0, 2.0 * TIMES)
     np.testing.assert_allclose(np.asarray(tr.v), np.asarray(ref.v), rtol=1e-7, atol=1e-9)
-    assert tr.method == lp_ode_method.NAME and bool(linnet.is_okay(tr.result))
+    assert tr.method == NAME and bool(linnet.is_okay(tr.result))
 
 
 def test_jit_vmap_and_grad(prob):
-    run = jax.jit(lambda v, sp: linnet.simulate(lp_ode_method.NAME, prob, v, TIMES, speed=sp, **TOL).ood_error)
+    run = jax.jit(lambda v, sp: linnet.simulate(NAME, prob, v, TIMES, speed=sp, **TOL).ood_error)
     ref = linnet.linear_probe(prob, V0, 1.5 * TIMES).ood_error
     np.testing.assert_allclose(np.asarray(run(V0, 1.5)), np.asarray(ref), rtol=1e-7)
     heads = jnp.stack([jnp.asarray(V0), -2.0 * jnp.asarray(V0)])
@@ -56,7 +72,7 @@ def test_jit_vmap_and_grad(prob):
 
 def test_sweep_runs_the_plugin(prob):
     probs = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(6), 3), 0.2, d=16, k=2, n=6)
-    res = linnet.sweep(probs, V0, TIMES, methods=["lp", {"name": lp_ode_method.NAME, "speed": 1.0}],
+    res = linnet.sweep(probs, V0, TIMES, methods=["lp", {"name": NAME, "speed": 1.0}],
                        progress=False, **TOL)  # fmt: skip
     np.testing.assert_allclose(np.asarray(res.ood_error[1]), np.asarray(res.ood_error[0]), rtol=1e-7)
 
@@ -80,6 +96,7 @@ def test_the_command_line_runs_the_plugin(tmp_path):
 
 
 def test_every_declared_parameter_is_a_command_line_option_with_the_declarations_default():
+    assert NAME in linnet.methods()  # the plugin's parameter is among them
     """The `run` options are generated from the declarations (the plugin's `speed` included): one per parameter,
     with no default of its own (None: the declaration's default applies), so a CLI default cannot drift."""
     from linnet import cli

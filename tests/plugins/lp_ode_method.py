@@ -35,17 +35,16 @@ def _decode(problem, ys, args, aux, p):
     return ys, jnp.zeros((ys.shape[0], *red.G0.shape), ys.dtype), red.V
 
 
-if NAME not in linnet.methods():
-    linnet.register(
-        linnet.Method(
-            NAME,
-            "linear probing integrated as an ODE at a given speed",
-            "flow",
-            params=(linnet.Param("speed", 1.0, positive=True, doc="time scale of the head's flow"),),
-            init=_init,
-            field=_field,
-            steady=_steady,
-            decode=_decode,
-            solver=lambda k: dfx.Kvaerno5(),
-        )
+linnet.register(
+    linnet.Method(
+        NAME,
+        "linear probing integrated as an ODE at a given speed",
+        "flow",
+        params=(linnet.Param("speed", 1.0, positive=True, doc="time scale of the head's flow"),),
+        init=_init,
+        field=_field,
+        steady=_steady,
+        decode=_decode,
+        solver=lambda k: dfx.Kvaerno5(),
     )
+)

@@ -1,0 +1,74 @@
+"""The paper's results, and two facts of the flow, as statements for `linnet.testing.search`: each is
+`statement(problem, v0) -> slack`, ≥ 0 where it holds (docs/theory.md gives each result; numbering is the
+submission's). They use only the public API, so they compose with `jit`, `vmap` and `grad`, and under
+`linnet.testing.reference()` they are re-evaluated by the independent reference."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from .. import theory as th
+from .._methods import fine_tune, linear_probe
+
+TIMES = np.array([0.0, 0.01, 0.1, 1.0, 10.0, 100.0, np.inf])  # where "for all t" is checked
+
+
+def _min_root_ood(problem, v0):
+    return jnp.min(jnp.sqrt(fine_tune(problem, v0, TIMES).ood_error))
+
+
+def theorem_3_1(problem, v0):
+    """Theorem 3.1 as printed (φ in the absolute-value form, Section 3.1's ε): min_t √L_ood(t) − bound."""
+    return _min_root_ood(problem, v0) - th.ft_ood_lower_bound(problem, v0)
+
+
+def theorem_3_1_eps_squared(problem, v0):
+    """Theorem 3.1 with the theorem's own, squared reading of ε."""
+    return _min_root_ood(problem, v0) - th.ft_ood_lower_bound(problem, v0, eps_form="theorem")
+
+
+def theorem_3_1_corrected(problem, v0):
+    """linnet's empirical correction ½ RHS₀ − (1 + ‖w⋆‖) ε (`theory.theorem_3_1_corrected`)."""
+    return _min_root_ood(problem, v0) - th.theorem_3_1_corrected(problem, v0)
+
+
+def theorem_3_1_halved(problem, v0):
+    """The candidate with (1 + ‖w⋆‖)² replaced by 2 (1 + ‖w⋆‖)², i.e. ½ RHS₀ − ε."""
+    return _min_root_ood(problem, v0) - th.ft_ood_lower_bound(problem, v0, c=0.5)
+
+
+def proposition_3_1(problem, v0):
+    """FT beats LP in distribution: L_id:subspace(LP∞) − L_id:subspace(FT∞) (the hypothesis w⋆ ∉ rowspace(B0)
+    holds almost surely in the search family)."""
+    return linear_probe(problem, v0, [jnp.inf]).id_error[-1] - fine_tune(problem, v0, [jnp.inf]).id_error[-1]
+
+
+def features_fixed_off_S(problem, v0):
+    """Fact 1: B(t) u = B0 u for u ∈ S⊥, as 1e-6 (1 + ‖B0‖) − max_t ‖(B(t) − B0) P_S⊥‖_F. Structural in the
+    simulator (it integrates on S); a real check under the reference, which integrates the full state."""
+    tr = fine_tune(problem, v0, TIMES)
+    dB = tr.B - problem.B0
+    V = problem.id_basis
+    off = dB - (dB @ V) @ V.T
+    return 1e-6 * (1.0 + jnp.linalg.norm(problem.B0)) - jnp.max(jnp.sqrt(jnp.sum(off**2, axis=(-2, -1))))
+
+
+def balancedness(problem, v0):
+    """Fact 2: v vᵀ − B Bᵀ is conserved, as 1e-6 (1 + ‖v0‖² + ‖B0‖²) − max_t ‖Δ(v vᵀ − B Bᵀ)‖_F."""
+    tr = fine_tune(problem, v0, TIMES)
+    M = tr.v[:, :, None] * tr.v[:, None, :] - jnp.einsum("tkd,tjd->tkj", tr.B, tr.B)
+    M0 = jnp.outer(v0, v0) - problem.B0 @ problem.B0.T
+    drift = jnp.sqrt(jnp.sum((M - M0) ** 2, axis=(-2, -1)))
+    return 1e-6 * (1.0 + jnp.sum(v0**2) + jnp.sum(problem.B0**2)) - jnp.max(drift)
+
+
+PAPER = {
+    "theorem_3_1": theorem_3_1,
+    "theorem_3_1_eps_squared": theorem_3_1_eps_squared,
+    "theorem_3_1_corrected": theorem_3_1_corrected,
+    "theorem_3_1_halved": theorem_3_1_halved,
+    "proposition_3_1": proposition_3_1,
+    "features_fixed_off_S": features_fixed_off_S,
+    "balancedness": balancedness,
+}
