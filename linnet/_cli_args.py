@@ -8,8 +8,23 @@ import sys
 import numpy as np
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows each option's default, except where it has none of its own (a method's parameter, whose
+    default is its declaration's, named in its help)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is argparse.SUPPRESS or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one line and exit status 2, without a usage dump."""
+    """argparse that reports a bad argument as one line and exit status 2, without a usage dump, and shows
+    defaults in `--help`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         sys.stderr.write(f"linnet: error: {message}\n")
@@ -80,7 +95,7 @@ def method_options():
     """The methods' parameters as command-line options, from their declarations (`linnet.Param`): one option per
     parameter name (`eta_B` → `--eta-B`), with no default of its own, so that an option not given takes the
     declaration's default. **Returns:** {name: (type, [methods that take it], doc)}."""
-    from ._registry import LOSSES, get_method, methods
+    from ._registry import LOSSES, REQUIRED, get_method, methods
 
     opts: dict = {}
     for loss in LOSSES:
@@ -91,18 +106,31 @@ def method_options():
                 typ = int if q.kind == "int" else float
                 entry = opts.setdefault(q.name, (typ, [], q.doc))
                 label = name if loss == "squared" else f"{name} (loss={loss})"
-                if label not in entry[1]:
-                    entry[1].append(label)
+                default = "required" if q.default is REQUIRED else f"default {q.default}"
+                if not any(u.startswith(label + " ") for u in entry[1]):
+                    entry[1].append(f"{label} ({default})")
     return opts
 
 
 def table(rows, headers):
+    """A plain-text table: numeric columns right-aligned, text columns left-aligned."""
+
+    def numeric(c):
+        try:
+            float(c)
+        except ValueError:
+            return False
+        return True
+
     cols = list(zip(*([headers, *rows]), strict=True))
     widths = [max(len(str(c)) for c in col) for col in cols]
-    line = "  ".join(f"{h:>{w}}" for h, w in zip(headers, widths, strict=True))
-    out = [line, "-" * len(line)]
-    out += ["  ".join(f"{c:>{w}}" for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)
+    right = [all(numeric(str(c)) for c in col[1:]) for col in cols]
+
+    def line(cells):
+        return "  ".join(f"{c:>{w}}" if r else f"{c:<{w}}" for c, w, r in zip(cells, widths, right, strict=True))
+
+    head = line(headers).rstrip()
+    return "\n".join([head, "-" * len(head)] + [line([str(c) for c in r]).rstrip() for r in rows])
 
 
 def fmt(x):

@@ -191,18 +191,11 @@ def dense_solver(k: int | None = None):
     return FusedKvaerno5(newton="lu")
 
 
-# diffrax releases whose layout of an implicit stage's arguments `StructuredChord` reads was verified by the traced
-# check below (`tests/test_structured.py` runs that check on the installed version, so CI fails if a release in
-# this series changes it). On these `structured_solver` skips the trace (about 1 s).
-_LAYOUT_VERIFIED = ("0.7.",)
-
-
 @functools.cache
 def structured_layout_ok() -> bool:
-    """Whether `structured_solver` works with the installed diffrax: true on the releases in `_LAYOUT_VERIFIED`,
-    otherwise decided by `traced_layout_check()`. Checked once per process."""
-    if dfx.__version__.startswith(_LAYOUT_VERIFIED):
-        return True
+    """Whether `structured_solver` works with the installed diffrax, decided by `traced_layout_check()` once per
+    process (about 1 s, paid only by a caller of `structured_solver`): on every diffrax version, never assumed
+    from a version string."""
     return traced_layout_check()
 
 

@@ -231,6 +231,8 @@ def subspace_shift_checks(*, d, k, n, m, inputs, labels, flip) -> None:
     for name, val in (("d", d), ("k", k), ("n", n)):
         if int(val) != val or val < 1:
             raise ValueError(f"`{name}` must be a positive integer, got {val}")
+    if m is None and n > d:
+        raise ValueError(f"`n` = {n} > `d` = {d}: dim S defaults to n, which must be <= d; pass n <= d (or m <= d)")
     m = n if m is None else m
     if int(m) != m or not 1 <= m <= d:
         raise ValueError(f"`m` (dim S) must be an integer in [1, d = {d}], got {m}")

@@ -94,6 +94,8 @@ class Method:
 
 
 LOSSES = ("squared", "logistic")
+# arguments of `simulate` itself, which a method's parameters cannot shadow
+RESERVED = {"rtol", "atol", "max_steps", "solver", "throw", "key", "lp_head", "loss", "problem", "v0", "times"}
 
 # the squared-loss methods, by name; the variants for another loss, by (name, loss)
 REGISTRY: dict[str, Method] = {}
@@ -105,10 +107,7 @@ def register(method: Method) -> Method:
 
     A squared-loss method is registered under its name; a method with another `loss` is that loss's variant of the
     squared-loss method of the same name (e.g. the logistic "ft"), selected by `simulate(..., loss=...)`."""
-    if method.kind not in ("flow", "closed_form", "iteration"):
-        raise ValueError(f"`kind` must be 'flow', 'closed_form' or 'iteration', got {method.kind!r}")
-    if method.loss not in LOSSES:
-        raise ValueError(f"`loss` must be one of {LOSSES}, got {method.loss!r}")
+    validate(method)
     if method.loss == "squared":
         if method.name in REGISTRY:
             raise ValueError(f"a method named {method.name!r} is already registered")
@@ -117,6 +116,27 @@ def register(method: Method) -> Method:
         if (method.name, method.loss) in VARIANTS:
             raise ValueError(f"a {method.loss} variant of {method.name!r} is already registered")
         VARIANTS[(method.name, method.loss)] = method
+    return method
+
+
+def validate(method: Method) -> Method:
+    """Check a declaration has every piece its kind needs (a flow: init, field, steady, decode, solver; a closed
+    form or an iteration: path), unique parameter names that do not shadow `simulate`'s own arguments, and a
+    budget that is one of its parameters; `TypeError`/`ValueError` naming what is wrong. Returns the method."""
+    if method.kind not in ("flow", "closed_form", "iteration"):
+        raise ValueError(f"`kind` must be 'flow', 'closed_form' or 'iteration', got {method.kind!r}")
+    if method.loss not in LOSSES:
+        raise ValueError(f"`loss` must be one of {LOSSES}, got {method.loss!r}")
+    needed = {"flow": ("init", "field", "steady", "decode", "solver"), "closed_form": ("path",),
+              "iteration": ("path",)}[method.kind]  # fmt: skip
+    missing = [a for a in needed if getattr(method, a) is None]
+    if missing:
+        raise TypeError(f"method {method.name!r} (kind {method.kind!r}) must declare {', '.join(missing)}")
+    names = [q.name for q in method.params]
+    if len(set(names)) != len(names) or set(names) & RESERVED:
+        raise ValueError(f"method {method.name!r}: parameter names must be unique and not one of {sorted(RESERVED)}")
+    if method.budget != "max_steps" and method.budget not in names:
+        raise ValueError(f"method {method.name!r}: `budget` {method.budget!r} must be one of its parameters")
     return method
 
 
@@ -135,7 +155,7 @@ def unregister(name: str, loss: str = "squared") -> Method:
 def get_method(name, loss: str = "squared") -> Method:
     """The registered `Method` called `name` for `loss` ("squared" or "logistic"); a `Method` is returned as is."""
     if isinstance(name, Method):
-        return name
+        return validate(name)
     if loss not in LOSSES:
         raise ValueError(f"`loss` must be one of {LOSSES}, got {loss!r}")
     if loss == "squared":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from functools import partial
 
 import diffrax as dfx
@@ -116,6 +117,26 @@ class Trajectory:
     def feature_change(self) -> jax.Array:
         """‖B(t) − B0‖_F, shape (T,) (for FT all of it lies in S)."""
         return jnp.sqrt(jnp.sum(self.dG**2, axis=(-2, -1)))
+
+    @property
+    def status(self) -> str:
+        """How the run ended, in words: e.g. "reached t = inf (steady state at t = 812.4, 195 steps)" or "failed at
+        t = 0.0044: max steps reached; the times after it hold NaN". `result` is the code: diffrax's
+        `event_occurred` is the normal end of a run to t = inf (the steady-state event), not a failure."""
+        import numpy as np
+
+        ok = np.asarray(is_okay(self.result))
+        if ok.ndim:
+            return f"{int(ok.sum())} of {ok.size} members reached their times"
+        steps = int(self.num_steps)
+        last = float(self.times[-1])
+        if bool(ok):
+            if self.solver == "closed form":
+                return f"reached t = {last:g} (closed form)"
+            if math.isinf(last):
+                return f"reached t = inf (steady state at t = {float(self.t_stop):.4g}, {steps} steps)"
+            return f"reached t = {last:g} ({steps} steps)"
+        return f"failed at t = {float(self.t_stop):.4g}: {RESULTS[self.result]}; the times after it hold NaN"
 
     def at(self, i: int) -> tuple[jax.Array, jax.Array]:
         """(v, B) at saved index `i`."""

@@ -20,6 +20,7 @@ from ._cli_args import (
     writable_file,
     writable_folder,
 )
+from ._registry import REQUIRED
 
 
 def _build_problem(args):
@@ -145,7 +146,23 @@ def _run_method(args, problem, v0, times):
         takes = ", ".join("--" + n.replace("_", "-") for n in sorted(own)) or "no parameters"
         raise ValueError(f"{flags} does not apply to --method {m.name} (loss={loss}); it takes {takes}")
     params = {name: getattr(args, name) for name in given}
+    missing = [q.name for q in m.params if q.default is REQUIRED and q.name not in params]
+    if missing:
+        flags = ", ".join("--" + n.replace("_", "-") for n in missing)
+        raise ValueError(f"--method {m.name} (loss={loss}) needs {flags}")
+    if "rank" in params and params["rank"] > problem.k:
+        raise ValueError(f"--rank {params['rank']} exceeds k = {problem.k}: B − B0 = U W has rank at most k")
     key = jax.random.PRNGKey(args.seed + 1) if m.needs_key else None
+    # the header: what runs, with every parameter's value (defaults included), and what t means
+    shown = [f"{q.name} = {params.get(q.name, q.default)}" + ("" if q.name in params else " (default)")
+             for q in m.params]  # fmt: skip
+    print(f"method {m.name} (loss = {loss}): {m.summary}")
+    if shown:
+        print("parameters: " + ", ".join(shown))
+    lp_first = m.lp_head or any(q.name == "lp_time" for q in m.params)
+    print("time t in the paper's units (L̂ = ‖X Bᵀv − y‖², no ½, no 1/n)" if loss == "squared" else
+          "time t of the logistic loss's gradient flow", end="")  # fmt: skip
+    print("; t counts from the FT phase, after LP" if lp_first else "", end="\n\n")
     return linnet.simulate(m.name, problem, v0, times, key=key, loss=loss, **params)
 
 
@@ -247,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
         "packages can also declare them in the entry-point group 'linnet.methods'",
     )
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
-    p = sub.add_parser("compare", help="FT vs LP vs LP-FT on one subspace shift (the default main job)")
+    p = sub.add_parser("compare", help="FT vs LP vs LP-FT on one subspace shift (what `linnet` alone runs; the "
+                       "README's main job is `linnet reproduce`)")  # fmt: skip
     _add_problem_args(p)
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("run", help="one simulation, printed as a table")
@@ -268,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
             dest=name,
             type=positive_int if typ is int else float_in(0.0, 1e12),
             default=None,
-            help=f"{', '.join(users)}: {doc} (default: the method's declaration)",
+            help=f"{doc}; taken by {', '.join(users)}",
         )
     p.add_argument("--num-times", type=positive_int, default=8, help="number of saved times (log-spaced)")
     p.add_argument("--save", default=None, help="write the table to this JSON file")

@@ -297,6 +297,10 @@ def test_failed_solve_marks_unreached_times_nan(prob, head):
     # a successful stop at the steady state still fills the times after it with the limit
     ok = linnet.fine_tune(prob, head, [0.0, 1e12, np.inf])
     assert float(ok.ood_error[1]) == float(ok.ood_error[2])
+    # and the status says so in words (a steady-state stop is the normal end, not diffrax's "event" message)
+    assert tr.status.startswith("failed at t = ") and "hold NaN" in tr.status
+    assert ok.status.startswith("reached t = inf (steady state at t = ")
+    assert linnet.linear_probe(prob, head, [np.inf]).status == "reached t = inf (closed form)"
 
 
 # ---------------------------------------------------------------------------------------------------------------

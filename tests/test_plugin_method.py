@@ -113,3 +113,16 @@ def test_every_declared_parameter_is_a_command_line_option_with_the_declarations
                     options[q.name].default is None
                     and "--" + q.name.replace("_", "-") in options[q.name].option_strings
                 )
+
+
+def test_an_incomplete_declaration_fails_when_declared():
+    """A missing piece is caught by `register`, naming it, not by an assert at the point of use."""
+    with pytest.raises(TypeError, match="must declare steady, decode"):
+        linnet.register(linnet.Method("half_flow", "a flow without its steady state", "flow", init=lambda *a: None,
+                                      field=lambda *a: None, solver=lambda k: None))  # fmt: skip
+    with pytest.raises(ValueError, match="not one of"):
+        linnet.register(linnet.Method("shadow", "a closed form", "closed_form", path=lambda *a: None,
+                                      params=(linnet.Param("rtol", 1.0),)))  # fmt: skip
+    with pytest.raises(TypeError, match="must declare path"):
+        linnet.simulate(linnet.Method("no_path", "an unregistered closed form", "closed_form"), None, None, [1.0])
+    assert "half_flow" not in linnet.methods() and "shadow" not in linnet.methods()

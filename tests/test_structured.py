@@ -198,10 +198,9 @@ def test_closed_form_solve_with_lapack_lu_matches_dense_and_the_default_ignores_
 
 
 @pytest.mark.slow  # solves against dense Kvaerno5 and NumPy
-def test_an_unverified_diffrax_release_gets_the_traced_layout_check(monkeypatch):
-    """On a diffrax release outside `_LAYOUT_VERIFIED`, `structured_layout_ok` asks `traced_layout_check` (replaced
-    by a failing one here; the real one is run above), and `structured_solver` is then refused by name."""
-    monkeypatch.setattr(_flow, "_LAYOUT_VERIFIED", ("99.",))
+def test_a_failing_layout_check_refuses_the_structured_solver(monkeypatch):
+    """`structured_layout_ok` asks `traced_layout_check` on every diffrax version (replaced by a failing one here;
+    the real one is run above), and `structured_solver` is then refused by name."""
     monkeypatch.setattr(_flow, "traced_layout_check", lambda: False)
     _flow.structured_layout_ok.cache_clear()
     try:

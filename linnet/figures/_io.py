@@ -97,8 +97,10 @@ def _jsonable(x):
 def _save(fig, name: str, out, data: dict) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{name}.png")
-    fig.savefig(out / f"{name}.pdf", metadata={"CreationDate": None})  # reproducible bytes
+    # "tight" grows the canvas to whatever text reaches past it (a long title or an outer axis label), which the
+    # constrained layout alone does not: nothing drawn is cut off at the edge
+    fig.savefig(out / f"{name}.png", bbox_inches="tight", pad_inches=0.05)
+    fig.savefig(out / f"{name}.pdf", metadata={"CreationDate": None}, bbox_inches="tight", pad_inches=0.05)
     data = dict(data, figure=name, versions=_versions())
     (out / f"{name}.json").write_text(json.dumps(_jsonable(data), indent=1))
     return data
