@@ -226,8 +226,14 @@ def cmd_reproduce(args):
         bar.set_postfix(figure=name)
         kw = dict(progress=True) if name == "stress_slack" else {}
         data = figures.make(name, args.out, quick=args.quick, **kw)
-        rows += [[name, label, value] for label, value in figures.headline(name, data)]
-    print(table(rows, ["figure", "quantity", "value"]))
+        verdict = figures.verdict(name, data)
+        lines = figures.headline(name, data)
+        rows += [[label, value, verdict if i == 0 else ""] for i, (label, value) in enumerate(lines)]
+    print(table(rows, ["quantity", "value", "verdict"]))
+    print(
+        "L is a squared error (L_ood, L_id); √L where a bound is on the root (Theorem 3.1). Verdicts: a stated "
+        "result\nholds or is violated on the figure's data; a finding is a measured number no statement fixes."
+    )
     print(f"\nwrote {len(names)} figures (PNG, PDF, JSON) to {args.out}/ in {time.perf_counter() - t0:.0f} s")
     return 0
 

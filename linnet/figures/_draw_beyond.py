@@ -143,6 +143,6 @@ def draw_methods(data: dict):
         axes[1].loglog(noise[1:], np.maximum(_mean(d["id"][1:]), 1e-300), "s--", color=COLORS[m], label=f"{m} ID")
     axes[1].set_xlabel("label noise σ (y = X w⋆ + ξ, ξ ~ N(0, σ² I))")
     axes[1].set_ylabel("error at t = ∞ (mean)")
-    axes[1].set_title("label noise (FT and LP-FT ID coincide: both interpolate)")
+    axes[1].set_title("label noise (FT, LP-FT ID coincide: both fit)")
     axes[1].legend(fontsize=5, ncol=2, loc="best")
     return fig

@@ -97,7 +97,7 @@ def draw_id_vs_ood(data: dict, floor: float = 1e-30):
             ax.annotate(f"ε={e:.0e}", xy, fontsize=5, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("L_ood at t = ∞")
     ax.set_ylabel(f"L_id:subspace at t = ∞ (floored at {floor:g})")
-    ax.set_title("ID vs OOD: FT fits S exactly, LP-FT also keeps OOD low")
+    ax.set_title("ID vs OOD: FT fits S; LP-FT keeps OOD low")
     ax.legend(loc="best")
     return fig
 
