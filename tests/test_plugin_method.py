@@ -55,6 +55,7 @@ def test_simulate_matches_the_closed_form(prob):
     assert tr.method == NAME and bool(linnet.is_okay(tr.result))
 
 
+@pytest.mark.slow  # compiles a search, a transform or a subprocess (5-8 s)
 def test_jit_vmap_and_grad(prob):
     run = jax.jit(lambda v, sp: linnet.simulate(NAME, prob, v, TIMES, speed=sp, **TOL).ood_error)
     ref = linnet.linear_probe(prob, V0, 1.5 * TIMES).ood_error
@@ -77,6 +78,7 @@ def test_sweep_runs_the_plugin(prob):
     np.testing.assert_allclose(np.asarray(res.ood_error[1]), np.asarray(res.ood_error[0]), rtol=1e-7)
 
 
+@pytest.mark.slow  # compiles a search, a transform or a subprocess (5-8 s)
 def test_the_command_line_runs_the_plugin(tmp_path):
     """`linnet --plugin MODULE run --method NAME --speed 2` in a fresh process; its parameter is an option."""
     env = {**os.environ, "PYTHONPATH": str(PLUGINS), "JAX_PLATFORMS": "cpu"}

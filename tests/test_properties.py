@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 import scipy.linalg as sla
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,7 @@ def instances(draw, shapes=SHAPES):
     return k, n, d, eps, seed, scale
 
 
+@pytest.mark.slow  # compiles a search, a transform or a subprocess (5-8 s)
 # facts 1–2 are also checked at fixed shapes in test_fine_tune.py and test_theorems.py
 @settings(max_examples=10, deadline=None)
 @given(instances(FLOW_SHAPES))

@@ -46,6 +46,7 @@ def test_search_arguments_are_checked():
             lt.search(S.balancedness, key=jax.random.PRNGKey(0), progress=False, **kw)
 
 
+@pytest.mark.slow  # compiles a search, a transform or a subprocess (5-8 s)
 def test_replay_agrees_with_the_simulator_on_random_instances():
     """The same statement evaluated by linnet's solver and by the reference (Radau on the full state, rtol 1e-10)
     agrees to 1e-6 (the simulator's rtol 1e-8 on the state, over errors of size ≤ 100)."""
@@ -69,6 +70,7 @@ def test_the_reference_is_not_the_simulator():
     assert "Radau" not in linnet.fine_tune(inst.problem, inst.v0, [0.0, 1.0]).solver
 
 
+@pytest.mark.slow  # compiles a search, a transform or a subprocess (5-8 s)
 def test_facts_and_proposition_3_1_are_not_reported_violated():
     for statement in (S.features_fixed_off_S, S.balancedness, S.proposition_3_1):
         rep = lt.search(statement, key=jax.random.PRNGKey(3), shapes=[(10, 2, 5)], random=16, starts=0,
@@ -114,6 +116,7 @@ def test_assert_holds_pins_a_false_statement(tmp_path):
     assert again == pytest.approx(err.report.worst_slack, rel=1e-9) and again < 0
 
 
+@pytest.mark.slow  # compiles a search, a transform or a subprocess (5-8 s)
 def test_assert_holds_returns_the_report_of_a_true_statement():
     rep = lt.assert_holds(S.balancedness, key=jax.random.PRNGKey(5), shapes=[(8, 2, 4)], random=8, starts=0,
                           progress=False)  # fmt: skip
