@@ -17,8 +17,9 @@ def draw_two_lr(data: dict):
     plt = _style()
     fig, ax = plt.subplots()
     r = data["ratios"]
-    ax.loglog(r, _mean(data["ood_inf"]), "o-", color=COLORS["FT"], label="two LR, t = ∞")
-    ax.loglog(r, _mean(data["ood_t1"]), "s--", color="#CC79A7", label="two LR, t = 1")
+    # t = 1 hollow and larger: where the flow has converged by t = 1 the two markers coincide, and both stay visible
+    ax.loglog(r, _mean(data["ood_inf"]), "o-", color=COLORS["FT"], ms=3.5, label="two LR, t = ∞")
+    ax.loglog(r, _mean(data["ood_t1"]), "s--", color="#CC79A7", ms=7, mfc="none", label="two LR, t = 1")
     for name in _PAPER:
         ax.axhline(_mean(data["reference"][name]), color=COLORS[name], ls=":", label=f"{name} (t = ∞)")
     sh = data["params"]
@@ -52,8 +53,16 @@ def draw_l2_sp(data: dict):
         _mean(data["ood_error"]),
         "o-",
         color="#CC79A7",
-        label="L2-SP (λ_B ↑ along curve)",
+        label="L2-SP (labels: λ_B)",
     )
+    # each point labelled with its λ_B, so that the best trade-off can be read off
+    x, y = np.maximum(_mean(data["id_error"]), 1e-300), _mean(data["ood_error"])
+    last = len(x) - 1
+    for i, (lam, xi, yi) in enumerate(zip(data["lam_B"], x, y, strict=True)):
+        # the last label to the upper left, clear of the LP marker at the right edge
+        off, ha = ((-2, 9), "right") if i == last else ((4, 3), "left")
+        ax.annotate(f"{lam:.2g}" if lam < 10 else f"{lam:.0f}", (xi, yi), textcoords="offset points", xytext=off, ha=ha, fontsize=5.5,
+                    color="#7a3b63")  # fmt: skip
     for name in _PAPER:
         ref = data["reference"][name]
         ax.loglog(max(_mean(ref["id"]), 1e-300), _mean(ref["ood"]), "s", color=COLORS[name], label=name)
@@ -86,9 +95,14 @@ def draw_lora(data: dict):
     plt = _style()
     fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.6))
     ranks = data["ranks"]
+    # a sequential palette of its own for the W-init scales, none of it the methods' colours (FT orange, LP blue,
+    # LP-FT green), so that a LoRA curve is never read as a method's reference line
+    shades = ["#4b2991", "#a52c8e", "#e0587a", "#f79c63", "#c7c730"]
     for a, sc in enumerate(data["scales"]):
-        axes[0].semilogy(ranks, _mean(data["ood_error"][a]), "o-", label=f"LoRA, W-init scale {sc:g}")
-        axes[1].semilogy(ranks, np.maximum(_mean(data["s_perp_change"][a]), 1e-300), "o-", label=f"scale {sc:g}")
+        col = shades[a % len(shades)]
+        axes[0].semilogy(ranks, _mean(data["ood_error"][a]), "o-", color=col, label=f"LoRA, W-init scale {sc:g}")
+        axes[1].semilogy(ranks, np.maximum(_mean(data["s_perp_change"][a]), 1e-300), "o-", color=col,
+                         label=f"scale {sc:g}")  # fmt: skip
     for name in ("FT", "LP-FT", "LP"):
         axes[0].axhline(_mean(data["reference"][name]), color=COLORS[name], ls=":", label=name)
     for ax in axes:
@@ -96,8 +110,9 @@ def draw_lora(data: dict):
         ax.set_xlabel("LoRA rank")
     axes[0].set_ylabel("L_ood at t = ∞ (mean)")
     axes[1].set_ylabel("‖(B(∞) − B0) P_S⊥‖_F (FT: 0)")
-    axes[0].legend(fontsize=5, loc="best")
-    axes[1].legend(fontsize=6, loc="best")
+    # below the panel: six entries inside it would cover the curves
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+    axes[1].legend(fontsize=7, loc="best")
     return fig
 
 

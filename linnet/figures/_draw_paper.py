@@ -15,26 +15,25 @@ def draw_toy(data: dict):
     fig, ax = plt.subplots(figsize=(3.4, 4.2))
     w_ft, w_star = np.asarray(data["w_ft"]), np.asarray(data["w_star"])
     arrows = [
-        (data["x_id"], "x_id (training point)", "#999999", "-"),
-        (data["x_ood"], "x_ood", "#CC79A7", "-"),
-        (w_star, "w* (true predictor)", "#000000", "-"),
-        (data["B0"], "pretrained feature B0", "#56B4E9", "--"),
-        (data["w_lp"], "LP predictor", COLORS["LP"], "-"),
-        (data["B_ft"], "FT feature", COLORS["FT"], "--"),
-        (w_ft, "FT predictor", COLORS["FT"], "-"),
+        (data["x_id"], "x_id (training point)", "#999999", "-", 1.4),
+        (data["x_ood"], "x_ood", "#CC79A7", "-", 1.4),
+        (w_star, "w* (true predictor)", "#000000", "-", 1.4),
+        # LP rescales B0 along its own direction, so the two arrows share a line: B0 is drawn wide and light
+        # underneath, the LP predictor thin on top, so that both stay visible
+        (data["B0"], "pretrained feature B0", "#56B4E9", "-", 4.5),
+        (data["w_lp"], "LP predictor", COLORS["LP"], "-", 1.2),
+        (data["B_ft"], "FT feature", COLORS["FT"], "--", 1.4),
+        (w_ft, "FT predictor", COLORS["FT"], "-", 1.4),
     ]
-    for vec, label, col, ls in arrows:
-        ax.annotate("", xy=vec, xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=col, ls=ls, lw=1.4))
-        ax.plot([], [], color=col, ls=ls, label=label)
-    err = data["ood_sq_error_on_x_ood"]["FT"]
-    ax.plot(
-        [w_ft[0], w_ft[0]],
-        [w_ft[1], w_star[1]],
-        color=COLORS["FT"],
-        lw=3,
-        alpha=0.35,
-        label=f"FT error on x_ood: {err:.3f}",
-    )
+    for vec, label, col, ls, lw in arrows:
+        alpha = 0.45 if lw > 2 else 1.0
+        ax.annotate("", xy=vec, xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=col, ls=ls, lw=lw, alpha=alpha))
+        ax.plot([], [], color=col, ls=ls, lw=lw, alpha=alpha, label=label)
+    # each method's error on x_ood: the gap between its predictor and w* along x_ood (its square is the error)
+    for key, vec in (("LP", np.asarray(data["w_lp"])), ("FT", w_ft)):
+        err = data["ood_sq_error_on_x_ood"][key]
+        ax.plot([vec[0], vec[0]], [vec[1], w_star[1]], color=COLORS[key], lw=3, alpha=0.35,
+                label=f"{key} error on x_ood: {err:.3g}")  # fmt: skip
     pts = np.array([np.asarray(a[0]) for a in arrows] + [[0.0, 0.0]])
     lo, hi = pts.min(0) - 0.2, pts.max(0) + 0.2
     ax.set_xlim(lo[0], hi[0])
@@ -43,7 +42,8 @@ def draw_toy(data: dict):
     ax.set_xlabel("coordinate 1 (along x_id)")
     ax.set_ylabel("coordinate 2 (along x_ood)")
     ax.set_title("Fig. 2 toy: FT moves the feature only along x_id")
-    ax.legend(loc="upper left", fontsize=6, framealpha=0.9)
+    # below the axes, so that it covers no arrow
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=6, frameon=False)
     return fig
 
 
