@@ -61,8 +61,8 @@ def draw_l2_sp(data: dict):
     for i, (lam, xi, yi) in enumerate(zip(data["lam_B"], x, y, strict=True)):
         # the last label to the upper left, clear of the LP marker at the right edge
         off, ha = ((-2, 9), "right") if i == last else ((4, 3), "left")
-        ax.annotate(f"{lam:.2g}" if lam < 10 else f"{lam:.0f}", (xi, yi), textcoords="offset points", xytext=off, ha=ha, fontsize=5.5,
-                    color="#7a3b63")  # fmt: skip
+        text = f"{lam:.2g}" if lam < 10 else f"{lam:.0f}"
+        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=off, ha=ha, fontsize=5.5, color="#7a3b63")
     for name in _PAPER:
         ref = data["reference"][name]
         ax.loglog(max(_mean(ref["id"]), 1e-300), _mean(ref["ood"]), "s", color=COLORS[name], label=name)

@@ -276,7 +276,9 @@ def search(
     grad_finals = []
     for j, (_, inst) in enumerate(pool[:starts]):
         found = _descend(statement, inst, (lo, hi), steps, lr, gkeys[j])
-        if found is not None:
+        if found is None:  # every step of this start failed: dropped, and counted in `failed`
+            grad_finals.append(math.nan)
+        else:
             grad_finals.append(found[0])
             if best is None or found[0] < best[0]:
                 best = found
