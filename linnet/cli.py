@@ -238,6 +238,23 @@ def cmd_reproduce(args):
     return 0
 
 
+def as_flags(message: str, parser, args) -> str:
+    """A library message in the command line's words: an argument named in backquotes (`n`, `eta_B`) that is an
+    option of the subcommand run becomes that option (--n, --eta-B), so that the error names what the user typed."""
+    import re
+
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    options = set()
+    if sub is not None and args.command in sub.choices:
+        options = {a.dest for a in sub.choices[args.command]._actions if a.option_strings}
+
+    def swap(m):
+        name = m.group(1)
+        return "--" + name.replace("_", "-") if name in options else m.group(0)
+
+    return re.sub(r"`(\w+)`", swap, message)
+
+
 def load_plugins(argv) -> None:
     """Import the modules named by `--plugin MODULE` in `argv` and the entry points of the group 'linnet.methods':
     each registers its methods with `linnet.register` when imported."""
@@ -357,7 +374,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (ValueError, TypeError) as e:  # bad combinations the parser cannot see (e.g. k > n)
-        sys.stderr.write(f"linnet: error: {e}\n")
+        sys.stderr.write(f"linnet: error: {as_flags(str(e), parser, args)}\n")
         return 2
     except OSError as e:  # a file that could not be written after all (disk full, permissions changed)
         sys.stderr.write(f"linnet: error: {e.strerror or e}: {e.filename or ''}\n")
@@ -366,7 +383,7 @@ def main(argv=None) -> int:
         from ._trajectory import ConvergenceError
 
         if isinstance(e, ConvergenceError):
-            sys.stderr.write(f"linnet: error: {e}\n")
+            sys.stderr.write(f"linnet: error: {as_flags(str(e), parser, args)}\n")
             return 1
         raise
 

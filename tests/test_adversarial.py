@@ -458,3 +458,20 @@ def test_float32_accuracy_is_what_the_readme_says(shape, seed):
     err = np.linalg.norm(wb - wa, axis=-1) / np.linalg.norm(wa, axis=-1)
     assert err[0] <= 1e-4
     assert err[1] <= 4 * cond2 * float(np.finfo(np.float32).eps), err[1] / (cond2 * np.finfo(np.float32).eps)
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [
+        (["run", "--method", "ft", "--n", "500", "--d", "100"], r"--n = 500 > --d = 100"),
+        (["run", "--method", "lora", "--rank", "10"], r"--rank 10 exceeds k = 2"),
+        (["run", "--method", "lora"], r"needs --rank"),
+        (["run", "--method", "gd", "--lr", "10"], r"diverged.*--max-iter"),
+    ],
+)
+def test_cli_errors_name_the_flag(argv, pattern, capsys):
+    """The library's messages reach the command line in its words: `n` becomes --n, `max_iter` --max-iter."""
+    small = [a for pair in (("--d", "20"), ("--n", "6"), ("--k", "2")) if pair[0] not in argv for a in pair]
+    rc = _cli(["--no-cache", *argv, *small])
+    err = capsys.readouterr().err
+    assert rc in (1, 2) and err.count("\n") == 1 and re.search(pattern, err), err
