@@ -56,3 +56,26 @@ def test_the_checks_can_fail():
     assert fig.get_tightbbox(renderer).x1 > 3.02
     boxes = _texts(fig, renderer)
     assert any(a[1].overlaps(b[1]) for a, b in itertools.combinations(boxes, 2))
+
+
+def test_ratio_maps_take_their_colour_limits_from_the_data():
+    """The maps' colour limits are the 98th percentile of |log10 ratio| outside the u ≈ 0 strip, and each colour
+    bar's label states the limit actually used (it once said "±3" where the limit was ±0.47). Reference: NumPy's
+    percentile on the committed JSON."""
+    import numpy as np
+
+    from linnet.figures._draw_paper import colour_limit
+
+    for name in ("phase", "phase_nd"):
+        data = figures.load(name)
+        x = np.asarray(data["u"] if name == "phase" else data["n_over_d"])
+        exclude = x < 0.01 if name == "phase" else None
+        fig = figures.draw(name, data)
+        labels = [ax.get_ylabel() for ax in fig.axes if "decades" in ax.get_ylabel()]
+        assert len(labels) == 2
+        for key, label in zip(("log10_ft_over_lp", "log10_lpft_over_lp"), labels, strict=True):
+            z = np.asarray(data[key])
+            keep = np.ones(z.shape, bool) if exclude is None else np.broadcast_to(~exclude[None, :], z.shape)
+            want = max(float(np.percentile(np.abs(z[keep]), 98.0)), 1e-3)
+            lim, clipped = colour_limit(z, exclude)
+            assert lim == want and (f"±{lim:.3g}" in label) == (clipped > 0), (name, key, label)

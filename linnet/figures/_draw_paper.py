@@ -156,7 +156,7 @@ def draw_phase(data: dict):
     for i, m in enumerate(methods):
         axes[0].plot([], [], "s", color=COLORS[m], label=m + ("" if (best == i).any() else " (never best)"))
     axes[0].set_title("lowest OOD error at t = ∞")
-    _ratio_maps(fig, axes[1:], u, le, data)
+    _ratio_maps(fig, axes[1:], u, le, data, exclude_columns=u < 0.01)  # u = 0: both errors at the rounding floor
     axes[1].plot(u, np.log10(data["predicted_crossover_eps"]), "k--", label="Thm 3.2: C(u) ε² = L_FT(u)")
     for ax in axes:
         ax.set_xlabel("OOD shift strength u")
@@ -175,18 +175,31 @@ _RATIO_MAPS = (
 )
 
 
-def _ratio_maps(fig, axes, x, le, data):
+COLOUR_PERCENTILE = 98.0  # the colour limit of a ratio map: this percentile of |z| over the cells that count
+
+
+def colour_limit(z, exclude_columns=None) -> tuple[float, float]:
+    """(limit, share of all cells beyond it) for a map z of log10 ratios: the `COLOUR_PERCENTILE` percentile of |z|
+    over the cells outside the excluded columns (at u ≈ 0 both errors sit at the rounding floor, ~1e-16, and their
+    ratio spans ±15 decades of noise), at least 1e-3."""
+    z = np.asarray(z, float)
+    keep = np.ones(z.shape, bool) if exclude_columns is None else ~np.asarray(exclude_columns)[None, :]
+    vals = np.abs(z[keep & np.isfinite(z)])
+    lim = max(float(np.percentile(vals, COLOUR_PERCENTILE)) if vals.size else 1.0, 1e-3)
+    return lim, float(np.mean(np.abs(z) > lim))
+
+
+def _ratio_maps(fig, axes, x, le, data, exclude_columns=None):
     """The two continuous maps log10(L_FT/L_LP) and log10(L_LP-FT/L_LP) over (x, log10 ε), with their measured
-    ratio = 1 contour."""
+    ratio = 1 contour; colours scaled to the data (`colour_limit`), the colour bar saying where it clips."""
     from matplotlib.colors import TwoSlopeNorm
 
     for ax, (key, title) in zip(axes, _RATIO_MAPS, strict=True):
         z = np.asarray(data[key])
-        # colours clipped at ±3 decades: at u = 0 both errors are ID errors at the rounding floor (~1e-16), whose
-        # ratios span ±15 decades and would wash out the rest of the map
-        lim = min(max(float(np.max(np.abs(z))), 1e-3), 3.0)
+        lim, clipped = colour_limit(z, exclude_columns)
         mesh = ax.pcolormesh(x, le, z, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim), shading="nearest")
-        fig.colorbar(mesh, ax=ax, shrink=0.9, extend="both", label="decades (clipped at ±3)")
+        label = f"decades (clipped at ±{lim:.3g}, {clipped:.0%} of cells)" if clipped else "decades"
+        fig.colorbar(mesh, ax=ax, shrink=0.9, extend="both" if clipped else "neither", label=label)
         if z.min() < 0 < z.max():
             ax.contour(x, le, z, levels=[0.0], colors="k", linewidths=1.0)
             ax.plot([], [], "k-", label="measured ratio = 1")
