@@ -23,7 +23,9 @@ def reference(problem, v0):
     return np.asarray(tr.predictor[-1]), float(tr.t_stop)
 
 
-def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = False):
+def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = False, smoke: bool = False):
+    """Time the sizes and the sections below and write `out` (Markdown) and its JSON. `smoke=True` runs every
+    size's competitors and every section at a tiny size, to check that they run (the tests do), not to time."""
     rows, extra, old = [], {}, {}
     if keep and out.with_suffix(".json").exists():  # keep earlier sizes' rows (e.g. after a long run was cut short)
         old = json.loads(out.with_suffix(".json").read_text())
@@ -43,7 +45,11 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
         rows += suite.linnet_rows(size, problem, v0, ref_w, t_star, repeats=1 if paper else 3, other_solver=not paper)
         if not paper:  # a second paper-scale setup (float32 SVD of X) would double the run; see RESULTS.md
             rows += suite.float32_rows(size, problem, v0, ref_w)
-        if size.startswith("small"):
+        if size == "tiny":  # the smoke run: every competitor once, in seconds
+            rows += suite.scipy_rows(size, problem, v0, ref_w, t_star, ("LSODA",), budget)
+            rows += suite.tsit5_rows(size, problem, v0, ref_w, t_star)
+            rows += suite.gd_rows(size, problem, v0, ref_w, t_star, budget)
+        elif size.startswith("small"):
             rows += suite.cached_cold_rows(size, problem, v0, ref_w)
             rows += suite.fast_compile_cold_rows(size)
             rows += suite.scipy_rows(size, problem, v0, ref_w, t_star, ("LSODA", "BDF", "Radau"), budget)
@@ -65,6 +71,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
 
     # with --keep-sections, the sections after the sizes are taken from RESULTS.json where it has them
     kept = old if keep_sections else {}
+    tiny = (40, 2, 10)
     sections = {
         "sweep": lambda: [suite.sweep_throughput(inputs=inp) for inp in ("subspace", "isotropic")],
         "batch_curve": suite.batch_curve,
@@ -73,6 +80,15 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
         "setup_profile": setup_profile.profile,
         "d_scaling": suite.d_scaling,
     }
+    if smoke:
+        sections = {
+            "sweep": lambda: [suite.sweep_throughput(4, 2, inp, tiny) for inp in ("subspace", "isotropic")],
+            "batch_curve": lambda: suite.batch_curve(4, (1, 2, 4), tiny),
+            "step_profile": lambda: step_profile.profile(*tiny),
+            "step_profile_medium": lambda: step_profile.profile(60, 2, 12, dense=False),
+            "setup_profile": lambda: setup_profile.profile(60, 20),
+            "d_scaling": lambda: suite.d_scaling((100, 200), n=20, k=2),
+        }
     for name, compute in sections.items():
         have = kept.get(name, kept.get("extra", {}).get(name))
         print(f"== {name}" + (" (kept from RESULTS.json)" if have is not None else ""), flush=True)
@@ -310,7 +326,10 @@ def _targets(rows, thr, dsc, extra):
 
 def main():
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    ap.add_argument("--sizes", nargs="*", choices=list(suite.SIZES), default=list(suite.SIZES))
+    ap.add_argument("--sizes", nargs="*", choices=[z for z in suite.SIZES if z != "tiny"],
+                    default=[z for z in suite.SIZES if z != "tiny"])  # fmt: skip
+    ap.add_argument("--smoke", action="store_true", help="every competitor and section once at a tiny size, to check "
+                    "that they run (writes to --out; the tests use it)")  # fmt: skip
     ap.add_argument("--budget", type=float, default=300.0, help="seconds allowed per slow competitor")
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     ap.add_argument("--keep", action="store_true", help="keep the rows of sizes not run now from RESULTS.json")
@@ -318,6 +337,10 @@ def main():
                     help="with --keep: take the sweep, batch-curve, per-step and d-scaling sections from RESULTS.json "
                     "where it has them, instead of rerunning them")  # fmt: skip
     args = ap.parse_args()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        run(["tiny"], min(args.budget, 30.0), Path(args.out), smoke=True)
+        return
     run(args.sizes, args.budget, Path(args.out), keep=args.keep, keep_sections=args.keep_sections)
 
 

@@ -37,7 +37,8 @@ class _Budget(Exception):
 
 
 SIZES = {
-    # name: (d, k, n, inputs)
+    # name: (d, k, n, inputs); "tiny" is the smoke run's (`python -m benchmarks --smoke`), not a benchmark
+    "tiny": (40, 2, 10, "subspace"),
     "small": (500, 5, 100, "subspace"),
     "small-gaussian": (500, 5, 100, "isotropic"),
     "medium": (5000, 20, 1000, "subspace"),
@@ -316,12 +317,14 @@ def machine_info() -> str:
     )
 
 
-def sweep_throughput(n_instances=1000, loop_instances=50, inputs="subspace"):
-    """Trajectories per second of `linnet.sweep` (FT to t = ∞, metrics only) on the small problem against a
-    Python loop of single `fine_tune` calls (measured on `loop_instances` of the same problems)."""
+def sweep_throughput(n_instances=1000, loop_instances=50, inputs="subspace", shape=(500, 5, 100)):
+    """Trajectories per second of `linnet.sweep` (FT to t = ∞, metrics only) on the small problem (`shape` =
+    (d, k, n)) against a Python loop of single `fine_tune` calls (measured on `loop_instances` of the same
+    problems)."""
+    d, k, n = shape
     keys = jax.random.split(jax.random.PRNGKey(2), n_instances)
-    problems = linnet.subspace_shifts(keys, 0.1, d=500, k=5, n=100, inputs=inputs)
-    heads = jax.random.normal(jax.random.PRNGKey(3), (n_instances, 5))
+    problems = linnet.subspace_shifts(keys, 0.1, d=d, k=k, n=n, inputs=inputs)
+    heads = jax.random.normal(jax.random.PRNGKey(3), (n_instances, k))
     small = jax.tree_util.tree_map(lambda a: a[:8], problems)
     linnet.sweep(small, heads[:8], [np.inf], methods=("ft",), batch_size=8, progress=False)  # compile
     t = time.perf_counter()
@@ -343,15 +346,16 @@ def sweep_throughput(n_instances=1000, loop_instances=50, inputs="subspace"):
     }
 
 
-def batch_curve(n_instances=96, sizes=(1, 8, 32, 96)):
+def batch_curve(n_instances=96, sizes=(1, 8, 32, 96), shape=(500, 5, 100)):
     """Time per trajectory of `linnet.sweep` (FT to t = ∞, small stiff problem) against the batch size c, for the
     three ways a batch can run (issue #12, item 3): "map" (`lax.map` of single solves, c per compiled call),
     "vmap" (c single solves vmapped together: `chunk=c`) and "stacked" (c instances as one ODE with a shared
     controller: `batching="stacked"`). Each configuration is compiled on its first batch, then timed on all
     `n_instances`. **Returns:** [{route, c, per_traj_s, steps_mean, steps_max}]."""
+    d, k, n = shape
     keys = jax.random.split(jax.random.PRNGKey(2), n_instances)
-    problems = linnet.subspace_shifts(keys, 0.1, d=500, k=5, n=100)
-    heads = jax.random.normal(jax.random.PRNGKey(3), (n_instances, 5))
+    problems = linnet.subspace_shifts(keys, 0.1, d=d, k=k, n=n)
+    heads = jax.random.normal(jax.random.PRNGKey(3), (n_instances, k))
     out = []
     for route in ("map", "vmap", "stacked"):
         for c in sizes:

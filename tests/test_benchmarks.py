@@ -1,0 +1,23 @@
+"""`python -m benchmarks --smoke` runs every competitor and every section of the benchmark at a tiny size and writes
+its report: the benchmarks cannot rot unnoticed between the (long) real runs. It checks that they run, not speed."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow  # about 95 s on 2 cores: each section compiles its programs
+def test_every_benchmark_section_runs_at_a_tiny_size(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    for heading in ("## tiny", "## Sweep throughput", "## Batch size", "## Per-step profile", "## Setup profile",
+                    "## Scaling in d", "## Targets"):  # fmt: skip
+        assert heading in text, heading
+    assert "scipy LSODA" in text and "NumPy gradient descent" in text
