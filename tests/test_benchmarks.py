@@ -20,4 +20,4 @@ def test_every_benchmark_section_runs_at_a_tiny_size(tmp_path):
     for heading in ("## tiny", "## Sweep throughput", "## Batch size", "## Per-step profile", "## Setup profile",
                     "## Scaling in d", "## Targets"):  # fmt: skip
         assert heading in text, heading
-    assert "scipy LSODA" in text and "NumPy gradient descent" in text
+    assert "scipy solve_ivp LSODA" in text and "NumPy gradient descent" in text and "diffrax Tsit5" in text
