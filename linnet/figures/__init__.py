@@ -79,7 +79,7 @@ def draw(name: str, data: dict):
         ) from None
 
 
-def fit_canvas(fig, rounds: int = 3):
+def fit_canvas(fig, rounds: int = 4):
     """Grow `fig` until everything drawn lies inside its canvas: a title or an outer axis label longer than the
     constrained layout can place spills past the edge; a larger canvas gives the axes room (the layout is redone
     each round). Returns `fig`."""

@@ -24,7 +24,8 @@ def draw_cls_error_vs_time(data: dict):
     ax.set_xlabel("t (training time, log scale)")
     ax.set_ylabel("0-1 error (mean over seeds)")
     ax.set_title(f"Logistic loss: 0-1 errors, ε = {sh['eps']}, d={sh['d']} k={sh['k']} n={sh['n']}")
-    ax.legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    # below the axes in three columns: to the right it took half the width
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     return fig
 
 

@@ -60,7 +60,7 @@ def draw_error_vs_time(data: dict):
     axes[0].set_ylabel("√L_ood  (Σ_ood = I)")
     axes[1].set_ylabel("√L_id:subspace (floor ≈ solver tolerance)")
     for ax in axes:
-        ax.set_xlabel("time t (loss ‖XBᵀv − y‖²)")
+        ax.set_xlabel("time t (gradient flow of ‖XBᵀv − y‖²)")
     sh = data["params"]
     axes[0].set_title(f"OOD error, ε = {sh['eps']}, d={sh['d']} k={sh['k']} n={sh['n']}")
     axes[1].set_title("ID-subspace error")
@@ -88,13 +88,16 @@ def draw_id_vs_ood(data: dict, floor: float = 1e-30):
     plt = _style()
     fig, ax = plt.subplots()
     for m, marker in zip(_METHODS, "os^", strict=True):
-        ax.loglog(
-            data[m]["ood_error"], np.maximum(data[m]["id_error"], floor), marker + "-", ms=4, color=COLORS[m], label=m
-        )
-    for i, e in enumerate(data["eps"]):
-        if i % 2 == 0:
-            xy = (data["LP"]["ood_error"][i], max(data["LP"]["id_error"][i], floor))
-            ax.annotate(f"ε={e:.0e}", xy, fontsize=5, xytext=(3, 3), textcoords="offset points")
+        # FT's points bunch together (its OOD error hardly moves with ε), so they are hollow: each stays visible
+        hollow = dict(mfc="none", ms=5) if m == "FT" else dict(ms=4)
+        ax.loglog(data[m]["ood_error"], np.maximum(data[m]["id_error"], floor), marker + "-", color=COLORS[m],
+                  label=m + (" (all ε bunched)" if m == "FT" else ""), **hollow)  # fmt: skip
+    # every other ε labelled on LP (above its curve) and on LP-FT (below its curve)
+    for m, off in (("LP", (3, 3)), ("LP-FT", (0, -9))):
+        for i, e in enumerate(data["eps"]):
+            if i % 2 == 0:
+                xy = (data[m]["ood_error"][i], max(data[m]["id_error"][i], floor))
+                ax.annotate(f"ε={e:.0e}", xy, fontsize=5, xytext=off, textcoords="offset points", color=COLORS[m])
     ax.set_xlabel("L_ood at t = ∞")
     ax.set_ylabel(f"L_id:subspace at t = ∞ (floored at {floor:g})")
     ax.set_title("ID vs OOD: FT fits S; LP-FT keeps OOD low")
