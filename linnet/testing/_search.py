@@ -65,6 +65,16 @@ class Counterexample(AssertionError):
         self.report = report
 
 
+class _Silent:
+    """A progress bar that shows nothing."""
+
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
 def _evaluate(statement, batch: Instance, size: int) -> np.ndarray:
     """The statement's slack on each member of a batch, by one compiled `vmap`; a batch that fails is evaluated
     member by member and the failing members get NaN."""
@@ -242,8 +252,6 @@ def search(
 
     **Returns:** a `SearchReport`.
     """
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     shapes = check_shapes(shapes)
     lo, hi = check_eps(eps)
@@ -256,7 +264,12 @@ def search(
     pool: list[tuple[float, Instance]] = []
     keys = jax.random.split(key, len(shapes) + 1)
     per = [random // len(shapes) + (i < random % len(shapes)) for i in range(len(shapes))]
-    bar = tqdm(total=random + starts, desc="search", unit="inst", disable=not progress)
+    if progress:  # imported only when shown: tqdm.auto warns in a notebook without ipywidgets even when disabled
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=random + starts, desc="search", unit="inst")
+    else:
+        bar = _Silent()
     import warnings
 
     for shape, count, kk in zip(shapes, per, keys[:-1], strict=True):
