@@ -9,7 +9,7 @@ from jax.typing import ArrayLike
 
 from ._flow import residual
 from ._general_flows import residual_loss
-from ._numerics import safe_norm
+from ._numerics import residual_at_rounding_floor, safe_norm
 from ._problem import Problem
 from ._registry import Method, Param, register
 from ._simulate import check_head, simulate
@@ -49,10 +49,8 @@ def _gd_segment(s, a, lr, state, n_iter, rtol, atol, limit, max_iter):
         rate = 2.0 * lr * (s_min * safe_norm(v)) ** 2
         # or the residual at its rounding floor (as the flows' rule, `gradient_steady`): the steps are then rounding
         # noise, and in float32 on stiff data the first test is never met
-        rho = residual(s, a, *new)
-        z = jnp.where(s > 0, (rho + a) / jnp.where(s > 0, s, 1.0), 0.0)
-        floor = 4.0 * jnp.finfo(s.dtype).eps * jnp.max(s) * (jnp.max(s) * safe_norm(z) + safe_norm(a))
-        done = limit & ((step <= rate * (atol + rtol * safe_norm(new))) | (safe_norm(rho) <= floor))
+        at_floor = residual_at_rounding_floor(s, a, residual(s, a, *new))
+        done = limit & ((step <= rate * (atol + rtol * safe_norm(new))) | at_floor)
         return i + 1, new, bad, done
 
     # equinox's checkpointed while loop, so that reverse-mode `jax.grad` goes through the iterations (with

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from ._flow import dense_solver, residual
-from ._numerics import safe_norm
+from ._numerics import residual_at_rounding_floor, safe_norm
 from ._problem import Problem
 from ._registry import REQUIRED, Method, Param, register
 from ._simulate import simulate
@@ -61,11 +61,7 @@ def gradient_steady(residual_fn):
             s_min = jnp.min(jnp.where(s > 0, s, jnp.inf))
             rate = 2.0 * (s_min * safe_norm(th[0])) ** 2
             by_rate = safe_norm(field(t, th, args)) <= rate * (atol + rtol * safe_norm(th))
-            rho = residual_fn(th, args)
-            z = jnp.where(s > 0, (rho + a) / jnp.where(s > 0, s, 1.0), 0.0)
-            s_max = jnp.max(s)
-            floor = 4.0 * jnp.finfo(s.dtype).eps * s_max * (s_max * safe_norm(z) + safe_norm(a))
-            return by_rate | (safe_norm(rho) <= floor)
+            return by_rate | residual_at_rounding_floor(s, a, residual_fn(th, args))
 
         return steady
 

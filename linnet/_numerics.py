@@ -44,3 +44,13 @@ def scale_out_of_range(s, dtype):
     xp = np if isinstance(s, np.ndarray) else jnp
     c = xp.max(s, axis=-1, initial=0.0)
     return (c > 0) & ((c < lo) | (c > hi))
+
+
+def residual_at_rounding_floor(s, a, rho) -> jax.Array:
+    """Whether the training residual ρ = s ⊙ z − Uᵀy (z = Bᵀv in the right singular basis, `a` = Uᵀy) is down to
+    its rounding floor 4 eps s_max (s_max ‖z‖ + ‖a‖): the data are fitted as well as the dtype can tell, and a
+    gradient 2 Jᵀρ is then rounding noise. The stopping tests of the general flows and of GD use it, so that float32
+    stops on stiff data; in float64 it is far below what their tolerance test needs."""
+    z = jnp.where(s > 0, (rho + a) / jnp.where(s > 0, s, 1.0), 0.0)
+    s_max = jnp.max(s)
+    return safe_norm(rho) <= 4.0 * jnp.finfo(s.dtype).eps * s_max * (s_max * safe_norm(z) + safe_norm(a))

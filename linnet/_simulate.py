@@ -255,7 +255,7 @@ def simulate(
                 if not (np.all(np.isfinite(ts)) and np.all(ts[1:] > ts[:-1]) and np.all((ts > 0) == (t[fin] > 0))):
                     raise ValueError(
                         f"{m.name} with these parameters is {name} on the time η · t with η = {scale:g} (the rate "
-                        f"that is not 0), and η · `times` leaves the range of float64 or collapses; pass a rate "
+                        f"that is not 0), and η · `times` leaves the range of floating point or collapses; pass a rate "
                         "or times of a representable product"
                     )
             traj = simulate(
@@ -357,8 +357,6 @@ def _throw(traj: Trajectory, m: Method, problem, v0, p, times, max_steps, traced
             f"{m.name} did not reach {target} within {int(traj.num_steps)} iterations; it ended at "
             f"t = {float(traj.t_stop):.6g}. Increase `{m.budget}` (now {p[m.budget]}). {advice}".strip()
         )
-    if not _representable(problem):
-        raise ConvergenceError(f"{m.name} did not reach {target} ({RESULTS[traj.result]}): {_scale_advice(problem)}")
     raise ConvergenceError(
         f"{m.name} did not reach {target} within {int(traj.num_steps)} steps ({RESULTS[traj.result]}); it ended at "
         f"t = {float(traj.t_stop):.6g}. Increase `max_steps` (now {max_steps}) or loosen `rtol`/`atol`. "
