@@ -34,8 +34,10 @@ import numpy as np  # noqa: E402
 import optimistix as optx  # noqa: E402
 
 import linnet  # noqa: E402
-from linnet import _flow, _methods  # noqa: E402
-from linnet._structured import ArrowheadSolver, sherman_morrison_factor, sherman_morrison_solve  # noqa: E402
+from linnet._methods import ft_flow as _flow  # noqa: E402
+from linnet._methods import paper as _methods  # noqa: E402
+from linnet._methods.ft_jacobian import sherman_morrison_factor, sherman_morrison_solve  # noqa: E402
+from linnet._solver.newton import ArrowheadSolver  # noqa: E402
 
 REPS = 15
 
@@ -120,7 +122,7 @@ def profile(d: int = 500, k: int = 5, n: int = 100, dense: bool = True) -> list[
 def tail() -> list[tuple[float, int, float, float]]:
     """[(steady-state tolerance, steps, stop time, ‖w − w_default‖/‖w_default‖)] on the small stiff problem, the
     integration at its default rtol = 1e-8, atol = 1e-10 throughout."""
-    from linnet._solve import integrate
+    from linnet._solver.integrate import integrate
 
     p = linnet.subspace_shift(jax.random.PRNGKey(0), d=500, k=5, n=100, eps=0.1)
     v0 = linnet.random_head(jax.random.PRNGKey(1), 5, 1.0)

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import linnet
-from linnet import _flow
+from linnet._methods import ft_flow as _flow
+from linnet._solver import choice
 
 TARGET = 1e-6  # relative agreement of the limiting predictor
 
@@ -76,8 +77,8 @@ def _timed(fn):
 def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3, other_solver=True):
     """linnet.fine_tune to t = ∞ with its default solver choice: cold (first call: compilation included) and
     warm (best of `repeats`); then the other solver family for comparison."""
-    explicit = _flow.explicit_is_enough(problem.reduced.s)
-    auto = "Tsit5, not stiff" if explicit else f"{_flow.solver_name(_flow.default_solver())}, stiff"
+    explicit = choice.explicit_is_enough(problem.reduced.s)
+    auto = "Tsit5, not stiff" if explicit else f"{choice.solver_name(_flow.default_solver())}, stiff"
     rows = []
     jax.clear_caches()  # cold means cold, even if an earlier row compiled the same shapes
     cold, tr = _timed(lambda: linnet.fine_tune(problem, v0, [np.inf]))
@@ -93,9 +94,9 @@ def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3, other_solver=True):
         w = min(_timed(lambda: linnet.fine_tune(problem, v0, [np.inf], solver=same))[0] for _ in range(repeats))
         rows.append(Row(size, "linnet.fine_tune, solver=diffrax Kvaerno5+ShermanMorrison (warm)", w,
                         _rel(tr3.predictor[-1], ref_w), f"{int(tr3.num_steps)} steps, cold {c:.2f} s"))  # fmt: skip
-    other = _flow.default_solver() if explicit else _flow.explicit_solver()
+    other = _flow.default_solver() if explicit else choice.explicit_solver()
     name = (
-        f"linnet.fine_tune, solver={_flow.solver_name(other)} (warm)"
+        f"linnet.fine_tune, solver={choice.solver_name(other)} (warm)"
         if explicit
         else "linnet.fine_tune, solver=Tsit5 (warm)"
     )

@@ -7,18 +7,10 @@ Reproduces Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underp
 conjectures searched, replayed and pinned with `linnet.testing`.
 """
 
-from . import (
-    _logistic,  # noqa: F401  (registers the logistic-loss variants)
-    figures,
-    stress,
-    testing,
-    theory,
-)
+from . import figures, stress, testing, theory
 from ._classification import is_separable, logistic_loss, max_margin, normalised_margin, zero_one_error
 from ._config import enable_x64, fast_compile, use_compilation_cache
 from ._errors import id_error, ood_error, predictor, train_loss
-from ._gd import gd_stability_step, gradient_descent
-from ._general_flows import deep_fine_tune, lora
 from ._generators import (
     figure2_ood_point,
     figure2_toy,
@@ -34,14 +26,17 @@ from ._geometry import (
     projection,
 )
 from ._interpolate import EarlyStop, Interpolation, early_stopping, wise_ft, with_label_noise
-from ._methods import fine_tune, linear_probe, lp_ft
+from ._methods import logistic as _logistic  # noqa: F401  (registers the logistic-loss variants)
+from ._methods.gd import gd_stability_step, gradient_descent
+from ._methods.general_flows import deep_fine_tune, lora
+from ._methods.paper import fine_tune, linear_probe, lp_ft
+from ._methods.variants import features_only, l2_sp, two_learning_rates
 from ._problem import Problem, Reduced
 from ._registry import Method, Param, get_method, methods, register, unregister
-from ._simulate import simulate
-from ._sweep import SweepResult, sweep
+from ._run.simulate import simulate
+from ._run.sweep import SweepResult, sweep
 from ._trajectory import RESULTS, ConvergenceError, DivergenceError, Trajectory, is_okay
 from ._validate import OverparameterisationWarning
-from ._variants import features_only, l2_sp, two_learning_rates
 from ._version import __version__ as __version__
 
 __all__ = [

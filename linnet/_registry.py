@@ -62,6 +62,9 @@ class Method:
     solver: Callable | None = None  # (k: int | None) -> the default (implicit) diffrax solver for k features
     explicit_ok: Callable | None = None  # (p) -> whether the explicit solver may be chosen automatically
     dt0: Callable | None = None  # (y0, args) -> first step of an explicit solver
+    # () -> the solver for a stack of instances integrated as one ODE (`sweep(batching="stacked")`), whose Newton
+    # solve is applied member by member; None: the method cannot be stacked
+    stacked_solver: Callable | None = None
     # kind = "closed_form": (problem, v0, times, p) -> (v, dG, basis)
     # kind = "iteration": (problem, v0, times, p, rtol, atol, max_steps) -> (v, dG, basis, result, num_steps, t_stop),
     # unreached times NaN

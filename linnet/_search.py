@@ -26,7 +26,7 @@ import numpy as np
 
 from . import theory as th
 from ._problem import Problem
-from ._simulate import simulate
+from ._run.simulate import simulate
 from ._trajectory import is_okay
 
 SEARCH_TIMES = (0.0, 0.1, 1.0, 10.0, math.inf)

@@ -82,7 +82,7 @@ class Trajectory:
       "gd", "lora", "deep"); `solver`: how it was obtained ("closed form", "iteration", or the ODE solver, e.g.
       "Tsit5", "FusedKvaerno5+ShermanMorrison" (the implicit default of the FT flow), "FusedKvaerno5+LU" (the
       flows with a dense Newton solve: logistic loss, LoRA, deep), "Kvaerno5+ShermanMorrison" and
-      "Kvaerno5+Arrowhead" (diffrax's own Kvaerno5, `linnet._flow.structured_solver` and `arrowhead_solver`),
+      "Kvaerno5+Arrowhead" (diffrax's own Kvaerno5, `linnet._methods.ft_flow.structured_solver` and `arrowhead_solver`),
       "Tsit5|FusedKvaerno5+ShermanMorrison" when a traced call carries the implicit fallback);
       `loss`: "squared" or "logistic".
     """

@@ -38,8 +38,8 @@ import numpy as np
 from . import theory as th
 from ._errors import id_error_of_predictor
 from ._generators import subspace_shift, subspace_shifts
-from ._predictors import batched_predictors
 from ._problem import Problem
+from ._run.predictors import batched_predictors
 from ._search import SEARCH_K, search_k
 
 TIMES = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0, math.inf)
@@ -283,7 +283,7 @@ def gradient_search(key, *, starts: int = 64, n: int = 3, d: int = 6, halved: bo
 
 def simulated_slack(instance: dict, *, halved: bool = False, times=TIMES) -> np.ndarray:
     """Replay an instance with the ODE simulator: √L_ood(t) − bound at each saved time (Σ_ood as stored)."""
-    from ._methods import fine_tune
+    from ._methods.paper import fine_tune
 
     p, v0 = replay(instance)
     tr = fine_tune(p, v0, list(times), rtol=1e-10, atol=1e-12)

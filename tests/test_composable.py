@@ -200,7 +200,7 @@ def test_methods_on_the_ft_flow_share_one_compiled_program():
     """FT, LP-FT, two learning rates and L2-SP are one flow with other parameter values (`Method.program`): after
     FT has run on a shape, the others add no compiled core program (jax's own cache count), and each still gives
     its own result, labelled with its own name."""
-    from linnet._simulate import _core
+    from linnet._run.simulate import _core
 
     p = linnet.subspace_shift(jax.random.PRNGKey(21), d=D + 1, k=K, n=N, eps=0.3)  # a shape of its own
     ft = linnet.fine_tune(p, V0, TIMES)
@@ -221,7 +221,7 @@ def test_sweeps_of_methods_on_the_ft_flow_share_one_compiled_batch():
     the LP head run FT's one compiled batch per shape and solver plan (counted by the batch cache), and each gives
     what its own `simulate` call gives, to 1e-10 relative. Two learning rates with η_B = 0 is LP with time
     scaled by η_v (`Method.delegate`), decided on the host: the reference is `linear_probe` at η_v · t."""
-    from linnet import _sweep
+    from linnet._run import sweep as _sweep
 
     probs = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(23), 2), 0.2, d=D + 2, k=K, n=N)
     heads = jax.random.normal(jax.random.PRNGKey(24), (2, K))

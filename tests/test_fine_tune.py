@@ -10,6 +10,7 @@ from helpers import full_ft_rhs
 from scipy.integrate import solve_ivp
 
 import linnet
+from linnet._solver import choice
 
 # linnet runs at rtol=1e-8/atol=1e-10 by default; the Radau reference at 1e-12/1e-14. Agreement is asserted to
 # 1e-6 relative (the ODE error is amplified by the flow's conditioning but stays well inside this).
@@ -146,7 +147,7 @@ def _stop_and_continue(p, v0, solver, rtol, atol):
     ‖θ‖, negligible against the tolerance: the ratios agree to 1e-4 between continuations at 1e-10 and 1e-11).
     The continuation must itself reach its steady state: at rtol 1e-12, atol 1e-14 it never did on these stiff
     instances (20 000 steps spent), and its unfinished state was once read as the limit."""
-    from linnet import _flow
+    from linnet._methods import ft_flow as _flow
 
     G0 = p.B0 @ p.reduced.V
     none = np.array([np.inf])  # save only at the limit
@@ -167,12 +168,11 @@ def _stop_and_continue(p, v0, solver, rtol, atol):
 @pytest.mark.parametrize(("inputs", "explicit"), [("subspace", False), ("isotropic", False), ("isotropic", True)])
 def test_steady_state_stop_is_within_tolerance_of_the_limit(inputs, explicit):
     """The t = ∞ stop promises that the distance left to the limit is ≤ atol + rtol ‖θ‖ (first-order bounds
-    ‖f‖/rate and ‖ρ/s‖/‖v‖, see `linnet._flow`). Checked by continuing the flow from the stop at rtol 1e-12, for
-    the implicit method on stiff data (cond(X)² 10³–10⁶) and both methods on Gaussian inputs. The 1 % margin covers
+    ‖f‖/rate and ‖ρ/s‖/‖v‖, see `linnet._methods.ft_flow`). Checked by continuing the flow from the stop at rtol 1e-12,
+    for the implicit method on stiff data (cond(X)² 10³–10⁶) and both methods on Gaussian inputs. The 1 % margin covers
     the second-order terms, O(distance / ‖θ‖) ~ 1e-6 relative; measured ratios are 0.001–0.99."""
-    from linnet import _flow
 
-    solver = _flow.explicit_solver() if explicit else None
+    solver = choice.explicit_solver() if explicit else None
     for seed in range(4):
         p = linnet.subspace_shift(jax.random.PRNGKey(seed), d=60, k=3, n=20, eps=0.3, inputs=inputs)
         v0 = jax.random.normal(jax.random.PRNGKey(100 + seed), (3,))
@@ -185,16 +185,16 @@ def test_explicit_path_reaches_the_limit_on_gaussian_inputs():
     test itself, in far fewer steps than its fallback budget (before the residual bound, 2 of 12 such instances
     jittered at the tolerance level for 2 000 steps and fell back to the implicit method). Its limit agrees with
     the implicit method's to 1e-7 relative (each is within ~3e-8 of the limit, see the test above)."""
-    from linnet import _flow
+    from linnet._methods import ft_flow as _flow
 
     for seed in (0, 4, 9):  # 4 and 9 are the two that fell back
         p = linnet.subspace_shift(jax.random.PRNGKey(seed), d=500, k=5, n=100, eps=0.1, inputs="isotropic")
-        assert _flow.explicit_is_enough(p.reduced.s)
+        assert choice.explicit_is_enough(p.reduced.s)
         v0 = jax.random.normal(jax.random.PRNGKey(1000 + seed), (5,))
         G0 = p.B0 @ p.reduced.V
         v, G, res, steps, _ = _flow.solve_reduced(
             p.reduced.s, p.reduced.Uty, v0, G0, np.array([np.inf]), rtol=1e-8, atol=1e-10,
-            max_steps=_flow.EXPLICIT_STEPS, solver=_flow.explicit_solver(),
+            max_steps=choice.EXPLICIT_STEPS, solver=choice.explicit_solver(),
         )  # fmt: skip
         assert res == dfx.RESULTS.event_occurred and int(steps) < 500, (seed, int(steps))
         w = np.asarray((p.B0 + (G[-1] - G0) @ p.reduced.V.T).T @ v[-1])
@@ -207,14 +207,14 @@ def test_explicit_first_step_is_stable_at_large_k():
     """Regression: with k = 100 diffrax's initial-step heuristic overshot Tsit5's stability limit, the cubic field
     overflowed to NaN in the first step and every later step was rejected (0 accepted of 3 000). The explicit path
     now starts from 1 / (a Lipschitz bound of f) and reaches the limit."""
-    from linnet import _flow
+    from linnet._methods import ft_flow as _flow
 
     p = linnet.subspace_shift(jax.random.PRNGKey(0), d=2000, k=100, n=1000, eps=0.1, inputs="isotropic")
     v0 = jax.random.normal(jax.random.PRNGKey(1), (100,))
     G0 = p.B0 @ p.reduced.V
     _, _, res, steps, _ = _flow.solve_reduced(
-        p.reduced.s, p.reduced.Uty, v0, G0, np.array([np.inf]), rtol=1e-8, atol=1e-10, max_steps=_flow.EXPLICIT_STEPS,
-        solver=_flow.explicit_solver(),
+        p.reduced.s, p.reduced.Uty, v0, G0, np.array([np.inf]), rtol=1e-8, atol=1e-10, max_steps=choice.EXPLICIT_STEPS,
+        solver=choice.explicit_solver(),
     )  # fmt: skip
     assert res == dfx.RESULTS.event_occurred, int(steps)
 

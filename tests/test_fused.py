@@ -11,11 +11,13 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import linnet
-from linnet import _flow
-from linnet._fused import FusedKvaerno5
-from linnet._logistic import _args as _logistic_args
-from linnet._logistic import logistic_field
-from linnet._solve import integrate
+from linnet._methods import ft_flow as _flow
+from linnet._methods.ft_jacobian import FTNewton
+from linnet._methods.logistic import _args as _logistic_args
+from linnet._methods.logistic import logistic_field
+from linnet._solver.fused import FusedKvaerno5
+from linnet._solver.integrate import integrate
+from linnet._solver.newton import DenseNewton
 
 PARAMS = {"ft": (1.0, 1.0, 0.0, 0.0), "two_lr": (3.0, 0.5, 0.0, 0.0), "l2_sp": (1.0, 1.0, 0.1, 0.3)}
 
@@ -43,12 +45,12 @@ def test_two_chord_iterations_take_diffrax_kvaerno5s_steps(stiff):
     bound used for the same comparison in test_structured.py. The default three iterations take fewer steps here."""
     p, v0 = stiff
     times = [0.0, 0.3, 3.0, np.inf]
-    fused = _reduced(p, v0, times, FusedKvaerno5(root_find_max_steps=2), PARAMS["ft"])
+    fused = _reduced(p, v0, times, FusedKvaerno5(newton=FTNewton(), root_find_max_steps=2), PARAMS["ft"])
     ref = _reduced(p, v0, times, dfx.Kvaerno5(), PARAMS["ft"])
     assert int(fused[3]) == int(ref[3])
     np.testing.assert_allclose(np.asarray(fused[0]), np.asarray(ref[0]), rtol=0, atol=1e-9)
     np.testing.assert_allclose(np.asarray(fused[1]), np.asarray(ref[1]), rtol=0, atol=1e-9)
-    default = _reduced(p, v0, times, FusedKvaerno5(), PARAMS["ft"])
+    default = _reduced(p, v0, times, FusedKvaerno5(newton=FTNewton()), PARAMS["ft"])
     assert int(default[3]) < int(ref[3])
 
 
@@ -81,7 +83,7 @@ def test_default_solver_matches_scipy_radau(stiff, method):
     9e-9)."""
     p, v0 = stiff
     times = [0.3, 3.0, 30.0]
-    v, G, _, _, _ = _reduced(p, v0, [0.0, *times], FusedKvaerno5(), PARAMS[method])
+    v, G, _, _, _ = _reduced(p, v0, [0.0, *times], FusedKvaerno5(newton=FTNewton()), PARAMS[method])
     rv, rG = _scipy_radau(p, v0, times, PARAMS[method])
     state = np.concatenate([np.asarray(v)[1:], np.asarray(G)[1:].reshape(len(times), -1)], axis=1)
     ref = np.concatenate([rv, rG.reshape(len(times), -1)], axis=1)
@@ -99,7 +101,7 @@ def test_a_stage_that_does_not_converge_rejects_the_step(stiff):
     p, v0 = stiff
     y0, args = _flow.initial_state(p.reduced, v0, jnp.asarray(PARAMS["ft"]))
     term = dfx.ODETerm(_flow.general_field)
-    solver = FusedKvaerno5(root_finder=dfx.VeryChord(rtol=1e-8, atol=1e-10, norm=optx.rms_norm))
+    solver = FusedKvaerno5(newton=FTNewton(), root_finder=dfx.VeryChord(rtol=1e-8, atol=1e-10, norm=optx.rms_norm))
     t0 = jnp.asarray(0.0)
     state = solver.init(term, t0, t0 + 1.0, y0, args)
     for dt, fails in ((100.0, True), (1e-4, False)):
@@ -120,23 +122,24 @@ def test_fewer_than_two_chord_iterations_is_refused():
 
 
 def test_unknown_or_unbatchable_newton_solve_is_refused():
-    with pytest.raises(ValueError, match="`newton` must be one of"):
-        FusedKvaerno5(newton="qr")
+    with pytest.raises(TypeError, match="`newton` must be an AbstractNewton"):
+        FusedKvaerno5(newton="qr")  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="batched=True"):
-        FusedKvaerno5(newton="lu", batched=True)
+        FusedKvaerno5(newton=DenseNewton(), batched=True)  # the dense solve evaluates the (stacked) field
+    assert FusedKvaerno5(newton=FTNewton(), batched=True).batched
 
 
 @pytest.mark.slow  # step-by-step comparisons with diffrax
 def test_lu_newton_solve_takes_the_closed_forms_steps(stiff):
     """The same fused method with the Newton matrix I − γΔt J materialised by forward mode and LU-factored, against
-    the Sherman–Morrison closed form (`linnet._structured`), on FT and L2-SP: the two solve the same linear systems,
+    the Sherman–Morrison closed form (`linnet._solver.newton`), on FT and L2-SP: the two solve the same linear systems,
     so every step is the same (equal step counts to t = ∞) and the states agree to 1e-9, the bound of the
     two-linear-solver comparison above (what the chord iteration leaves, up to κ = 1e-2 of rtol 1e-8)."""
     p, v0 = stiff
     times = [0.0, 0.3, 3.0, np.inf]
     for params in (PARAMS["ft"], PARAMS["l2_sp"]):
-        lu = _reduced(p, v0, times, FusedKvaerno5(newton="lu"), params)
-        closed = _reduced(p, v0, times, FusedKvaerno5(), params)
+        lu = _reduced(p, v0, times, FusedKvaerno5(newton=DenseNewton()), params)
+        closed = _reduced(p, v0, times, FusedKvaerno5(newton=FTNewton()), params)
         assert int(lu[3]) == int(closed[3])
         for a, b in zip(lu[:2], closed[:2], strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-9)
@@ -145,8 +148,8 @@ def test_lu_newton_solve_takes_the_closed_forms_steps(stiff):
 @pytest.mark.slow  # step-by-step comparisons with diffrax
 def test_lu_newton_solve_with_two_iterations_takes_diffrax_kvaerno5s_steps_on_the_logistic_flow():
     """The logistic flow in log time (time-dependent field, Jacobian with no arrowhead structure), FT from a random
-    head to t = 10⁸: `FusedKvaerno5(newton="lu", root_find_max_steps=2)` against diffrax's own Kvaerno5 with its
-    dense LU solve (the independent reference) makes the same number of steps and reaches the same state to 1e-8
+    head to t = 10⁸: `FusedKvaerno5(newton=DenseNewton(), root_find_max_steps=2)` against diffrax's own Kvaerno5 with
+    its dense LU solve (the independent reference) makes the same number of steps and reaches the same state to 1e-8
     relative (the comparison above, on a state whose norm grows like log t); at the default three iterations it
     takes no more."""
     p = linnet.subspace_shift(jax.random.PRNGKey(4), d=30, k=3, n=12, eps=0.1, labels="sign")
@@ -161,12 +164,12 @@ def test_lu_newton_solve_with_two_iterations_takes_diffrax_kvaerno5s_steps_on_th
         assert linnet.is_okay(result)
         return np.concatenate([np.asarray(ys[0]), np.asarray(ys[1]).reshape(len(times), -1)], axis=1), int(steps)
 
-    fused, n_fused = run(FusedKvaerno5(newton="lu", root_find_max_steps=2))
+    fused, n_fused = run(FusedKvaerno5(newton=DenseNewton(), root_find_max_steps=2))
     ref, n_ref = run(dfx.Kvaerno5())
     assert n_fused == n_ref
     err = np.linalg.norm(fused - ref, axis=1) / np.linalg.norm(ref, axis=1)
     assert err.max() < 1e-8, err
-    assert run(FusedKvaerno5(newton="lu"))[1] <= n_ref
+    assert run(FusedKvaerno5(newton=DenseNewton()))[1] <= n_ref
 
 
 def test_fine_tune_reports_the_fused_solver_and_vmaps(stiff):

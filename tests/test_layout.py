@@ -2,6 +2,7 @@
 module over 400 lines, no test module importing another."""
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,3 +110,70 @@ def _imports_any(path: Path) -> set[str]:
         elif isinstance(node, ast.Import):
             out.update(a.name.split(".")[0] for a in node.names)
     return out
+
+
+# the layers, lowest first: a module may import only from its own layer or a lower one (the core modules at the
+# package's top level are below every subpackage; the public root `linnet` is above everything)
+LAYERS = {
+    "linnet._solver": 1,
+    "linnet._methods": 3,
+    "linnet._run": 2,
+    "linnet.theory": 4,
+    "linnet.testing": 5,
+    "linnet.figures": 5,
+}
+
+
+def _layer(module: str) -> int:
+    for prefix, level in LAYERS.items():
+        if module == prefix or module.startswith(prefix + "."):
+            return level
+    return 0  # the core modules (problem, registry, trajectory, …) and the CLI, checked below
+
+
+def test_data_flows_one_way_between_layers():
+    """The solver layer imports no method, run, theory or figure module; the run layer no method (it reads
+    declarations from the registry); methods no theory, figures or testing. So a solver can be read, tested and
+    replaced without the FT flow, and a method added without touching the run layer."""
+    bad = []
+    for name, deps in _graph().items():
+        for dep in deps:
+            if _layer(dep) > _layer(name) and _layer(name) > 0:
+                bad.append(f"{name} -> {dep}")
+    assert not bad, bad
+
+
+def test_core_modules_import_no_subpackage_and_no_subpackage_imports_the_root():
+    """The core (problem, registry, trajectory, validation, …) sits below every subpackage, and no module imports
+    the package root `linnet` except the command line (`cli`, `__main__`), which sits on top of the public API."""
+    graph = _graph()
+    top = ("linnet.cli", "linnet.stress", "linnet._search")  # the command line and the stress search use everything
+    core = [n for n in graph if _layer(n) == 0 and n.count(".") == 1 and n not in top]
+    bad = [f"{n} -> {d}" for n in core for d in graph[n] if _layer(d) > 0]
+    assert not bad, bad
+    for path in PKG.rglob("*.py"):
+        if path.parent == PKG and path.stem in ("cli", "__main__"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            root_import = isinstance(node, ast.Import) and any(a.name == "linnet" for a in node.names)
+            if isinstance(node, ast.ImportFrom):
+                package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rsplit(".", 1)[0]
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if node.level else []
+                mod = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module
+                submodules = {p.stem for p in PKG.iterdir()} | {p.name for p in PKG.iterdir() if p.is_dir()}
+                root_import = mod == "linnet" and any(a.name not in submodules for a in node.names)
+            assert not root_import, f"{path.relative_to(ROOT)} imports the package root"
+
+
+def test_diffrax_internals_are_read_in_one_module():
+    """Every read of diffrax's private layout (an implicit stage's argument tuple, a root finder's linear state,
+    private modules) is in `linnet/_solver/diffrax_internals.py`, whose check runs on every diffrax version."""
+    allowed = PKG / "_solver" / "diffrax_internals.py"
+    needles = re.compile(r"linear_state|\b(dfx|diffrax)\._[a-z]|_VeryChordState|len\(args\) == 8")
+    for path in PKG.rglob("*.py"):
+        if path == allowed:
+            continue
+        found = needles.findall(path.read_text())
+        assert not found, (str(path.relative_to(ROOT)), found)
+    assert "linear_state" in allowed.read_text()

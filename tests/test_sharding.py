@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
     import linnet
-    from linnet import _predictors
+    from linnet._run import predictors as _predictors
     assert len(jax.devices()) == 8, jax.devices()
     N = 13  # not a multiple of 8: exercises the padding
     keys = jax.random.split(jax.random.PRNGKey(0), N)

@@ -1,4 +1,4 @@
-"""One ODE over a stack of instances (`linnet._stacked`, `sweep(..., batching="stacked")`) and the pieces it is made
+"""One ODE over a stack of instances (`linnet._run.stacked`, `sweep(..., batching="stacked")`) and the pieces it is made
 of: the stack's error norm, the batched closed-form Newton solve and the unrolled small-k LU."""
 
 import jax
@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 import linnet
-from linnet import _flow
-from linnet._stacked import stack_rms_norm
-from linnet._structured import _lu_factor, _lu_solve, sherman_morrison_factor, sherman_morrison_solve
+from linnet._methods import ft_flow as _flow
+from linnet._methods.ft_jacobian import sherman_morrison_factor, sherman_morrison_solve
+from linnet._run.stacked import stack_rms_norm
+from linnet._solver import choice
+from linnet._solver.newton import _lu_factor, _lu_solve
 
 _EPS = np.finfo(np.float64).eps
 
@@ -128,7 +130,7 @@ def test_stacked_sweep_takes_the_explicit_solver_on_well_conditioned_data():
     would, and agrees with tight single solves to 1e-6 relative."""
     probs, heads = _sweep_problems(5, 4, inputs="isotropic")
     s = np.asarray(probs.reduced.s)
-    assert np.all(_flow.explicit_is_enough(s))
+    assert np.all(choice.explicit_is_enough(s))
     res = linnet.sweep(probs, heads, [0.0, 1.0, np.inf], methods=("ft",), batching="stacked", progress=False)
     for j in range(4):
         p = jax.tree_util.tree_map(lambda a, j=j: a[j], probs)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import linnet
-from linnet import _flow
-from linnet._structured import ArrowheadSolver
+from linnet._methods import ft_flow as _flow
+from linnet._solver import choice, diffrax_internals
+from linnet._solver.newton import ArrowheadSolver
 
 
 @pytest.mark.parametrize(
@@ -96,7 +97,7 @@ def test_spd_block_inverse_matches_numpy():
     orders of magnitude, so cond(D) up to ~10⁷) against numpy.linalg.inv (LAPACK, pivoted). Backward stability:
     ‖D X − I‖ ≤ 10 k ε ‖D‖ ‖X‖ for every block; forward: X agrees with numpy's to 10 k ε cond(D) ‖D⁻¹‖, the
     accuracy that any backward-stable inverse has."""
-    from linnet._structured import _inverse_spd_blocks
+    from linnet._solver.newton import _inverse_spd_blocks
 
     eps = np.finfo(np.float64).eps
     rng = np.random.default_rng(0)
@@ -136,7 +137,8 @@ def test_sherman_morrison_solve_is_backward_stable_against_dense(params):
     O(ε) times a modest constant (measured worst: 69 ε); applying explicit block inverses, as `ArrowheadSolver`
     does, reaches 1.9e5 ε on these cases, so the bound separates them. Forward error ≤ 1000 ε cond(M), what any
     backward-stable solve guarantees."""
-    from linnet._structured import ShermanMorrisonSolver, sherman_morrison_factor
+    from linnet._methods.ft_jacobian import FTNewton, sherman_morrison_factor
+    from linnet._solver.diffrax_internals import FactoredSolver
 
     rng = np.random.default_rng(0)
     for k, r in [(1, 6), (3, 10), (12, 15)]:
@@ -149,7 +151,7 @@ def test_sherman_morrison_solve_is_backward_stable_against_dense(params):
                 M, flat = _dense_newton_matrix(k, r, (vt, Gt), gamma, args)
                 b = (jnp.asarray(rng.standard_normal(k)), jnp.asarray(rng.standard_normal((k, r))))
                 state = sherman_morrison_factor((vt, Gt), gamma, args)
-                x, result, _ = ShermanMorrisonSolver().compute(state, b, {})
+                x, result, _ = FactoredSolver(FTNewton()).compute(state, b, {})
                 assert result == lx.RESULTS.successful
                 x, b = np.asarray(flat(x)), np.asarray(flat(b))
                 nM = np.linalg.norm(M, 2)
@@ -165,9 +167,10 @@ def test_structured_chord_refuses_arguments_it_cannot_read_and_zeroes_failed_roo
     (inf, divergence reported) is returned as 0, so that differentiating a rejected stage meets finite values."""
     import optimistix as optx
 
-    from linnet._structured import ShermanMorrisonSolver, StructuredChord
+    from linnet._methods.ft_jacobian import FTNewton
+    from linnet._solver.diffrax_internals import FactoredSolver, StructuredChord
 
-    chord = StructuredChord(rtol=1e-8, atol=1e-8, linear_solver=ShermanMorrisonSolver())
+    chord = StructuredChord(rtol=1e-8, atol=1e-8, linear_solver=FactoredSolver(FTNewton()))
     y0 = (jnp.ones(2), jnp.ones((2, 3)))
     with pytest.raises(TypeError, match="implicit-stage arguments"):
         optx.root_find(lambda y, a: y, chord, y0, args=None, throw=False)
@@ -184,7 +187,8 @@ def test_closed_form_solve_with_lapack_lu_matches_dense_and_the_default_ignores_
     complement): diffrax's Kvaerno5 with the Sherman–Morrison solve agrees with the same method's dense LU solves
     (diffrax's default linear solver, the independent reference) to 1e-9, as above. The default solver
     (`FusedKvaerno5`) reads no diffrax internals, so it does not depend on the layout check."""
-    assert _flow.traced_layout_check() and _flow.structured_layout_ok()  # the installed diffrax's layout, traced
+    # the installed diffrax's layout, traced and solved
+    assert diffrax_internals.traced_layout_check() and diffrax_internals.layout_ok()
     p = linnet.subspace_shift(jax.random.PRNGKey(11), d=40, k=16, n=20, eps=0.2)
     v0 = linnet.random_head(jax.random.PRNGKey(12), 16, 1.0)
     t = [0.0, 0.3, np.inf]
@@ -192,20 +196,20 @@ def test_closed_form_solve_with_lapack_lu_matches_dense_and_the_default_ignores_
     b = linnet.fine_tune(p, v0, t, solver=dfx.Kvaerno5())
     assert (a.solver, b.solver) == ("Kvaerno5+ShermanMorrison", "Kvaerno5")
     np.testing.assert_allclose(a.predictor, b.predictor, rtol=0, atol=1e-9)
-    assert _flow.solver_name(_flow.default_solver(2)) == "FusedKvaerno5+ShermanMorrison"
-    monkeypatch.setattr(_flow, "structured_layout_ok", lambda: False)
-    assert _flow.solver_name(_flow.default_solver(16)) == "FusedKvaerno5+ShermanMorrison"
+    assert choice.solver_name(_flow.default_solver(2)) == "FusedKvaerno5+ShermanMorrison"
+    monkeypatch.setattr(diffrax_internals, "layout_ok", lambda: False)
+    assert choice.solver_name(_flow.default_solver(16)) == "FusedKvaerno5+ShermanMorrison"
 
 
 @pytest.mark.slow  # solves against dense Kvaerno5 and NumPy
 def test_a_failing_layout_check_refuses_the_structured_solver(monkeypatch):
-    """`structured_layout_ok` asks `traced_layout_check` on every diffrax version (replaced by a failing one here;
-    the real one is run above), and `structured_solver` is then refused by name."""
-    monkeypatch.setattr(_flow, "traced_layout_check", lambda: False)
-    _flow.structured_layout_ok.cache_clear()
+    """`layout_ok` asks `traced_layout_check` on every diffrax version (replaced by a failing one here; the real
+    one is run above), and `structured_solver` is then refused by name."""
+    monkeypatch.setattr(diffrax_internals, "traced_layout_check", lambda: False)
+    diffrax_internals.layout_ok.cache_clear()
     try:
-        assert not _flow.structured_layout_ok()
+        assert not diffrax_internals.layout_ok()
         with pytest.raises(RuntimeError, match="arrowhead_solver"):
             _flow.structured_solver()
     finally:
-        _flow.structured_layout_ok.cache_clear()
+        diffrax_internals.layout_ok.cache_clear()

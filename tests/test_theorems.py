@@ -12,8 +12,8 @@ import pytest
 import scipy.linalg as sla
 
 import linnet
-from linnet import _predictors
 from linnet import theory as th
+from linnet._run import predictors as _predictors
 
 TIMES = np.array([0.0, 0.01, 0.1, 1.0, 10.0, 100.0, np.inf])
 

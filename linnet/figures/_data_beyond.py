@@ -13,13 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._gd import gd_stability_step, gradient_descent
-from .._general_flows import deep_fine_tune, lora
 from .._generators import subspace_shifts
 from .._interpolate import early_stopping, wise_ft, with_label_noise
-from .._methods import fine_tune, linear_probe, lp_ft
-from .._simulate import simulate
-from .._sweep import sweep
+from .._methods.gd import gd_stability_step, gradient_descent
+from .._methods.general_flows import deep_fine_tune, lora
+from .._methods.paper import fine_tune, linear_probe, lp_ft
+from .._run.simulate import simulate
+from .._run.sweep import sweep
 from .._trajectory import DivergenceError
 from ._io import _slope
 

@@ -14,9 +14,9 @@ import numpy as np
 
 from .._classification import is_separable, max_margin, zero_one_error
 from .._generators import subspace_shift
-from .._methods import fine_tune, lp_ft
+from .._methods.paper import fine_tune, lp_ft
 from .._problem import Problem
-from .._sweep import sweep
+from .._run.sweep import sweep
 
 EPS = 0.1
 HEAD_SCALE = 0.1

@@ -18,8 +18,8 @@ from .. import stress as _stress
 from .. import theory as th
 from .._errors import id_error_of_predictor
 from .._generators import figure2_ood_point, figure2_toy, random_head, subspace_shift, subspace_shifts
-from .._methods import fine_tune, linear_probe, lp_ft
-from .._predictors import batched_predictors
+from .._methods.paper import fine_tune, linear_probe, lp_ft
+from .._run.predictors import batched_predictors
 from ._io import _shape, _slope
 
 PAPER_METHODS = (("LP", "lp"), ("FT", "ft"), ("LP-FT", "lpft"))

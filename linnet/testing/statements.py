@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import theory as th
-from .._methods import fine_tune, linear_probe
+from .._methods.paper import fine_tune, linear_probe
 
 TIMES = np.array([0.0, 0.01, 0.1, 1.0, 10.0, 100.0, np.inf])  # where "for all t" is checked
 

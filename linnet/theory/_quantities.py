@@ -272,7 +272,7 @@ def ft_limit_k1(problem: Problem, v0: jax.Array, *, sign: float | None = None, l
         elif float(c) > 0:
             s = jnp.sign(v0[0])
         else:
-            from .._variants import two_learning_rates
+            from .._methods.variants import two_learning_rates
 
             s = jnp.sign(two_learning_rates(problem, v0, [jnp.inf], eta_v=lr_ratio, eta_B=1.0).v[-1, 0])
     else:

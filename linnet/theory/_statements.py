@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import id_error_of_predictor
-from .._methods import fine_tune, lp_ft
+from .._methods.paper import fine_tune, lp_ft
 from .._problem import Problem
 from ._assumptions import w_star_in_rowspace
 from ._quantities import lp_limit, lp_ood_error

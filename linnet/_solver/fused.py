@@ -1,11 +1,10 @@
-"""Kvaerno5 on the fine-tuning flow as one fused step, so that a step costs close to its arithmetic.
+"""Kvaerno5 as one fused step, so that a step costs close to its arithmetic.
 
 diffrax's `Kvaerno5` runs its seven stages in a checkpointed while loop, and each implicit stage's chord-Newton
 iteration in another while loop (optimistix's `root_find`). On CPU every loop iteration and every small kernel
-between them costs microseconds, so on the small benchmark problem (d = 500, k = 5, n = 100) a step took about
-120 µs for about 40 µs of arithmetic. `FusedKvaerno5` is the same method with less control flow: the six implicit
-stages run as one `lax.scan` whose body, one stage with its chord iterations written out (no loop, no
-convergence branch), XLA fuses into a few kernels.
+between them costs microseconds, which on small flows is as much as the arithmetic. `FusedKvaerno5` is the same
+method with less control flow: the six implicit stages run as one `lax.scan` whose body, one stage with its chord
+iterations written out (no loop, no convergence branch), XLA fuses into a few kernels.
 
 What it shares with diffrax's `Kvaerno5` + `VeryChord`, decision for decision:
 
@@ -13,36 +12,28 @@ What it shares with diffrax's `Kvaerno5` + `VeryChord`, decision for decision:
   error estimate Δt Σⱼ bᵉⱼ fⱼ and its dense output (cubic Hermite between the step's ends);
 - each implicit stage solves fᵢ = f(tᵢ, yᵢ + γ Δt fᵢ), γ = a_ii, for fᵢ by the chord iteration from diffrax's
   predictor Σⱼ âᵢⱼ fⱼ, with the Newton matrix I − γ Δt J taken once per step at the second stage's predictor
-  (diffrax's `CalculateJacobian.second_stage`) and factored in closed form by `sherman_morrison_factor`;
+  (diffrax's `CalculateJacobian.second_stage`) and factored by the `newton` it is given (`AbstractNewton`);
 - the convergence test of `VeryChord`: increments of size δ = ‖Δf / (atol + rtol |f|)‖ in the step controller's
   norm; after at least two iterations a stage has converged when δ is at rounding level or δ θ/(1 − θ) < κ
   (θ the contraction rate, κ = 10⁻²), and fails when θ > 2 or a linear solve is not finite;
 - a failed stage fails the step: its error estimate is infinite, so the PID controller rejects and shrinks it,
   and the stage returns fᵢ = 0, as `SafeChord` does, so that gradients stay finite.
 
-One difference, on purpose: the number of iterations. `VeryChord` in diffrax 0.7.2 (the newest release on the
-package index) reports failure at its second iteration whenever its convergence test is not met yet, and
-optimistix's loop stops on a failure, so every stage gets exactly two iterations and a stage that needed a third
-rejects the whole step. That is a known defect, fixed upstream after that release (diffrax pull request #754,
-mirroring optimistix #230 for optimistix issue #221: non-convergence was reported as divergence). On the small
-problem that rejected 105 of 488 steps, and the rejections kept the steps small: with at most three iterations
-(`root_find_max_steps`, default 3) the same solve takes 195 steps (5 rejected), and its limit agrees with the
-rtol-1e-10 reference to 4e-9 (3e-9 before). With `root_find_max_steps=2` this solver takes diffrax's 488 steps,
-which is how the tests check that it is diffrax's algorithm. A fixed count is written out, not looped: the
-verdict is frozen at the first iteration that decides (later iterates of a converged stage are rounding noise,
-whose contraction rate means nothing), and a loop for further iterations cost more compilation (a checkpointed
-loop, for reverse mode) than the few steps it saved.
+One difference, on purpose: the number of iterations. `VeryChord` in diffrax 0.7.2 reports failure at its second
+iteration whenever its convergence test is not met yet, and optimistix's loop stops on a failure, so every stage
+gets exactly two iterations and a stage that needed a third rejects the whole step (a known defect, fixed upstream
+after that release: diffrax pull request #754, mirroring optimistix #230 for optimistix issue #221). With at most
+three iterations (`root_find_max_steps`, default 3) far fewer steps are rejected; with `root_find_max_steps=2`
+this solver takes diffrax's steps exactly, which is how the tests check that it is diffrax's algorithm. A fixed
+count is written out, not looped: the verdict is frozen at the first iteration that decides (later iterates of a
+converged stage are rounding noise, whose contraction rate means nothing), and a loop for further iterations cost
+more compilation (a checkpointed loop, for reverse mode) than the few steps it saved. Timings against diffrax's
+own Kvaerno5 are in `benchmarks/RESULTS.md`.
 
-Measured warm to t = ∞ (2 CPU cores; `benchmarks/RESULTS.md`): small problem 17 ms against 80 ms for
-`structured_solver()` (diffrax's Kvaerno5 with the same closed-form solve), of which the fewer steps are a factor
-2.5 and the cheaper step the rest; medium (d = 5 000, k = 20, n = 1 000) 0.87 s against 2.5 s.
-
-It does not read diffrax's internal layout of a stage's arguments, as `StructuredChord` has to. Its default
-closed-form Newton solve serves the generalised FT flow (`linnet._flow.general_field`) only, since the
-factorisation is built from that flow's `args`; `newton="lu"` factors I − γΔt J densely, J by forward mode, for any
-flow (the logistic loss, LoRA and the deep extractors, `linnet._flow.dense_solver`), with the same fused stages.
-Reverse-mode derivatives go through the unrolled iterations with the factor held constant, so they converge to
-the implicit derivative of each stage as its iteration converges.
+It uses only diffrax's public solver interface. The Newton solve is the method's: `DenseNewton()` (default) for
+any flow; the FT flow supplies its closed form (`linnet._methods.ft_jacobian.FTNewton`). Reverse-mode
+derivatives go through the unrolled iterations with the factor held constant, so they converge to the implicit
+derivative of each stage as its iteration converges.
 """
 
 from __future__ import annotations
@@ -55,9 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
-from jax.flatten_util import ravel_pytree
 
-from ._structured import sherman_morrison_factor, sherman_morrison_solve
+from .newton import AbstractNewton, DenseNewton
 
 _TABLEAU = dfx.Kvaerno5.tableau
 _STAGES = _TABLEAU.num_stages
@@ -85,28 +75,6 @@ def _tmap(f, *trees):
     return jax.tree_util.tree_map(f, *trees)
 
 
-def _closed_form_factor(vf, t, y, h, args):
-    del vf, t  # the factorisation is written from the generalised FT flow's `args`
-    return sherman_morrison_factor(y, h, args)
-
-
-def _lu_factor(vf, t, y, h, args):
-    """LU of the Newton matrix I − h J on the flattened state, J = ∂f/∂y by forward mode (as lineax materialises
-    diffrax's Jacobian operator): any flow, O(m³) for a state of m numbers."""
-    flat, unflatten = ravel_pytree(y)
-    jac = jax.jacfwd(lambda z: ravel_pytree(vf(t, unflatten(z), args))[0])(flat)
-    return jax.scipy.linalg.lu_factor(jnp.eye(flat.size, dtype=flat.dtype) - h * jac)
-
-
-def _lu_solve(factor, residual):
-    flat, unflatten = ravel_pytree(residual)
-    return unflatten(jax.scipy.linalg.lu_solve(factor, flat))
-
-
-# the Newton solve: (factor(vf, t, y, h, args), solve(factor, residual)) by name
-_NEWTON = {"closed_form": (_closed_form_factor, sherman_morrison_solve), "lu": (_lu_factor, _lu_solve)}
-
-
 class _Chord(eqx.Module):
     """One stage's chord iteration state, as `VeryChord` keeps it."""
 
@@ -118,10 +86,9 @@ class _Chord(eqx.Module):
 
 
 class FusedKvaerno5(dfx.AbstractImplicitSolver, dfx.AbstractAdaptiveSolver):
-    """Kvaerno5 (5th order, L-stable ESDIRK) for the generalised FT flow (`linnet._flow.general_field`, state
-    θ = (ṽ (k,), G̃ (k, r)), `args = (s, Uᵀy, G0, (η_v, η_B, λ_v, λ_B))`), its stages one scan with their chord
-    iterations written out, and the Newton matrix factored in closed form (see the module docstring).
-    The default implicit solver of `fine_tune` (`linnet._flow.default_solver`).
+    """Kvaerno5 (5th order, L-stable ESDIRK), its stages one scan with their chord iterations written out, and its
+    Newton systems solved by `newton` (see the module docstring). With the FT flow's closed-form solve it is the
+    default implicit solver of `fine_tune` (`linnet._methods.ft_flow.default_solver`).
 
     **Arguments:**
 
@@ -129,25 +96,29 @@ class FusedKvaerno5(dfx.AbstractImplicitSolver, dfx.AbstractAdaptiveSolver):
       are the step-size controller's (`diffrax.with_stepsize_controller_tols`), as for diffrax's own solvers.
     - `root_find_max_steps` (static): chord iterations per stage, at least 2 (default 3; 2 is diffrax's effective
       count).
-    - `newton` (static): the Newton solve, "closed_form" (default; Sherman–Morrison on the generalised FT flow's
-      arrowhead, `linnet._structured`) or "lu" (a dense LU of I − γΔt J, J by forward mode: any flow, such as the
-      logistic loss's, LoRA's or the deep extractors', whose Jacobians have no structure linnet uses).
-    - `batched` (static): the ODE is a stack of instances (`linnet._stacked`): every leaf of the state and of `args`
+    - `newton`: the Newton solve, an `AbstractNewton` (default `DenseNewton()`, a dense LU of I − γΔt J with J
+      by forward mode: any flow). A method whose Jacobian has structure supplies its own.
+    - `batched` (static): the ODE is a stack of instances (`linnet._run.stacked`): every leaf of the state and of `args`
       has a leading axis, each member's Newton block is factored and solved on its own, and the controller's norm
       (the stack's) decides convergence for the whole stack."""
 
     def __check_init__(self):
-        if self.newton not in _NEWTON:
-            raise ValueError(f"`newton` must be one of {sorted(_NEWTON)}, got {self.newton!r}")
-        if self.batched and self.newton != "closed_form":
-            raise ValueError("`batched=True` needs `newton='closed_form'` (each member's block is factored on its own)")
+        if not isinstance(self.newton, AbstractNewton):
+            raise TypeError(
+                f"`newton` must be an AbstractNewton (e.g. DenseNewton()), got {type(self.newton).__name__}"
+            )
+        if self.batched and self.newton.uses_field:
+            raise ValueError(
+                f"`batched=True` needs a Newton solve that does not evaluate the field (each member's block is "
+                f"factored on its own from its arguments); {type(self.newton).__name__} does"
+            )
         if self.root_find_max_steps < 2:
             raise ValueError(f"`root_find_max_steps` must be at least 2 (the convergence test needs two), got "
                              f"{self.root_find_max_steps}")  # fmt: skip
 
     root_finder: optx.AbstractRootFinder = dfx.with_stepsize_controller_tols(dfx.VeryChord)()
     root_find_max_steps: int = eqx.field(static=True, default=_ITERATIONS)
-    newton: str = eqx.field(static=True, default="closed_form")
+    newton: AbstractNewton = DenseNewton()
     batched: bool = eqx.field(static=True, default=False)
 
     term_structure: ClassVar = dfx.AbstractTerm
@@ -172,7 +143,7 @@ class FusedKvaerno5(dfx.AbstractImplicitSolver, dfx.AbstractAdaptiveSolver):
         h = _GAMMA * dt
         dtype = jax.tree_util.tree_leaves(y0)[0].dtype
         A, P, C, b_sol, b_err = (jnp.asarray(x, dtype) for x in _COEFFS)
-        factor_fn, solve_of = _NEWTON[self.newton]
+        factor_fn, solve_of = self.newton.factor, self.newton.solve
         t_jac = t0 + C[0] * dt  # the second stage's node: the Newton matrix is taken there
 
         def factor_of(y, a):

@@ -1,8 +1,8 @@
 """One ODE over a stack of instances: how `sweep(..., batching="stacked")` amortises a batch.
 
-A batch of N instances of the generalised FT flow (`_flow.general_field`: FT, LP-FT, two learning rates, L2-SP)
-is integrated as one ODE on the stacked state (v (N, k), G (N, k, r)), through the one driver
-(`linnet._solve.integrate`), with one step-size controller for all members:
+A batch of N instances of the generalised FT flow (`linnet._methods.ft_flow.general_field`: FT, LP-FT, two learning
+rates, L2-SP) is integrated as one ODE on the stacked state (v (N, k), G (N, k, r)), through the one driver
+(`linnet._solver.integrate.integrate`), with one step-size controller for all members:
 
 - the field is the single-instance field mapped over the stack (members do not interact);
 - the controller's error norm is the largest of the members' RMS norms (`stack_rms_norm`), so a step is
@@ -32,12 +32,11 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from . import _flow
-from ._fused import FusedKvaerno5
-from ._plan import shard_batch
-from ._registry import Method
-from ._solve import integrate
-from ._trajectory import RESULTS, is_okay, make_trajectory
+from .._registry import Method
+from .._solver import choice
+from .._solver.integrate import integrate
+from .._trajectory import RESULTS, is_okay, make_trajectory
+from .plan import shard_batch
 
 
 def stack_rms_norm(tree) -> jax.Array:
@@ -50,16 +49,9 @@ def stack_rms_norm(tree) -> jax.Array:
     return jnp.sqrt(jnp.max(squares) / count)
 
 
-def stacked_solver():
-    """The default solver (`FusedKvaerno5`) with the closed-form Newton solve applied block by block over a stack
-    of instances."""
-    return FusedKvaerno5(batched=True)
-
-
 def can_stack(m: Method) -> bool:
-    """Whether method `m` can run as one ODE over a stack: a squared-loss flow on the generalised FT field, whose
-    Newton blocks the closed-form solve knows."""
-    return m.kind == "flow" and m.loss == "squared" and m.field is _flow.general_field
+    """Whether method `m` can run as one ODE over a stack: a flow that declares its `stacked_solver`."""
+    return m.kind == "flow" and m.stacked_solver is not None
 
 
 @partial(jax.jit, static_argnames=("m", "explicit", "max_steps"))
@@ -68,7 +60,7 @@ def stacked_metrics(m: Method, problems, v0s, times, reals, rtol, atol, *, expli
     as one stacked ODE, and return its metrics at `times` (T,).
 
     **Arguments:** `reals`: the method's real parameters (a dict of scalars shared by the stack); `rtol`, `atol`:
-    tolerances, per member; `explicit`: Tsit5 with its own step budget (`_flow.EXPLICIT_STEPS`) instead of the
+    tolerances, per member; `explicit`: Tsit5 with its own step budget (`choice.EXPLICIT_STEPS`) instead of the
     implicit solver; `max_steps`: step budget of the stack.
 
     **Returns:** `((L̂, L_id, L_ood) each (N, T), num_steps (), ok ())`: the stack's step count and success.
@@ -86,11 +78,12 @@ def stacked_metrics(m: Method, problems, v0s, times, reals, rtol, atol, *, expli
         return jnp.all(jax.vmap(lambda yy, aa: rule(t, yy, aa, **kw))(y, a))
 
     if explicit:
-        solver, budget = _flow.explicit_solver(), min(max_steps, _flow.EXPLICIT_STEPS)
+        solver, budget = choice.explicit_solver(), min(max_steps, choice.EXPLICIT_STEPS)
         assert m.dt0 is not None
         dt0 = jnp.min(jax.vmap(m.dt0)(y0, args))
     else:
-        solver, budget, dt0 = stacked_solver(), max_steps, None
+        assert m.stacked_solver is not None
+        solver, budget, dt0 = m.stacked_solver(), max_steps, None
     ys, result, steps, _ = integrate(
         field, y0, args, times, steady=steady, solver=solver, rtol=rtol, atol=atol, max_steps=budget, dt0=dt0,
         norm=stack_rms_norm,

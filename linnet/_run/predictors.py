@@ -9,13 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._flow import explicit_is_enough
-from ._plan import explicit_allowed, mode_options, run_planned, shard_batch
-from ._problem import Problem
-from ._registry import get_method
-from ._simulate import simulate
-from ._trajectory import ConvergenceError, is_okay
-from ._validate import check_times
+from .._problem import Problem
+from .._registry import get_method
+from .._solver.choice import explicit_is_enough
+from .._trajectory import ConvergenceError, is_okay
+from .._validate import check_times
+from .plan import explicit_allowed, mode_options, run_planned, shard_batch
+from .simulate import simulate
 
 
 def batched_predictors(

@@ -6,11 +6,11 @@ What happens, in order:
 2. Value checks (finite head, times, parameter bounds): eagerly on concrete inputs, through `eqx.error_if`
    when traced, with the same message.
 3. The solver plan. A given `solver=` is used as is. Otherwise a flow uses its implicit default, except plain FT
-   on data that are not stiff (cond(X)² ≤ 100, `linnet._flow.explicit_is_enough`), decided from the *concrete*
-   singular values before anything is traced: it tries the explicit Tsit5 with a small step budget and falls back
-   to the implicit method if that fails. With concrete inputs the fallback is decided on the host; under tracing
-   by `lax.cond` on the result code (under `vmap` that evaluates both branches). A traced problem (e.g. `vmap`
-   over a batch of problems) gets the implicit method. `Trajectory.solver` records the choice.
+   on data that are not stiff (cond(X)² ≤ 100, `linnet._solver.choice.explicit_is_enough`), decided from the
+   *concrete* singular values before anything is traced: it tries the explicit Tsit5 with a small step budget and
+   falls back to the implicit method if that fails. With concrete inputs the fallback is decided on the host;
+   under tracing by `lax.cond` on the result code (under `vmap` that evaluates both branches). A traced problem
+   (e.g. `vmap` over a batch of problems) gets the implicit method. `Trajectory.solver` records the choice.
 4. The jit-compiled core (`_core`) runs the method with `throw=False` semantics and returns a `Trajectory` with
    its `result` code.
 5. `throw=True` raises at the edge: `ConvergenceError`/`DivergenceError` with a specific message on concrete
@@ -27,15 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _flow
-from ._closed_forms import lp_limit_head
-from ._context import REFERENCE
-from ._numerics import scale_out_of_range, scale_range
-from ._problem import Problem
-from ._registry import REQUIRED, Method, get_method
-from ._solve import integrate
-from ._trajectory import RESULTS, ConvergenceError, DivergenceError, Trajectory, is_okay, make_trajectory
-from ._validate import (
+from .._closed_forms import lp_limit_head
+from .._context import REFERENCE
+from .._numerics import scale_out_of_range, scale_range
+from .._problem import Problem
+from .._registry import REQUIRED, Method, get_method
+from .._solver import choice
+from .._solver.integrate import integrate
+from .._trajectory import RESULTS, ConvergenceError, DivergenceError, Trajectory, is_okay, make_trajectory
+from .._validate import (
     check_head,
     check_times,
     check_tolerance,
@@ -88,7 +88,7 @@ def solver_plan(m: Method, s, p: dict, solver, k: int | None = None) -> list:
 
     `s` is the concrete singular values of X (any batch shape), or None when the problem is traced: then the
     explicit solver is never chosen automatically, since its choice inspects the data. `k` (static) is the number
-    of features, which the method's default implicit solver may depend on (`linnet._flow.default_solver`)."""
+    of features, which the method's default implicit solver may depend on (`linnet._methods.ft_flow.default_solver`)."""
     big = 1 << 62  # "no budget of its own": the caller's max_steps applies
     if m.kind != "flow":
         return [(None, big)]
@@ -96,8 +96,8 @@ def solver_plan(m: Method, s, p: dict, solver, k: int | None = None) -> list:
         return [(solver, big)]
     assert m.solver is not None, f"flow method {m.name!r} declares no default solver"
     implicit = m.solver(k)
-    if s is not None and m.explicit_ok is not None and m.explicit_ok(p) and _flow.explicit_is_enough(s):
-        return [(_flow.explicit_solver(), _flow.EXPLICIT_STEPS), (implicit, big)]
+    if s is not None and m.explicit_ok is not None and m.explicit_ok(p) and choice.explicit_is_enough(s):
+        return [(choice.explicit_solver(), choice.EXPLICIT_STEPS), (implicit, big)]
     return [(implicit, big)]
 
 
@@ -139,7 +139,7 @@ def _core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, so
             # nothing after a failed first phase is a state of the method: every time is unreached
             ys = jax.tree_util.tree_map(lambda y: jnp.where(is_okay(aux["result"]), y, jnp.nan), ys)
         v, dG, basis = m.decode(problem, ys, args, aux, p)
-        label = _flow.solver_name(solver)
+        label = choice.solver_name(solver)
     tr = make_trajectory(
         problem, times, v, dG, basis, num_steps=steps, result=result, t_stop=t_stop, method=name, solver=label,
         loss=m.loss,
@@ -193,7 +193,7 @@ def simulate(
     - `throw`: raise on failure (default); `False` returns the trajectory with its `result` code instead.
     - `key`: a `jax.random` key for methods that draw (LoRA); `lp_head`: start from the LP limit v_lp^∞.
     - `loss`: "squared" (L̂ = ‖X Bᵀv − y‖², default) or "logistic" (L̂ = Σ_i log(1 + exp(−y_i vᵀBx_i)), labels
-      y ∈ {±1}; the variants `linnet.methods("logistic")`, integrated in log time; see `linnet._logistic`).
+      y ∈ {±1}; the variants `linnet.methods("logistic")`, integrated in log time; see `linnet._methods.logistic`).
     - `**params`: the method's parameters (`linnet.get_method(name).params`).
     - `_explicit` (internal, for batched callers such as `sweep`): a per-member boolean, decided from the concrete
       data of each member before tracing, that selects the explicit plan with its fallback by `lax.cond`.
@@ -306,8 +306,8 @@ def simulate(
         return tr if tr.method == m.name else dataclasses.replace(tr, method=m.name)
 
     if _explicit is not None and len(plan) == 1 and solver is None and m.explicit_ok is not None and m.explicit_ok(p):
-        plan = [(_flow.explicit_solver(), _flow.EXPLICIT_STEPS), plan[0]]
-        label = "|".join(_flow.solver_name(s) for s, _ in plan)
+        plan = [(choice.explicit_solver(), choice.EXPLICIT_STEPS), plan[0]]
+        label = "|".join(choice.solver_name(s) for s, _ in plan)
 
         def relabel(tr):
             return dataclasses.replace(tr, solver=label)
@@ -324,7 +324,7 @@ def simulate(
         traj = traj if bool(is_okay(traj.result)) else run(1)
     else:
         traj = run(0)
-        label = "|".join(_flow.solver_name(s) for s, _ in plan)
+        label = "|".join(choice.solver_name(s) for s, _ in plan)
         first = dataclasses.replace(traj, solver=label)
         traj = jax.lax.cond(is_okay(first.result), lambda: first, lambda: dataclasses.replace(run(1), solver=label))
     if throw:

@@ -1,5 +1,6 @@
 """Methods whose features also move outside S: LoRA and deeper feature extractors. Each is a gradient flow of the
-paper's loss on a small reduced state, integrated by the one ODE driver (`linnet._solve`) through the registry."""
+paper's loss on a small reduced state, integrated by the one ODE driver (`linnet._solver.integrate`) through the
+registry."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from ._flow import dense_solver, residual
-from ._numerics import residual_at_rounding_floor, safe_norm
-from ._problem import Problem
-from ._registry import REQUIRED, Method, Param, register
-from ._simulate import simulate
-from ._trajectory import Trajectory
+from .._numerics import residual_at_rounding_floor, safe_norm
+from .._problem import Problem
+from .._registry import REQUIRED, Method, Param, register
+from .._run.simulate import simulate
+from .._trajectory import Trajectory
+from .ft_flow import dense_solver, residual
 
 
 def residual_loss(s, a, v, G):

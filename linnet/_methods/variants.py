@@ -10,13 +10,13 @@ import dataclasses
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from ._closed_forms import features_only_path
-from ._methods import ETA, LAM, ft_flow
-from ._problem import Problem
-from ._registry import Method, register
-from ._simulate import simulate
-from ._trajectory import Trajectory
-from ._validate import is_traced
+from .._closed_forms import features_only_path
+from .._problem import Problem
+from .._registry import Method, register
+from .._run.simulate import simulate
+from .._trajectory import Trajectory
+from .._validate import is_traced
+from .paper import ETA, LAM, ft_flow
 
 
 def _two_lr_delegate(p):

@@ -4,7 +4,7 @@ Each (method, head) is `linnet.simulate` with `throw=False`, mapped over a batch
 (`chunk` members vmapped together: on CPU one at a time is fastest, since a vmapped adaptive solve runs every
 member for the slowest member's steps and turns branches into selects — measured 11 s against 6 s for 16
 instances) and sharded over devices by `shard_map`; `batching="stacked"` runs each batch as one ODE instead
-(`linnet._stacked`). Batches are padded to one size, so each method compiles once per shape, not once per batch.
+(`linnet._run.stacked`). Batches are padded to one size, so each method compiles once per shape, not once per batch.
 Methods that run one shared program (FT, LP-FT, two learning rates, L2-SP: see `Method.program`) share one
 compiled batch per shape and solver plan. Only L̂, L_id and L_ood are kept.
 """
@@ -19,16 +19,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._closed_forms import lp_limit_head
-from ._flow import explicit_is_enough
-from ._numerics import scale_out_of_range, scale_range
-from ._plan import budget_advice, explicit_allowed, mode_options, run_planned, shard_batch
-from ._problem import Problem
-from ._registry import REGISTRY, Method, Param, get_method, parse_spec
-from ._simulate import simulate
-from ._stacked import can_stack, stacked_batch
-from ._trajectory import ConvergenceError, is_okay
-from ._validate import check_times, check_value
+from .._closed_forms import lp_limit_head
+from .._numerics import scale_out_of_range, scale_range
+from .._problem import Problem
+from .._registry import REGISTRY, Method, Param, get_method, parse_spec
+from .._solver.choice import explicit_is_enough
+from .._trajectory import ConvergenceError, is_okay
+from .._validate import check_times, check_value
+from .plan import budget_advice, explicit_allowed, mode_options, run_planned, shard_batch
+from .simulate import simulate
+from .stacked import can_stack, stacked_batch
 
 
 @functools.lru_cache(maxsize=64)
@@ -41,7 +41,7 @@ def _batched(
     times, reals) → ((train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,)). `opts` holds the static
     options only; the method's real parameters (`reals`, a dict of scalars) are arguments of the compiled
     function, so a sweep over η or λ compiles once, not once per value. `explicit` is each member's
-    solver choice, made from its concrete data by the same rule as `fine_tune` (`_flow.explicit_is_enough`).
+    solver choice, made from its concrete data by the same rule as `fine_tune` (`choice.explicit_is_enough`).
     `mode`: "mixed" (each member's choice by `lax.cond`), "explicit" (Tsit5 for all, with its step budget) or
     "default" (the method's default solver for all)."""
     kw = dict(opts)
@@ -142,7 +142,7 @@ def _plan_method(m: Method, opts: dict, times, dtype) -> tuple:
       so one compiled batch serves all of them; the LP head, where the method starts from it, is computed before
       the batch.
     - Any other method runs as itself, with its non-real options static."""
-    from ._simulate import parse_params
+    from .simulate import parse_params
 
     lp_head = bool(opts.get("lp_head", False))
     given = {a: b for a, b in opts.items() if a not in ("seed", "lp_head")}
@@ -200,7 +200,7 @@ def sweep(
       `chunk`: instances vmapped together inside a call (1 is fastest on CPU; larger suits accelerators);
       `batching`: "map" (default: each instance its own solve, `chunk` of them vmapped) or "stacked" (each batch of
       `batch_size` instances, or each device's share of it, is one ODE with one step-size controller, which holds
-      every member to its own tolerance: `linnet._stacked`; for the methods on the generalised FT flow, FT,
+      every member to its own tolerance: `linnet._run.stacked`; for the methods on the generalised FT flow, FT,
       LP-FT, two learning rates and L2-SP, the others run as with "map"). On 2 CPU cores "map" is faster
       (`benchmarks/RESULTS.md`): a shared controller takes the union of the members' small steps;
       `devices`: devices to shard each batch over (default all; on several hosts call
@@ -210,7 +210,7 @@ def sweep(
       the logistic loss the errors are the 0-1 errors and L̂ the logistic loss (see `linnet.Trajectory`).
 
     Plain FT on data that are not stiff takes the explicit solver, batch by batch, with the same fallback rule as
-    `fine_tune` (`linnet._simulate.solver_plan`).
+    `fine_tune` (`linnet._run.simulate.solver_plan`).
 
     **Returns:** a `SweepResult`. Raises `ConvergenceError` if any solve did not converge.
     """

@@ -39,7 +39,7 @@ def integrate(
       down like 1/t (the logistic loss on separable data): steps are then spread evenly over decades of t. The
       tolerances apply to the state as before; `times` and the returned `t_stop` stay in t (`dt0` is in τ).
     - `norm`: the norm of the step controller's scaled error estimates (and of the Newton iteration's
-      convergence test), default diffrax's RMS norm; a stack of instances (`linnet._stacked`) passes the largest
+      convergence test), default diffrax's RMS norm; a stack of instances (`linnet._run.stacked`) passes the largest
       RMS norm of its members, so every member meets the tolerance it would meet alone.
 
     **Returns:** `(ys, result, num_steps, t_stop)`: `ys` the states at `times` (leading axis T), `result` a

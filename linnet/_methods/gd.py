@@ -7,14 +7,14 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from ._flow import residual
-from ._general_flows import residual_loss
-from ._numerics import residual_at_rounding_floor, safe_norm
-from ._problem import Problem
-from ._registry import Method, Param, register
-from ._simulate import check_head, simulate
-from ._trajectory import RESULTS, Trajectory
-from ._validate import is_traced
+from .._numerics import residual_at_rounding_floor, safe_norm
+from .._problem import Problem
+from .._registry import Method, Param, register
+from .._run.simulate import check_head, simulate
+from .._trajectory import RESULTS, Trajectory
+from .._validate import is_traced
+from .ft_flow import residual
+from .general_flows import residual_loss
 
 
 def _gd_step(s, a, lr, state):

@@ -1,5 +1,5 @@
 """The solver plan of a batch, shared by `sweep` and `batched_predictors`: which members take the explicit solver
-(decided on the host from their concrete data, by `linnet._simulate.solver_plan`'s rule), how a batch runs under
+(decided on the host from their concrete data, by `linnet._run.simulate.solver_plan`'s rule), how a batch runs under
 the fallback rule, and what a failure message advises."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _flow
-from ._registry import Method
+from .._registry import Method
+from .._solver import choice
 
 
 def mode_options(mode: str, explicit, max_steps: int) -> dict:
@@ -19,7 +19,7 @@ def mode_options(mode: str, explicit, max_steps: int) -> dict:
     if mode == "mixed":
         return dict(_explicit=explicit, max_steps=max_steps)
     if mode == "explicit":
-        return dict(solver=_flow.explicit_solver(), max_steps=min(max_steps, _flow.EXPLICIT_STEPS))
+        return dict(solver=choice.explicit_solver(), max_steps=min(max_steps, choice.EXPLICIT_STEPS))
     return dict(max_steps=max_steps)
 
 

@@ -35,18 +35,20 @@ promise by integrating on from the stop. If `max_steps` runs out first, the call
 
 from __future__ import annotations
 
-import functools
 from functools import partial
 
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from ._fused import FusedKvaerno5
-from ._numerics import safe_norm
-from ._problem import residual
-from ._structured import ArrowheadSolver, SafeChord, ShermanMorrisonSolver, StructuredChord
+from .._numerics import safe_norm
+from .._problem import Reduced, residual
+from .._solver import diffrax_internals
+from .._solver.diffrax_internals import SafeChord
+from .._solver.fused import FusedKvaerno5
+from .._solver.integrate import integrate
+from .._solver.newton import ArrowheadSolver, DenseNewton
+from .ft_jacobian import FTNewton
 
 
 def ft_vector_field(t, state, args):
@@ -130,31 +132,6 @@ def _lipschitz_bound(s, a, v, G, params):
     return jnp.maximum(bound, jnp.finfo(v.dtype).tiny)
 
 
-EXPLICIT_STEPS = 2_000  # step budget of the explicit attempt before falling back to the implicit method
-STIFF_COND2 = 100.0  # cond(X)² above which the flow counts as stiff (explicit steps would be rate-limited)
-
-
-def explicit_is_enough(s):
-    """Whether plain fine-tuning on data with singular values `s` (concrete, (r,) or batched (..., r)) is non-stiff
-    enough for Tsit5: the relaxation rates near a fit span s_min² … s_max² (times ‖v‖²-like factors), so cond(X)²
-    bounds the ratio. Only in float64. **Returns:** a bool for (r,), a NumPy bool array (...) for a batch."""
-    s = np.asarray(s)
-    if np.finfo(s.dtype).eps > 1e-10:
-        # float32: near the limit Tsit5's error estimates are rounding noise, its steps jitter the state, and the
-        # steady-state test is never met (measured); the implicit method stops cleanly
-        return False if s.ndim == 1 else np.zeros(s.shape[:-1], bool)
-    pos = s > 0
-    s_max = np.max(s, axis=-1)
-    s_min = np.min(np.where(pos, s, np.inf), axis=-1)
-    ok = np.any(pos, axis=-1) & ((s_max / np.where(np.isfinite(s_min), s_min, 1.0)) ** 2 <= STIFF_COND2)
-    return bool(ok) if s.ndim == 1 else ok
-
-
-def explicit_solver():
-    """Tsit5: the cheapest accurate choice when the flow is not stiff (no Newton systems)."""
-    return dfx.Tsit5()
-
-
 # The closed-form Newton solve (used by the default `FusedKvaerno5` and by `structured_solver`) serves every k: a
 # factorisation costs
 # O(r k² + k³) against the arrowhead's O(r k³), and for small k its unrolled, elementwise elimination has less
@@ -167,11 +144,17 @@ def explicit_solver():
 def default_solver(k: int | None = None):
     """The implicit solver of the FT flow with k features (`k` is accepted for the `Method.solver` protocol):
     `FusedKvaerno5`, Kvaerno5 (L-stable ESDIRK, 5th order) with its stages as one scan and its chord iterations
-    written out, whose Newton systems are factored in closed form (`linnet._fused`). It uses only diffrax's public
-    solver interface, so it needs no layout check. The same method through diffrax's own `Kvaerno5` is
+    written out, whose Newton systems are factored in closed form (`linnet._solver.fused`). It uses only diffrax's
+    public solver interface, so it needs no layout check. The same method through diffrax's own `Kvaerno5` is
     `structured_solver()` (closed-form solve) or `arrowhead_solver()` (operator products only)."""
     del k
-    return FusedKvaerno5()
+    return FusedKvaerno5(newton=FTNewton())
+
+
+def stacked_solver():
+    """`FusedKvaerno5` with the closed-form Newton solve applied member by member over a stack of instances (every
+    leaf of the state and arguments with a leading axis; `linnet._run.stacked`)."""
+    return FusedKvaerno5(newton=FTNewton(), batched=True)
 
 
 def arrowhead_solver():
@@ -188,64 +171,16 @@ def dense_solver(k: int | None = None):
     own `Kvaerno5` (same tableau and Newton matrix) on the quick classification figure: compiling 24 s → 16 s, a
     warm logistic FT run to t = 10¹² 0.11 s → 0.02 s, the errors equal to 1e-8 relative (2 CPU cores)."""
     del k
-    return FusedKvaerno5(newton="lu")
-
-
-@functools.cache
-def structured_layout_ok() -> bool:
-    """Whether `structured_solver` works with the installed diffrax, decided by `traced_layout_check()` once per
-    process (about 1 s, paid only by a caller of `structured_solver`): on every diffrax version, never assumed
-    from a version string."""
-    return traced_layout_check()
-
-
-def traced_layout_check() -> bool:
-    """One Kvaerno5 solve on a 1 × 1 flow, traced (not run) with `structured_solver`: `StructuredChord` raises a
-    `TypeError` if diffrax's layout of an implicit stage's arguments is not the one it reads (about 1 s)."""
-    y0 = (jnp.ones(1), jnp.ones((1, 1)))
-    args = (jnp.ones(1), jnp.ones(1), jnp.ones((1, 1)), jnp.asarray(FT_PARAMS))
-    term, controller = dfx.ODETerm(general_field), dfx.PIDController(rtol=1e-3, atol=1e-6)
-    solver = _structured_kvaerno5()
-    solve = partial(dfx.diffeqsolve, term, solver, 0.0, 1.0, 0.1, args=args, stepsize_controller=controller)
-    try:
-        jax.eval_shape(solve, y0)
-    except TypeError:
-        return False
-    return True
+    return FusedKvaerno5(newton=DenseNewton())
 
 
 def structured_solver():
-    """diffrax's Kvaerno5 whose Newton systems are factored in closed form by `ShermanMorrisonSolver` (through
-    `StructuredChord`): the default's method and linear algebra inside diffrax's own stage and Newton loops, so its
-    steps are diffrax's (the default, `FusedKvaerno5`, allows one more chord iteration per stage; see
-    `linnet._fused`). It reads diffrax's internal layout of an implicit stage's arguments (see `_structured.py`),
-    so on a diffrax release where `structured_layout_ok()` fails it raises a `RuntimeError`."""
-    if not structured_layout_ok():
-        raise RuntimeError(
-            f"structured_solver() reads diffrax's layout of an implicit stage's arguments, and diffrax "
-            f"{dfx.__version__} does not pass them as it expects; use linnet._flow.arrowhead_solver() (the same "
-            "method through operator products) or the default solver instead"
-        )
-    return _structured_kvaerno5()
-
-
-def _structured_kvaerno5():
-    root_finder = dfx.with_stepsize_controller_tols(StructuredChord)(linear_solver=ShermanMorrisonSolver())
-    return dfx.Kvaerno5(root_finder=root_finder)
-
-
-def solver_name(solver) -> str:
-    """A short label for a diffrax solver, as recorded in `Trajectory.solver`."""
-    name = type(solver).__name__
-    root = getattr(solver, "root_finder", None)
-    linear = getattr(root, "linear_solver", None) if root is not None else None
-    if isinstance(solver, FusedKvaerno5):
-        name += "+ShermanMorrison" if solver.newton == "closed_form" else "+LU"
-    elif isinstance(linear, ArrowheadSolver):
-        name += "+Arrowhead"
-    elif isinstance(linear, ShermanMorrisonSolver):
-        name += "+ShermanMorrison"
-    return name
+    """diffrax's Kvaerno5 whose Newton systems are factored in closed form by `FTNewton` (through
+    `linnet._solver.diffrax_internals.StructuredChord`): the default's method and linear algebra inside diffrax's
+    own stage and Newton loops, so its steps are diffrax's (the default, `FusedKvaerno5`, allows one more chord
+    iteration per stage). It reads diffrax's internal layout of an implicit stage's arguments, so on a diffrax
+    release where `linnet._solver.diffrax_internals.layout_ok()` fails it raises a `RuntimeError`."""
+    return diffrax_internals.structured_solver(FTNewton())
 
 
 def initial_state(reduced, v0, params):
@@ -272,12 +207,9 @@ def explicit_dt0(y0, args):
 
 @partial(jax.jit, static_argnames=("max_steps", "solver"))
 def solve_reduced(s, a, v0, G0, times, *, rtol, atol, max_steps: int, solver=None, params=None):
-    """Plain or generalised FT from (v0, G0) on (s, Uᵀy) by the one driver (`linnet._solve.integrate`); for
+    """Plain or generalised FT from (v0, G0) on (s, Uᵀy) by the one driver (`linnet._solver.integrate.integrate`); for
     tests and benchmarks that restart the flow from an arbitrary state. **Returns:** `(v (T, k), G (T, k, r),
     result, num_steps, t_stop)`."""
-    from ._problem import Reduced
-    from ._solve import integrate
-
     solver = default_solver() if solver is None else solver
     params = jnp.asarray(FT_PARAMS if params is None else params, v0.dtype)
     reduced = Reduced(s=s, V=jnp.zeros((0, s.shape[0]), v0.dtype), Uty=a, G0=G0)

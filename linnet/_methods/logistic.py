@@ -11,9 +11,9 @@ lives on (v, G = B V) with f = (XV) Gᵀ v,
 η_v = η_B) follow as before.
 
 Log time. On separable data L̂ has no minimiser: ‖w‖ grows like log t and only the direction converges, in log t.
-The flow is therefore integrated in τ = log(1 + t), dθ/dτ = (1 + t) · dθ/dt (`linnet._solve.integrate`'s
+The flow is therefore integrated in τ = log(1 + t), dθ/dτ = (1 + t) · dθ/dt (`linnet._solver.integrate.integrate`'s
 `log_time`), so a run to t = 10^m costs steps roughly linear in m. The Jacobian is not arrowhead-shaped here (the
-curvature weights σ'(f_i) couple every column of G), so the implicit solver (`linnet._flow.dense_solver`:
+curvature weights σ'(f_i) couple every column of G), so the implicit solver (`linnet._methods.ft_flow.dense_solver`:
 Kvaerno5 as `FusedKvaerno5`, with a dense LU of the Newton matrix) factors it densely; the state is k (r + 1),
 small for the sizes classification experiments use.
 
@@ -26,11 +26,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._flow import dense_solver
-from ._problem import Problem
-from ._registry import REQUIRED, Method, Param, register
-from ._solve import integrate
-from ._trajectory import RESULTS
+from .._problem import Problem
+from .._registry import REQUIRED, Method, Param, register
+from .._solver.integrate import integrate
+from .._trajectory import RESULTS
+from .ft_flow import dense_solver
 
 
 def logistic_field(t, state, args):
@@ -144,7 +144,7 @@ def _lp_no_limit(problem, p):
     """LP has a finite limit only when the labels are not separable in the pretrained features X B0ᵀ."""
     import numpy as np
 
-    from ._classification import is_separable
+    from .._classification import is_separable
 
     del p
     if is_separable(np.asarray(problem.X @ problem.B0.T), np.asarray(problem.y)):

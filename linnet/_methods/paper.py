@@ -7,12 +7,12 @@ import diffrax as dfx
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from . import _flow
-from ._closed_forms import lp_limit_head, lp_path
-from ._problem import Problem
-from ._registry import Method, Param, register
-from ._simulate import simulate
-from ._trajectory import Trajectory
+from .._closed_forms import lp_limit_head, lp_path
+from .._problem import Problem
+from .._registry import Method, Param, register
+from .._run.simulate import simulate
+from .._trajectory import Trajectory
+from . import ft_flow as _flow
 
 # ------------------------------------------------------------------------------------------------------
 # The generalised FT flow (η_v, η_B, λ_v, λ_B) shared by ft, lpft, two_lr and l2_sp: one set of functions
@@ -70,6 +70,7 @@ def ft_flow(name: str, summary: str, params=(), **kw) -> Method:
         solver=_flow.default_solver,
         dt0=_flow.explicit_dt0,
         program=ft_program,
+        stacked_solver=_flow.stacked_solver,
         **kw,
     )
 
@@ -141,14 +142,14 @@ def fine_tune(
     - `v0`: (k,) initial head.
     - `times`: (T,) strictly increasing times ≥ 0 in the paper's units. A last entry `inf` is the limit: the
       solve runs until the steady state is reached to tolerance, i.e. the remaining distance to the limit
-      (estimated to first order, see `linnet._flow`) is below `atol + rtol ‖θ‖`, θ = (v, B). Finite times after
-      that stop get the steady state.
+      (estimated to first order, see `linnet._methods.ft_flow`) is below `atol + rtol ‖θ‖`, θ = (v, B). Finite times
+      after that stop get the steady state.
     - `rtol`, `atol`: tolerances of the step controller and of the steady-state test. In float32 use about
       1e-4 for both: tighter values sit below the rounding noise of stiff problems (a warning says so).
     - `max_steps`: step budget; with `throw=True` a `ConvergenceError` is raised if it runs out.
     - `solver`: any diffrax ODE solver. Default (None): when the flow is not stiff (cond(X)² ≤ 100, decided from
       the concrete data) the explicit `diffrax.Tsit5()`, falling back to the implicit method if it runs out of
-      steps; otherwise `FusedKvaerno5` (Kvaerno5 with a closed-form Newton solve, `linnet._fused`).
+      steps; otherwise `FusedKvaerno5` (Kvaerno5 with a closed-form Newton solve, `linnet._solver.fused`).
       `Trajectory.solver` records which.
     - `loss`: "squared" (default) or "logistic": L̂ = Σ_i log(1 + exp(−y_i vᵀBx_i)) on labels y ∈ {±1}
       (`subspace_shift(..., labels="sign")`), integrated in log time by Kvaerno5 with a dense Newton solve; the
@@ -156,7 +157,7 @@ def fine_tune(
       ask for large finite times, e.g. `jnp.logspace(0, 6, 13)`.
     - `throw`: raise on failure (default); `False` returns the trajectory with its `result` code.
 
-    Works under `jax.jit`, `jax.vmap` and `jax.grad` (t = ∞ included; see `linnet._solve`).
+    Works under `jax.jit`, `jax.vmap` and `jax.grad` (t = ∞ included; see `linnet._solver.integrate`).
 
     **Returns:** a `Trajectory`.
     """
