@@ -45,8 +45,10 @@ class Param:
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """A method declaration (see the module docstring). Functions receive `p`, the dict of validated parameters
-    (reals as arrays of the problem's dtype, statics as Python values)."""
+    """A method declaration (see the module docstring), checked when it is made (`validate`): a flow without its
+    field, a closed form without its path, a parameter that shadows an argument of `simulate` raise there.
+    Functions receive `p`, the dict of validated parameters (reals as arrays of the problem's dtype, statics as
+    Python values)."""
 
     name: str
     summary: str
@@ -88,6 +90,9 @@ class Method:
     # LP-FT, two learning rates and L2-SP all run FT's program with (η_v, η_B, λ_v, λ_B), so comparing them on
     # one shape compiles once. None: the method's own program.
     program: Callable | None = None
+
+    def __post_init__(self):
+        validate(self)  # a missing piece fails here, at the declaration, not when the method is first run
 
     def param(self, name: str) -> Param:
         for q in self.params:

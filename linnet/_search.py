@@ -113,15 +113,12 @@ def _per_member(one, theta, alive):
     return jnp.stack(vals), tmap(lambda *a: jnp.stack(a), *grads), alive
 
 
-def _adam(theta, g, m, s, i, lr, b1=0.9, b2=0.999):
-    """One Adam step, with the rate decaying as lr / (1 + i/10): the objective has kinks (the min over times,
+def _optimiser(lr: float):
+    """Adam (optax) with the rate decaying as lr / (1 + i/10): the objective has kinks (the min over times,
     min(φ, φ²/‖w⋆‖)) that a fixed step keeps bouncing on."""
-    tmap = jax.tree_util.tree_map
-    g = tmap(lambda a: jnp.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), g)
-    m = tmap(lambda a, b: b1 * a + (1 - b1) * b, m, g)
-    s = tmap(lambda a, b: b2 * a + (1 - b2) * b * b, s, g)
-    rate = lr * math.sqrt(1 - b2 ** (i + 1)) / (1 - b1 ** (i + 1)) / (1.0 + i / 10.0)
-    return tmap(lambda t, a, b: t - rate * a / (jnp.sqrt(b) + 1e-12), theta, m, s), m, s
+    import optax
+
+    return optax.adam(lambda i: lr / (1.0 + i / 10.0), eps=1e-12)
 
 
 def gradient_search_k(
@@ -154,12 +151,15 @@ def gradient_search_k(
     vg = jax.jit(jax.vmap(jax.value_and_grad(f)))
     one = jax.jit(jax.value_and_grad(f))  # compiled only if a member fails
     tmap = jax.tree_util.tree_map
-    m, s = tmap(jnp.zeros_like, theta), tmap(jnp.zeros_like, theta)
+    import optax
+
+    opt = _optimiser(lr)
+    state = opt.init(theta)
     best_val = np.full(starts, np.inf)
     best = tmap(np.asarray, theta)
     alive = np.ones(starts, bool)
     history = []
-    for i in tqdm(range(steps), desc=f"gradient search k={k}", disable=not progress):
+    for _ in tqdm(range(steps), desc=f"gradient search k={k}", disable=not progress):
         try:
             val, g = jax.block_until_ready(vg(theta))  # dispatch is asynchronous: a raise surfaces here
         except Exception as err:
@@ -176,7 +176,9 @@ def gradient_search_k(
         history.append(float(best_val.min()))
         # a failed member (value +inf) has no gradient: it stays where it is
         g = tmap(partial(_where_rows, np.isfinite(val)), g, tmap(jnp.zeros_like, g))
-        moved, m, s = _adam(theta, g, m, s, i, lr)
+        g = tmap(lambda a: jnp.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), g)
+        updates, state = opt.update(g, state, theta)
+        moved = optax.apply_updates(theta, updates)
         theta = tmap(partial(_where_rows, alive), moved, theta)  # dead members stay (Adam's momentum would move them)
     order = np.argsort(best_val)
     return [

@@ -118,7 +118,7 @@ def test_every_declared_parameter_is_a_command_line_option_with_the_declarations
 
 
 def test_an_incomplete_declaration_fails_when_declared():
-    """A missing piece is caught by `register`, naming it, not by an assert at the point of use."""
+    """A missing piece is caught when the `Method` is made, naming it, not by an assert at the point of use."""
     with pytest.raises(TypeError, match="must declare steady, decode"):
         linnet.register(linnet.Method("half_flow", "a flow without its steady state", "flow", init=lambda *a: None,
                                       field=lambda *a: None, solver=lambda k: None))  # fmt: skip
