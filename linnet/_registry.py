@@ -67,6 +67,10 @@ class Method:
     # () -> the solver for a stack of instances integrated as one ODE (`sweep(batching="stacked")`), whose Newton
     # solve is applied member by member; None: the method cannot be stacked
     stacked_solver: Callable | None = None
+    # (y0, args, bucket) -> (y0, args): the state and arguments with the reduced dimension r padded to bucket(r)
+    # by columns that do not move (exact), so that shapes in one bucket share the compiled integration
+    # (`linnet._run.padded`); None: the method's program is per shape
+    pad: Callable | None = None
     # kind = "closed_form": (problem, v0, times, p) -> (v, dG, basis)
     # kind = "iteration": (problem, v0, times, p, rtol, atol, max_steps) -> (v, dG, basis, result, num_steps, t_stop),
     # unreached times NaN

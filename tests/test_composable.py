@@ -200,17 +200,20 @@ def test_methods_on_the_ft_flow_share_one_compiled_program():
     """FT, LP-FT, two learning rates and L2-SP are one flow with other parameter values (`Method.program`): after
     FT has run on a shape, the others add no compiled core program (jax's own cache count), and each still gives
     its own result, labelled with its own name."""
-    from linnet._run.simulate import _core
+    from linnet._run import padded
+
+    def sizes():
+        return [f._cache_size() for f in (padded._prepare, padded._integrate, padded._finish)]
 
     p = linnet.subspace_shift(jax.random.PRNGKey(21), d=D + 1, k=K, n=N, eps=0.3)  # a shape of its own
     ft = linnet.fine_tune(p, V0, TIMES)
-    size = _core._cache_size()
+    size = sizes()
     others = {
         "lpft": linnet.lp_ft(p, V0, TIMES),
         "two_lr": linnet.two_learning_rates(p, V0, TIMES, eta_B=0.3),
         "l2_sp": linnet.l2_sp(p, V0, TIMES, lam_B=0.2),
     }
-    assert _core._cache_size() == size
+    assert sizes() == size
     for name, tr in others.items():
         assert tr.method == name and tr.solver == ft.solver
         assert np.max(np.abs(np.asarray(tr.ood_error[1:]) - np.asarray(ft.ood_error[1:]))) > 1e-3, name

@@ -190,6 +190,20 @@ def initial_state(reduced, v0, params):
     return (v0 / rv, reduced.G0 / rB), (reduced.s, reduced.Uty, reduced.G0, params)
 
 
+def pad(y0, args, bucket):
+    """(y0, args) with r padded to bucket(r) by columns with s = 0, Uᵀy = 0, G = G0 = 0: their residual and
+    velocity are zero (dG_q = −2 v g_q with g_q = s_q (…) = 0, and the L2-SP pull G_q − G0_q = 0), and so are their
+    Newton blocks' couplings, so the padded flow is the flow, column for column."""
+    vt, Gt = y0
+    s, a, G0, params = args
+    extra = bucket(s.shape[0]) - s.shape[0]
+
+    def columns(x):
+        return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)])
+
+    return (vt, columns(Gt)), (columns(s), columns(a), columns(G0), params)
+
+
 def unscale(ys, args):
     """The path (v (T, k), G (T, k, r)) in the original coordinates from the scaled one."""
     params = args[3]

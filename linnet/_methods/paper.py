@@ -71,6 +71,7 @@ def ft_flow(name: str, summary: str, params=(), **kw) -> Method:
         dt0=_flow.explicit_dt0,
         program=ft_program,
         stacked_solver=_flow.stacked_solver,
+        pad=_flow.pad,
         **kw,
     )
 

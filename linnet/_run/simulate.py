@@ -43,6 +43,7 @@ from .._validate import (
     is_traced,
     warn_tolerance,
 )
+from .padded import padded_core
 
 
 def parse_params(m: Method, given: dict, dtype) -> tuple[dict, tuple]:
@@ -292,9 +293,11 @@ def simulate(
     plan = solver_plan(m, None if is_traced(problem) else problem.reduced.s, p, solver, problem.k)
     traced = is_traced(args)
 
+    core = padded_core if get_method(name, m.loss).pad is not None else _core
+
     def run(i):
         solver_i, budget = plan[i]
-        tr = _core(
+        tr = core(
             *args,
             name=name,
             loss=m.loss,

@@ -1,0 +1,99 @@
+"""The route of a flow that can pad its reduced dimension: three compiled programs, of which the expensive one (the
+integration) is shared by every shape in a bucket.
+
+A method that declares `pad` says that its state and arguments can be padded in the reduced dimension r by
+columns that do not move. For the FT flow these are columns with singular value s = 0, Uᵀy = 0 and G0 = 0: their
+residual, velocity and Newton blocks are zero, so padding is exact (`docs/theory.md`, "Reduced coordinates"). The
+integration program then depends on the bucket `bucket(r)` and on k, not on n, d or r, so a notebook's next cell
+with another n or d (same k, r in the same bucket) compiles no new solver: only the two small programs around it,
+which set up the state (`_prepare`) and turn the path into a `Trajectory` (`_finish`), are per shape.
+
+The step controller's norm is the RMS norm over the unpadded state (`count` entries), so the padded solve takes
+the unpadded solve's decisions: the padded entries add exact zeros to every sum. The cost is arithmetic on
+bucket(r) ≤ 1.5 r columns (1.5 × at most, just past a bucket's edge; none at its edge), measured in
+`benchmarks/RESULTS.md`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import diffrax as dfx
+import jax
+import jax.numpy as jnp
+
+from .._registry import get_method
+from .._solver.choice import solver_name
+from .._solver.integrate import integrate
+from .._trajectory import Trajectory, make_trajectory
+
+# the bucket edges: 8, 12, 16, 24, 32, 48, … (each 4/3 or 3/2 times the one before)
+_EDGES = tuple(sorted({8 * 2**i for i in range(40)} | {12 * 2**i for i in range(40)}))
+
+
+def bucket(r: int) -> int:
+    """The padded size of a reduced dimension r: the smallest edge 8, 12, 16, 24, 32, … that is ≥ r."""
+    for edge in _EDGES:
+        if edge >= r:
+            return edge
+    return r
+
+
+def _count_norm(count):
+    """RMS norm over `count` entries (the unpadded state), of a padded pytree whose extra entries are zero."""
+
+    def norm(tree):
+        leaves = jax.tree_util.tree_leaves(tree)
+        total = sum(jnp.sum(jnp.abs(x) ** 2) for x in leaves)
+        return jnp.sqrt(total / count)
+
+    return norm
+
+
+@partial(jax.jit, static_argnames=("name", "loss", "statics"))
+def _prepare(problem, v0, reals, key, *, name, loss, statics):
+    m = get_method(name, loss)
+    assert m.init is not None and m.pad is not None
+    y0, args, _ = m.init(problem, v0, dict(reals) | dict(statics), key)
+    count = sum(x.size for x in jax.tree_util.tree_leaves(y0))
+    y0p, argsp = m.pad(y0, args, bucket)
+    return y0p, argsp, jnp.asarray(count, jax.tree_util.tree_leaves(y0)[0].dtype)
+
+
+@partial(jax.jit, static_argnames=("name", "loss", "solver", "max_steps"))
+def _integrate(y0, args, times, rtol, atol, count, *, name, loss, solver, max_steps):
+    m = get_method(name, loss)
+    assert m.field is not None and m.steady is not None
+    explicit = not isinstance(solver, dfx.AbstractImplicitSolver)
+    dt0 = m.dt0(y0, args) if (explicit and m.dt0 is not None) else None
+    return integrate(
+        m.field, y0, args, times, steady=m.steady(rtol, atol), solver=solver, rtol=rtol, atol=atol,
+        max_steps=max_steps, dt0=dt0, log_time=m.log_time, norm=_count_norm(count),
+    )  # fmt: skip
+
+
+@partial(jax.jit, static_argnames=("name", "loss", "statics", "label", "method"))
+def _finish(problem, v0, times, reals, key, ys, result, steps, t_stop, *, name, loss, statics, label, method):
+    m = get_method(name, loss)
+    assert m.init is not None and m.decode is not None
+    p = dict(reals) | dict(statics)
+    y0, args, aux = m.init(problem, v0, p, key)  # the unpadded state's shapes and arguments (cheap, fused here)
+    ys = jax.tree_util.tree_map(lambda y, y_0: y[(slice(None), *(slice(0, n) for n in y_0.shape))], ys, y0)
+    v, dG, basis = m.decode(problem, ys, args, aux, p)
+    tr = make_trajectory(problem, times, v, dG, basis, num_steps=steps, result=result, t_stop=t_stop,
+                         method=method, solver=label, loss=m.loss)  # fmt: skip
+    return dataclasses.replace(tr, B0=None, basis=None if basis is problem.reduced.V else tr.basis)
+
+
+def padded_core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, solver, max_steps) -> Trajectory:
+    """What `simulate`'s core computes for a flow that declares `pad`, as three programs (see the module
+    docstring); the same arguments and the same `Trajectory` (with B0 and the basis left out, as the core does)."""
+    y0, args, count = _prepare(problem, v0, reals, key, name=name, loss=loss, statics=statics)
+    ys, result, steps, t_stop = _integrate(y0, args, times, rtol, atol, count, name=name, loss=loss, solver=solver,
+                                           max_steps=max_steps)  # fmt: skip
+    return _finish(problem, v0, times, reals, key, ys, result, steps, t_stop, name=name, loss=loss, statics=statics,
+                   label=solver_name(solver), method=name)  # fmt: skip
+
+
+__all__ = ["bucket", "padded_core"]

@@ -1,0 +1,62 @@
+"""The FT flow's padded route (`linnet._run.padded`): a new shape whose reduced dimension r falls in a compiled
+bucket reuses the compiled integration, and padding changes nothing: the padded solve takes the unpadded solve's
+steps and reaches its states."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import linnet
+from linnet._methods import ft_flow
+from linnet._run import padded
+
+K = 3
+V0 = np.array([0.7, -0.4, 0.2])
+TIMES = [0.0, 0.1, 1.0, np.inf]
+
+
+def test_buckets_cover_every_r_within_a_factor_of_one_and_a_half():
+    for r in range(1, 5000):
+        b = padded.bucket(r)
+        assert b >= r and (b == 8 or b <= 1.5 * r), (r, b)
+    assert [padded.bucket(r) for r in (1, 8, 9, 12, 13, 17, 25, 33, 49)] == [8, 8, 12, 12, 16, 24, 32, 48, 64]
+
+
+def test_padded_columns_do_not_move():
+    """The field at a padded state is the padded field: zero velocity in every added column (s = Uᵀy = G0 = 0),
+    also with L2-SP and two learning rates; the columns that were there are unchanged to rounding."""
+    rng = np.random.default_rng(0)
+    r = 5
+    y = (jnp.asarray(rng.standard_normal(K)), jnp.asarray(rng.standard_normal((K, r))))
+    for params in [(1.0, 1.0, 0.0, 0.0), (2.0, 0.3, 0.1, 0.4)]:
+        args = (jnp.asarray(rng.uniform(0.5, 2, r)), jnp.asarray(rng.standard_normal(r)),
+                jnp.asarray(rng.standard_normal((K, r))), jnp.asarray(params))  # fmt: skip
+        yp, argsp = ft_flow.pad(y, args, padded.bucket)
+        assert yp[1].shape == (K, 8) and argsp[0].shape == (8,)
+        f = ft_flow.general_field(0.0, y, args)
+        fp = ft_flow.general_field(0.0, yp, argsp)
+        np.testing.assert_allclose(fp[0], f[0], rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(fp[1][:, :r], f[1], rtol=1e-14, atol=1e-14)
+        assert np.all(np.asarray(fp[1][:, r:]) == 0)
+
+
+@pytest.mark.parametrize("d,n", [(150, 37), (90, 41)])
+def test_a_new_shape_in_a_bucket_compiles_no_new_integration_and_matches_the_unpadded_solve(d, n):
+    """First a shape in the bucket of r = 48 is compiled; then another (n, d) with r in the same bucket runs with no
+    new integration program (jax's cache count). Its path equals the unpadded integration of the same flow
+    (`ft_flow.solve_reduced`: the same solver and tolerances on the (k, r) state, no padding) to 1e-12 relative,
+    with the same number of steps: the count-aware norm makes the padded controller take the same decisions."""
+    first = linnet.subspace_shift(jax.random.PRNGKey(3), d=200, k=K, n=44, eps=0.2)
+    linnet.fine_tune(first, V0, TIMES)
+    before = padded._integrate._cache_size()
+    p = linnet.subspace_shift(jax.random.PRNGKey(4), d=d, k=K, n=n, eps=0.2)
+    tr = linnet.fine_tune(p, V0, TIMES)
+    assert padded._integrate._cache_size() == before
+    red = p.reduced
+    v, G, result, steps, _ = ft_flow.solve_reduced(
+        red.s, red.Uty, jnp.asarray(V0), red.G0, jnp.asarray(TIMES), rtol=1e-8, atol=1e-10, max_steps=100_000
+    )
+    assert int(steps) == int(tr.num_steps)
+    np.testing.assert_allclose(tr.v, v, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(tr.dG, np.asarray(G) - np.asarray(red.G0)[None], rtol=1e-12, atol=1e-12)
