@@ -57,6 +57,6 @@ def test_a_new_shape_in_a_bucket_compiles_no_new_integration_and_matches_the_unp
     v, G, result, steps, _ = ft_flow.solve_reduced(
         red.s, red.Uty, jnp.asarray(V0), red.G0, jnp.asarray(TIMES), rtol=1e-8, atol=1e-10, max_steps=100_000
     )
-    assert int(steps) == int(tr.num_steps)
+    assert bool(linnet.is_okay(result)) and int(steps) == int(tr.num_steps)
     np.testing.assert_allclose(tr.v, v, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(tr.dG, np.asarray(G) - np.asarray(red.G0)[None], rtol=1e-12, atol=1e-12)
