@@ -67,7 +67,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
             if r.size == size:
                 print(f"  {r.method:45s} {r.seconds:10.3f} s  rel err {r.rel_error:.2e}  {r.note}", flush=True)
         write(out, rows, extra, None, None, budget)  # partial results survive a later failure
-    from . import setup_profile, step_profile
+    from . import latency, setup_profile, step_profile
 
     # with --keep-sections, the sections after the sizes are taken from RESULTS.json where it has them
     kept = old if keep_sections else {}
@@ -79,6 +79,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
         "step_profile_medium": lambda: step_profile.profile(5_000, 20, 1_000, dense=False),
         "setup_profile": setup_profile.profile,
         "d_scaling": suite.d_scaling,
+        "latency": latency.latency,
     }
     if smoke:
         sections = {
@@ -88,6 +89,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
             "step_profile_medium": lambda: step_profile.profile(60, 2, 12, dense=False),
             "setup_profile": lambda: setup_profile.profile(60, 20),
             "d_scaling": lambda: suite.d_scaling((100, 200), n=20, k=2),
+            "latency": lambda: latency.latency((40, 2, 10)),
         }
     for name, compute in sections.items():
         have = kept.get(name, kept.get("extra", {}).get(name))
@@ -189,6 +191,9 @@ def write(out: Path, rows, extra, thr, dsc, budget):
             f"{1e3 * r['solve_s'] / r['steps']:.2f} | {r['ood_error']:.10g} |"
         )
     lines.append("")
+    from .latency import table
+
+    lines += table(extra.get("latency"))
     lines += _targets(rows, thr, dsc, extra)
     out.write_text("\n".join(lines))
     (out.with_suffix(".json")).write_text(
@@ -321,6 +326,19 @@ def _targets(rows, thr, dsc, extra):
             f"| time per solve flat in d within 20 % (d = {dsc[0]['d']} … {dsc[-1]['d']}) | "
             f"spread {100 * spread:.0f} % (per step {100 * ps:.0f} %) | {'yes' if spread <= 0.2 else 'no'} |"
         )
+    lat = extra.get("latency")
+    if lat:
+        rb = lat["robertson"]
+        checks = (
+            ("first `fine_tune`", lat["first_fine_tune"], 1.5),
+            ("first `jax.grad` at t = ∞", lat["first_grad"], 3.0),
+            ("a new shape (same k, r in a compiled bucket)", lat["new_shape_same_bucket"], 0.5),
+            ("a typical first session", lat["session"] / lat["session_robertson"] * rb, 6.0),
+        )
+        for label, value, goal in checks:
+            ratio = value / rb
+            out.append(f"| {label} ÷ diffrax's first Robertson solve ≤ {goal:g}× | {ratio:.2f}× | "
+                       f"{'yes' if ratio <= goal else 'no'} |")  # fmt: skip
     return [*out, ""]
 
 
