@@ -106,9 +106,10 @@ def method_options():
                 typ = int if q.kind == "int" else float
                 entry = opts.setdefault(q.name, (typ, [], q.doc))
                 label = name if loss == "squared" else f"{name} (loss={loss})"
-                default = "required" if q.default is REQUIRED else f"default {q.default}"
-                if not any(u.startswith(label + " ") for u in entry[1]):
-                    entry[1].append(f"{label} ({default})")
+                # a default of None is explained by the parameter's doc (e.g. "default λ_B"), not printed as None
+                default = None if q.default is None else "required" if q.default is REQUIRED else f"default {q.default}"
+                if not any(u == label or u.startswith(label + " ") for u in entry[1]):
+                    entry[1].append(label if default is None else f"{label} ({default})")
     return opts
 
 

@@ -52,7 +52,7 @@ def _add_problem_args(p, *, d=200, k=3, n=40, eps=0.1):
         "--ood",
         choices=["isotropic", "orthogonal", "mixture", "id"],
         default="isotropic",
-        help="OOD second moment (default: isotropic, the paper's worst case)",
+        help="OOD second moment; isotropic is the paper's worst case",
     )
     p.add_argument("--head", choices=["zero", "random"], default="random", help="head initialisation v0")
     p.add_argument("--head-scale", type=float_in(0.0, 1e6), default=1.0, help="σ of a random head")
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-cache",
         action="store_true",
-        help="do not use JAX's persistent compilation cache (default: on, in $JAX_COMPILATION_CACHE_DIR or "
+        help="do not use JAX's persistent compilation cache, otherwise on (in $JAX_COMPILATION_CACHE_DIR or "
         "~/.cache/linnet/jax; later runs then skip most compiling)",
     )
     parser.add_argument(
@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", default=None, help="write the table to this JSON file")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("reproduce", help="regenerate every theory figure and print the headline numbers")
-    p.add_argument("--out", default="figures", help="output folder (default: figures)")
+    p.add_argument("--out", default="figures", help="output folder")
     p.add_argument("--quick", action="store_true", help="small sweeps (well under a minute; used by the tests)")
     from .figures import FIGURES
 
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("stress", help="counterexample search for the paper's inequalities")
-    p.add_argument("--instances", type=positive_int, default=10_000, help="random instances (default 10 000)")
+    p.add_argument("--instances", type=positive_int, default=10_000, help="random instances")
     p.add_argument("--batch", type=positive_int, default=250, help="instances per vmapped batch")
     p.add_argument("--starts", type=positive_int, default=64, help="BFGS starts of the k = 1 closed-form search")
     p.add_argument(
