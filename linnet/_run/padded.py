@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from .._registry import get_method
 from .._solver.choice import solver_name
+from .._solver.fused import FusedKvaerno5
 from .._solver.integrate import integrate
 from .._trajectory import Trajectory, make_trajectory
 
@@ -38,6 +39,13 @@ def bucket(r: int) -> int:
         if edge >= r:
             return edge
     return r
+
+
+def paddable(solver) -> bool:
+    """Whether `solver` can run the padded flow: an explicit solver or `FusedKvaerno5`. diffrax's own implicit
+    solvers hand the controller's norm to an optimistix root finder, which keeps it as a static part of a custom
+    derivative, where the norm's traced entry count cannot go; they run the unpadded program."""
+    return isinstance(solver, FusedKvaerno5) or not isinstance(solver, dfx.AbstractImplicitSolver)
 
 
 def _count_norm(count):
@@ -96,4 +104,4 @@ def padded_core(problem, v0, times, reals, key, rtol, atol, *, name, loss, stati
                    label=solver_name(solver), method=name)  # fmt: skip
 
 
-__all__ = ["bucket", "padded_core"]
+__all__ = ["bucket", "paddable", "padded_core"]

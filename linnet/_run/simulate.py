@@ -43,7 +43,7 @@ from .._validate import (
     is_traced,
     warn_tolerance,
 )
-from .padded import padded_core
+from .padded import paddable, padded_core
 
 
 def parse_params(m: Method, given: dict, dtype) -> tuple[dict, tuple]:
@@ -293,11 +293,11 @@ def simulate(
     plan = solver_plan(m, None if is_traced(problem) else problem.reduced.s, p, solver, problem.k)
     traced = is_traced(args)
 
-    core = padded_core if get_method(name, m.loss).pad is not None else _core
+    pads = get_method(name, m.loss).pad is not None
 
     def run(i):
         solver_i, budget = plan[i]
-        tr = core(
+        tr = (padded_core if pads and paddable(solver_i) else _core)(
             *args,
             name=name,
             loss=m.loss,
