@@ -51,7 +51,10 @@ def test_gallery_shows_every_figure_and_the_images_exist(site):
 
 
 def test_included_pages_carry_their_source(site):
-    """paper_repro.md, benchmarks/RESULTS.md and the README's commands are included, not copied."""
+    """paper_repro.md, benchmarks/RESULTS.md, the README's commands and its Design section are included, not
+    copied."""
+    arch = (site / "architecture" / "index.html").read_text()
+    assert "Where things go" in arch and "diffrax_internals" in arch
     assert "Verdicts at a glance" in (site / "paper_repro" / "index.html").read_text()
     assert "pip install" in (site / "index.html").read_text()
     first = (ROOT / "benchmarks" / "RESULTS.md").read_text().splitlines()[0].lstrip("# ").strip()
