@@ -59,6 +59,7 @@ def test_phase_nd_row():
 # arrays along an axis: the rows quote means over seeds). Not checked: approximate values ("≈ 0.8"), numbers after
 # "Theorem"/"Section"/…, and the few listed below, each with the reason it is not in the JSON.
 _NUM = re.compile(r"(?<![\w.\-−/])([−-]?\d+\.\d+(?:e[−+-]?\d+)?)(?![\w.])")
+_RUN = re.compile(r"[−-]?\d+\.\d+(?:e[−+-]?\d+)?(?:, [−-]?\d+\.\d+(?:e[−+-]?\d+)?){2,}")
 _NOT_A_MEASUREMENT = re.compile(r"(Theorem|Proposition|Section|Lemma|Corollary|Figure|Fact|Table|Appendix|≈|~)\s*$")
 _NOT_IN_THE_JSON = {
     "-0.78": "a number of an earlier stress run, quoted as history",
@@ -88,6 +89,47 @@ def _values(obj):
                     yield from np.ravel(np.nanmedian(a, axis=axis))
     elif isinstance(obj, int | float) and not isinstance(obj, bool):
         yield float(obj)
+
+
+def _sequences(obj):
+    """Every 1-D sequence of a figure's JSON: its lists of numbers, the rows of its arrays, and their means and
+    medians along each axis."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _sequences(v)
+    elif isinstance(obj, list):
+        try:
+            a = np.asarray(obj, float)
+        except (TypeError, ValueError):
+            for v in obj:
+                yield from _sequences(v)
+            return
+        if a.size == 0:
+            return
+        arrays = [a]
+        with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore")
+            for axis in range(a.ndim if a.ndim >= 2 else 0):
+                arrays += [np.nanmean(a, axis=axis), np.nanmedian(a, axis=axis)]
+        for b in arrays:
+            for axis in range(b.ndim):  # the lines of b along each axis
+                yield from np.moveaxis(b, axis, -1).reshape(-1, b.shape[axis])
+
+
+def _run_agrees(run: list[str], sequences) -> bool:
+    """The quoted run q1, q2, … equals entries of one sequence in that order (a curve may be quoted at some of
+    its points), each to its quoted digits."""
+    for seq in sequences:
+        j = 0
+        for q in run:
+            while j < len(seq) and not _agrees(q, [seq[j]]):
+                j += 1
+            if j == len(seq):
+                break
+            j += 1
+        else:
+            return True
+    return False
 
 
 def _agrees(quoted: str, values) -> bool:
@@ -132,7 +174,21 @@ def test_every_number_a_row_quotes_from_its_figure_is_in_the_figures_json():
     checked, stale = 0, []
     for names, measured in rows:
         values = [v for n in names for v in _values(_fig(n))]
+        sequences = [q for n in names for q in _sequences(_fig(n))]
+        in_runs = set()
+        # a run of three or more quoted numbers (a curve, or means over a sweep) must be entries of one sequence of
+        # the JSON, in order: much stronger than each number alone, which a long JSON may hold by chance
+        for r in _RUN.finditer(measured):
+            run = [q.replace("−", "-") for q in _NUM.findall(r.group(0))]
+            if any(q in _NOT_IN_THE_JSON for q in run) or _NOT_A_MEASUREMENT.search(measured[: r.start()]):
+                continue
+            in_runs.update(range(r.start(), r.end()))
+            checked += len(run)
+            if not _run_agrees(run, sequences):
+                stale.append((names, "run", r.group(0)))
         for m in _NUM.finditer(measured):
+            if m.start() in in_runs:
+                continue
             quoted = m.group(1).replace("−", "-")
             if _NOT_A_MEASUREMENT.search(measured[: m.start()]) or quoted in _NOT_IN_THE_JSON:
                 continue
