@@ -31,14 +31,22 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def positive_int(s):
+def _int_at_least(s, lowest: int, what: str):
     try:
         v = int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {s!r}") from None
+    if v < lowest:
+        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {s!r}")
     return v
+
+
+def positive_int(s):
+    return _int_at_least(s, 1, "positive")
+
+
+def non_negative_int(s):
+    return _int_at_least(s, 0, "non-negative")
 
 
 def float_in(lo, hi):

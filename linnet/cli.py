@@ -14,6 +14,7 @@ from ._cli_args import (
     float_in,
     fmt,
     method_options,
+    non_negative_int,
     positive_int,
     seed_arg,
     table,
@@ -180,6 +181,9 @@ def cmd_stress(args):
         ks=tuple(args.k),
         k_starts=args.k_starts,
         k_steps=args.k_steps,
+        statements_random=args.statements_random,
+        statements_starts=args.statements_starts,
+        statements_steps=args.statements_steps,
         progress=not args.no_progress,
         out=args.out,
     )
@@ -201,6 +205,12 @@ def cmd_stress(args):
     if rows:
         print()
         print(table(rows, ["k", "statement", "starts", "violations", "rel. slack", "Radau rel. slack", "Radau slack"]))
+    rows = [[name, str(r["tried"]), str(r["violations"]), fmt(r["min_slack"]),
+             fmt(r["replayed"]) if r["replayed"] is not None else "—", r["verdict"]]
+            for name, r in summary["statements"].items()]  # fmt: skip
+    if rows:
+        print("\nThe paper's statements through linnet.testing (search, shrink, replay by the reference):")
+        print(table(rows, ["statement", "tried", "violations", "min slack", "replayed", "verdict"]))
     print(
         f"\n{summary['seconds_total']:.0f} s; gradient rows: violations among BFGS minimisers, min slack of the "
         "best one replayed by the ODE simulator. Per-k rows: Adam through the simulator; relative slack "
@@ -332,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--k-starts", type=positive_int, default=8, help="starts per k and statement")
     p.add_argument("--k-steps", type=positive_int, default=60, help="Adam steps per start")
+    p.add_argument("--statements-random", type=non_negative_int, default=256,
+                   help="random instances per paper statement searched through linnet.testing (0: skip)")  # fmt: skip
+    p.add_argument("--statements-starts", type=non_negative_int, default=2, help="gradient starts per statement")
+    p.add_argument("--statements-steps", type=positive_int, default=20, help="Adam steps per gradient start")
     p.add_argument("--seed", type=seed_arg, default=0, help="jax.random seed in [0, 2**32 - 1]")
     p.add_argument("--out", default="figures/stress.json", help="JSON report with the worst instances")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

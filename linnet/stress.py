@@ -12,7 +12,13 @@ the statement is violated), in two ways:
     `linnet.simulate`, t = ∞ included) over orthonormal-row features (exponential maps), X, v⋆ and v0; every
     instance it reports is replayed by an independent scipy Radau integration of the full state.
 
-Statements searched:
+(d) `statements_search`: every statement of `linnet.testing.statements.PAPER` (Theorem 3.1 in both readings of ε,
+    its corrected and halved forms, Proposition 3.1, facts 1 and 2) through `linnet.testing.search`: random
+    instances of the testing family, Adam through `jax.grad`, shrinking, and the replay of the worst instance by
+    the independent reference. Its verdicts are those of `paper_repro.md`; (a)–(c) keep the measurements the
+    paper_repro rows quote (the k = 1 closed form, the tight constants c*(k)).
+
+Statements searched by (a)–(c):
 - "theorem_3_1": Theorem 3.1 (submission; camera-ready 3.2), Σ_ood = I, φ in the absolute-value form:
   slack = min_t √L_ood(t) − bound.
 - "theorem_3_1_eps_squared": the same with the theorem's own, squared reading of ε (`eps_form="theorem"`).
@@ -291,6 +297,40 @@ def simulated_slack(instance: dict, *, halved: bool = False, times=TIMES) -> np.
     return np.sqrt(np.asarray(tr.ood_error)) - float(bound)
 
 
+# the linnet.testing route: k = 1 (where Theorem 3.1's counterexample lives) and k = 2; ε over [0, 0.05], since the
+# −ε term of Theorem 3.1 absorbs its violations at larger ε (the facts and Proposition 3.1 hold at every ε)
+STATEMENT_SHAPES = ((6, 1, 3), (12, 2, 8, 4))
+STATEMENT_EPS = (0.0, 0.05)
+
+
+def statements_search(key, *, random: int = 256, starts: int = 2, steps: int = 20, shapes=STATEMENT_SHAPES,
+                      eps=STATEMENT_EPS, names=None, progress: bool = True) -> dict:  # fmt: skip
+    """(d) Each statement of `linnet.testing.statements.PAPER` (or those in `names`) through
+    `linnet.testing.search`: `random` instances of the testing family over `shapes` with ε in `eps`, `starts` ×
+    `steps` Adam steps, the worst instance shrunk and replayed by the reference. **Returns:** {name: the
+    `SearchReport`'s fields, the worst instance as its exact JSON, and `verdict`: "violated (confirmed)",
+    "violation not confirmed" or "no violation found" (a search cannot show that a statement holds)}."""
+    from .testing import search
+    from .testing.statements import PAPER
+
+    unknown = set(names or ()) - set(PAPER)
+    if unknown:
+        raise ValueError(f"`names` must be among {sorted(PAPER)}, got {sorted(unknown)}")
+    out = {}
+    for j, (name, statement) in enumerate(PAPER.items()):
+        if names is not None and name not in names:
+            continue
+        rep = search(statement, key=jax.random.fold_in(key, j), shapes=list(shapes), eps=eps, random=random,
+                     starts=starts, steps=steps, progress=progress)  # fmt: skip
+        verdict = (
+            "no violation found" if not rep.violations else
+            "violated (confirmed)" if rep.confirmed else "violation not confirmed"
+        )  # fmt: skip
+        fields = {f.name: getattr(rep, f.name) for f in dataclasses.fields(rep) if f.name != "worst"}
+        out[name] = dict(fields, verdict=verdict, worst=None if rep.worst is None else rep.worst.to_json())
+    return out
+
+
 def stress(
     seed: int = 0,
     *,
@@ -300,11 +340,15 @@ def stress(
     ks=SEARCH_K,
     k_starts: int = 8,
     k_steps: int = 60,
+    statements_random: int = 256,
+    statements_starts: int = 2,
+    statements_steps: int = 20,
     progress: bool = True,
     out: str | None = None,
 ) -> dict:
     """Run the searches for every statement and summarise. `ks`: the k for the search through the simulator
-    (`k_starts` starts, `k_steps` Adam steps each; empty to skip it). `out` (a path) saves the JSON report with
+    (`k_starts` starts, `k_steps` Adam steps each; empty to skip it); `statements_*`: the budget of (d), the paper's
+    statements through `linnet.testing` (`statements_random=0` skips it). `out` (a path) saves the JSON report with
     the worst instances so they can be replayed (`replay`, `simulated_slack`, `linnet._search.replay_radau`)."""
     t0 = time.perf_counter()
     key = jax.random.PRNGKey(seed)
@@ -330,9 +374,14 @@ def stress(
             replayed=verified,
         )
     summary_k = search_k(jax.random.fold_in(key, 7), ks, starts=k_starts, steps=k_steps, progress=progress)
+    statements = {}
+    if statements_random:
+        statements = statements_search(jax.random.fold_in(key, 11), random=statements_random, starts=statements_starts,
+                                       steps=statements_steps, progress=progress)  # fmt: skip
     summary = dict(
         seed=seed,
         by_k=summary_k,
+        statements=statements,
         seconds_random=round(t_random, 1),
         seconds_total=round(time.perf_counter() - t0, 1),
         random=dict((s, dataclasses.asdict(r)) for s, r in reports.items()),
