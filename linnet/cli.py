@@ -29,6 +29,8 @@ def _build_problem(args):
 
     import linnet
 
+    if args.n > args.d:  # the library's message would also offer `m` (dim S), which the command line does not set
+        raise ValueError(f"`n` = {args.n} > `d` = {args.d}: the n points must span a subspace of R^d; pass n <= d")
     key = jax.random.PRNGKey(args.seed)
     kp, kh = jax.random.split(key)
     labels = "sign" if getattr(args, "loss", "squared") == "logistic" else "linear"

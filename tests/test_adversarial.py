@@ -475,3 +475,5 @@ def test_cli_errors_name_the_flag(argv, pattern, capsys):
     rc = _cli(["--no-cache", *argv, *small])
     err = capsys.readouterr().err
     assert rc in (1, 2) and err.count("\n") == 1 and re.search(pattern, err), err
+    # no message points to an option the command line does not have (the library's `m`, dim S, is not one)
+    assert not re.search(r"\bm <=|--m\b|`m`", err), err
