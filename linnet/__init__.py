@@ -32,7 +32,17 @@ from ._methods.general_flows import deep_fine_tune, lora
 from ._methods.paper import fine_tune, linear_probe, lp_ft
 from ._methods.variants import features_only, l2_sp, two_learning_rates
 from ._problem import Problem, Reduced
-from ._registry import Method, Param, get_method, methods, register, unregister
+from ._registry import (
+    ClosedFormMethod,
+    FlowMethod,
+    IterationMethod,
+    Method,
+    Param,
+    get_method,
+    methods,
+    register,
+    unregister,
+)
 from ._run.simulate import simulate
 from ._run.sweep import SweepResult, sweep
 from ._trajectory import RESULTS, ConvergenceError, DivergenceError, Trajectory, is_okay
@@ -41,10 +51,13 @@ from ._version import __version__ as __version__
 
 __all__ = [
     "RESULTS",
+    "ClosedFormMethod",
     "ConvergenceError",
     "DivergenceError",
     "EarlyStop",
+    "FlowMethod",
     "Interpolation",
+    "IterationMethod",
     "Method",
     "OverparameterisationWarning",
     "Param",

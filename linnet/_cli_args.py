@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 import numpy as np
@@ -144,3 +145,18 @@ def table(rows, headers):
 
 def fmt(x):
     return f"{x:.4g}" if np.isfinite(x) else str(x)
+
+
+def as_flags(message: str, parser, args) -> str:
+    """A library message in the command line's words: an argument named in backquotes (`n`, `eta_B`) that is an
+    option of the subcommand run becomes that option (--n, --eta-B), so that the error names what the user typed."""
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    options = set()
+    if sub is not None and args.command in sub.choices:
+        options = {a.dest for a in sub.choices[args.command]._actions if a.option_strings}
+
+    def swap(m):
+        name = m.group(1)
+        return "--" + name.replace("_", "-") if name in options else m.group(0)
+
+    return re.sub(r"`(\w+)`", swap, message)

@@ -13,7 +13,8 @@ how it starts (`lp_head`: from the LP limit), and either
 
 Methods that are one computation with other parameter values declare `program` and share one compiled program
 (FT, LP-FT, two learning rates and L2-SP all run FT's). Adding a method is one `register(Method(...))` plus its
-tests; see `docs/theory.md` for the conventions.
+tests; see `docs/theory.md` for the conventions. `FlowMethod`, `ClosedFormMethod` and `IterationMethod` are the
+forms of `Method` for each kind, with the kind's pieces as required keywords.
 """
 
 from __future__ import annotations
@@ -103,6 +104,39 @@ class Method:
             if q.name == name:
                 return q
         raise KeyError(name)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FlowMethod(Method):
+    """A method solved as an ODE on a small state (`kind="flow"`), with its pieces as required keywords:
+    `FlowMethod(name, summary, init=..., field=..., steady=..., decode=..., solver=..., params=...)`; a missing
+    one is a `TypeError` naming it, where the method is declared. The other fields are `Method`'s."""
+
+    kind: str = dataclasses.field(default="flow", init=False)
+    init: Callable = dataclasses.field()  # (problem, v0, p, key) -> (y0, args, aux)
+    field: Callable = dataclasses.field()  # (t, y, args) -> dy
+    steady: Callable = dataclasses.field()  # (rtol, atol) -> (t, y, args) -> bool
+    decode: Callable = dataclasses.field()  # (problem, ys, args, aux, p) -> (v, dG, basis)
+    solver: Callable = dataclasses.field()  # (k) -> the default implicit diffrax solver
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClosedFormMethod(Method):
+    """A method evaluated exactly (`kind="closed_form"`): `ClosedFormMethod(name, summary, path=...)` with
+    `path(problem, v0, times, p) -> (v (T, k), dG (T, k, r), basis (d, r))`."""
+
+    kind: str = dataclasses.field(default="closed_form", init=False)
+    path: Callable = dataclasses.field()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IterationMethod(Method):
+    """A discrete iteration (`kind="iteration"`, e.g. gradient descent): `IterationMethod(name, summary, path=...)`
+    with `path(problem, v0, times, p, rtol, atol, max_steps) -> (v, dG, basis, result, num_steps, t_stop)`,
+    unreached times NaN."""
+
+    kind: str = dataclasses.field(default="iteration", init=False)
+    path: Callable = dataclasses.field()
 
 
 LOSSES = ("squared", "logistic")

@@ -11,6 +11,7 @@ import numpy as np
 
 from ._cli_args import (
     Parser,
+    as_flags,
     float_in,
     fmt,
     method_options,
@@ -248,23 +249,6 @@ def cmd_reproduce(args):
     )
     print(f"\nwrote {len(names)} figures (PNG, PDF, JSON) to {args.out}/ in {time.perf_counter() - t0:.0f} s")
     return 0
-
-
-def as_flags(message: str, parser, args) -> str:
-    """A library message in the command line's words: an argument named in backquotes (`n`, `eta_B`) that is an
-    option of the subcommand run becomes that option (--n, --eta-B), so that the error names what the user typed."""
-    import re
-
-    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-    options = set()
-    if sub is not None and args.command in sub.choices:
-        options = {a.dest for a in sub.choices[args.command]._actions if a.option_strings}
-
-    def swap(m):
-        name = m.group(1)
-        return "--" + name.replace("_", "-") if name in options else m.group(0)
-
-    return re.sub(r"`(\w+)`", swap, message)
 
 
 def load_plugins(argv) -> None:

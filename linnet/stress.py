@@ -47,6 +47,7 @@ from ._generators import subspace_shift, subspace_shifts
 from ._problem import Problem
 from ._run.predictors import batched_predictors
 from ._search import SEARCH_K, search_k
+from .testing.statements import search_paper as statements_search
 
 TIMES = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0, math.inf)
 DEFAULT_SHAPES = ((12, 1, 6, 3), (16, 1, 8, 4), (20, 2, 8, 4), (24, 3, 10, 5), (30, 2, 12, 6), (16, 1, 6, 6))
@@ -295,40 +296,6 @@ def simulated_slack(instance: dict, *, halved: bool = False, times=TIMES) -> np.
     tr = fine_tune(p, v0, list(times), rtol=1e-10, atol=1e-12)
     bound = _bound_halved(p, v0) if halved else th.ft_ood_lower_bound(p, v0, camera_ready=True)
     return np.sqrt(np.asarray(tr.ood_error)) - float(bound)
-
-
-# the linnet.testing route: k = 1 (where Theorem 3.1's counterexample lives) and k = 2; ε over [0, 0.05], since the
-# −ε term of Theorem 3.1 absorbs its violations at larger ε (the facts and Proposition 3.1 hold at every ε)
-STATEMENT_SHAPES = ((6, 1, 3), (12, 2, 8, 4))
-STATEMENT_EPS = (0.0, 0.05)
-
-
-def statements_search(key, *, random: int = 256, starts: int = 2, steps: int = 20, shapes=STATEMENT_SHAPES,
-                      eps=STATEMENT_EPS, names=None, progress: bool = True) -> dict:  # fmt: skip
-    """(d) Each statement of `linnet.testing.statements.PAPER` (or those in `names`) through
-    `linnet.testing.search`: `random` instances of the testing family over `shapes` with ε in `eps`, `starts` ×
-    `steps` Adam steps, the worst instance shrunk and replayed by the reference. **Returns:** {name: the
-    `SearchReport`'s fields, the worst instance as its exact JSON, and `verdict`: "violated (confirmed)",
-    "violation not confirmed" or "no violation found" (a search cannot show that a statement holds)}."""
-    from .testing import search
-    from .testing.statements import PAPER
-
-    unknown = set(names or ()) - set(PAPER)
-    if unknown:
-        raise ValueError(f"`names` must be among {sorted(PAPER)}, got {sorted(unknown)}")
-    out = {}
-    for j, (name, statement) in enumerate(PAPER.items()):
-        if names is not None and name not in names:
-            continue
-        rep = search(statement, key=jax.random.fold_in(key, j), shapes=list(shapes), eps=eps, random=random,
-                     starts=starts, steps=steps, progress=progress)  # fmt: skip
-        verdict = (
-            "no violation found" if not rep.violations else
-            "violated (confirmed)" if rep.confirmed else "violation not confirmed"
-        )  # fmt: skip
-        fields = {f.name: getattr(rep, f.name) for f in dataclasses.fields(rep) if f.name != "worst"}
-        out[name] = dict(fields, verdict=verdict, worst=None if rep.worst is None else rep.worst.to_json())
-    return out
 
 
 def stress(

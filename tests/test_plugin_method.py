@@ -128,3 +128,11 @@ def test_an_incomplete_declaration_fails_when_declared():
     with pytest.raises(TypeError, match="must declare path"):
         linnet.simulate(linnet.Method("no_path", "an unregistered closed form", "closed_form"), None, None, [1.0])
     assert "half_flow" not in linnet.methods() and "shadow" not in linnet.methods()
+    # the form of each kind makes its pieces required keywords, so the signature itself says what is missing
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'steady'"):
+        linnet.FlowMethod("f", "a flow", init=lambda *a: None, field=lambda *a: None, decode=lambda *a: None,
+                          solver=lambda k: None)  # fmt: skip
+    with pytest.raises(TypeError, match="'path'"):
+        linnet.ClosedFormMethod("c", "a closed form")
+    m = linnet.IterationMethod("i", "an iteration", path=lambda *a: None)
+    assert m.kind == "iteration" and isinstance(m, linnet.Method)

@@ -9,7 +9,7 @@ from jax.typing import ArrayLike
 
 from .._numerics import residual_at_rounding_floor, safe_norm
 from .._problem import Problem
-from .._registry import Method, Param, register
+from .._registry import IterationMethod, Param, register
 from .._run.simulate import check_head, simulate
 from .._trajectory import RESULTS, Trajectory
 from .._validate import is_traced
@@ -130,10 +130,9 @@ def _gd_advice(problem, v0, p):
 
 
 register(
-    Method(
+    IterationMethod(
         "gd",
         "discrete gradient descent θ ← θ − lr ∇L̂(θ) on (v, B), iteration i at time i · lr",
-        "iteration",
         params=(
             Param("lr", None, positive=True, doc="step (default: lr_fraction · 2/λ_max at the start)"),
             Param("lr_fraction", 0.5, positive=True, doc="step as a fraction of 2/λ_max when lr is None"),

@@ -10,7 +10,7 @@ from jax.typing import ArrayLike
 
 from .._numerics import residual_at_rounding_floor, safe_norm
 from .._problem import Problem
-from .._registry import REQUIRED, Method, Param, register
+from .._registry import REQUIRED, FlowMethod, Param, register
 from .._run.simulate import simulate
 from .._trajectory import Trajectory
 from .ft_flow import dense_solver, residual
@@ -145,12 +145,11 @@ def _deep_decode(problem: Problem, ys, args, aux, p):
     return v, dG, jnp.concatenate([red.V, Q], axis=1)
 
 
-def _general(name, summary, residual_fn, init, decode, params, **kw) -> Method:
+def _general(name, summary, residual_fn, init, decode, params, **kw) -> FlowMethod:
     """A flow method that is the gradient flow of L̂ = ‖ρ(θ)‖² (up to a constant) for the residual `residual_fn`."""
-    return Method(
+    return FlowMethod(
         name=name,
         summary=summary,
-        kind="flow",
         params=params,
         init=init,
         field=gradient_field(squared(residual_fn)),

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from .._problem import Problem
-from .._registry import REQUIRED, Method, Param, register
+from .._registry import REQUIRED, FlowMethod, Param, register
 from .._solver.integrate import integrate
 from .._trajectory import RESULTS
 from .ft_flow import dense_solver
@@ -115,11 +115,10 @@ def decode(problem: Problem, ys, args, aux, p):
     return v, G - red.G0, red.V
 
 
-def _flow(name, summary, init, steady, params=(), **kw) -> Method:
-    return Method(
+def _flow(name, summary, init, steady, params=(), **kw) -> FlowMethod:
+    return FlowMethod(
         name=name,
         summary=summary,
-        kind="flow",
         loss="logistic",
         log_time=True,
         params=params,

@@ -9,7 +9,7 @@ from jax.typing import ArrayLike
 
 from .._closed_forms import lp_limit_head, lp_path
 from .._problem import Problem
-from .._registry import Method, Param, register
+from .._registry import ClosedFormMethod, FlowMethod, Param, register
 from .._run.simulate import simulate
 from .._trajectory import Trajectory
 from . import ft_flow as _flow
@@ -56,12 +56,12 @@ def ft_decode(problem: Problem, ys, args, aux, p):
     return v, G - red.G0, red.V
 
 
-def ft_flow(name: str, summary: str, params=(), **kw) -> Method:
-    """A method on the generalised FT flow (field, steady-state rule, arrowhead Newton solver, stable first step)."""
-    return Method(
+def ft_flow(name: str, summary: str, params=(), **kw) -> FlowMethod:
+    """A method on the generalised FT flow: its field, steady-state rule, closed-form Newton solve (the default
+    solver's), stable first step, the program it shares, the stacked solver and the padding of r."""
+    return FlowMethod(
         name=name,
         summary=summary,
-        kind="flow",
         params=params,
         init=ft_init,
         field=_flow.general_field,
@@ -76,7 +76,7 @@ def ft_flow(name: str, summary: str, params=(), **kw) -> Method:
     )
 
 
-register(Method("lp", "linear probing: B frozen at B0, exact (eigendecomposition of FᵀF)", "closed_form", path=lp_path))
+register(ClosedFormMethod("lp", "linear probing: B frozen at B0, exact (eigendecomposition of FᵀF)", path=lp_path))
 register(ft_flow("ft", "fine-tuning: gradient flow on (v, B)", explicit_ok=lambda p: True))
 register(ft_flow("lpft", "LP to its limit, then FT from (v_lp^∞, B0)", lp_head=True, explicit_ok=lambda p: True))
 

@@ -12,7 +12,7 @@ from jax.typing import ArrayLike
 
 from .._closed_forms import features_only_path
 from .._problem import Problem
-from .._registry import Method, register
+from .._registry import ClosedFormMethod, register
 from .._run.simulate import simulate
 from .._trajectory import Trajectory
 from .._validate import is_traced
@@ -61,12 +61,11 @@ def _l2_sp_checks(p, times):
 
 
 register(ft_flow("l2_sp", "L2-SP: FT on L̂ + λ_B ‖B − B0‖² + λ_v ‖v‖²", params=LAM, checks=_l2_sp_checks))
-register(Method("features_only", "features tuned, head frozen at v0: exact", "closed_form", path=features_only_path))
+register(ClosedFormMethod("features_only", "features tuned, head frozen at v0: exact", path=features_only_path))
 register(
-    Method(
+    ClosedFormMethod(
         "lp_features_only",
         "features tuned, head frozen at v_lp^∞: exact",
-        "closed_form",
         lp_head=True,
         path=features_only_path,
     )

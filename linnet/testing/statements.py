@@ -5,6 +5,9 @@ submission's). They use only the public API, so they compose with `jit`, `vmap` 
 
 from __future__ import annotations
 
+import dataclasses
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -72,3 +75,36 @@ PAPER = {
     "features_fixed_off_S": features_fixed_off_S,
     "balancedness": balancedness,
 }
+
+
+# the shapes searched: k = 1 (where Theorem 3.1's counterexample lives) and k = 2; ε over [0, 0.05], since the
+# −ε term of Theorem 3.1 absorbs its violations at larger ε (the facts and Proposition 3.1 hold at every ε)
+STATEMENT_SHAPES = ((6, 1, 3), (12, 2, 8, 4))
+STATEMENT_EPS = (0.0, 0.05)
+
+
+def search_paper(key, *, random: int = 256, starts: int = 2, steps: int = 20, shapes=STATEMENT_SHAPES,
+                 eps=STATEMENT_EPS, names=None, progress: bool = True) -> dict:  # fmt: skip
+    """Each statement of `PAPER` (or those in `names`) through `linnet.testing.search` (what `linnet stress`
+    runs): `random` instances of the testing family over `shapes` with ε in `eps`, `starts` ×
+    `steps` Adam steps, the worst instance shrunk and replayed by the reference. **Returns:** {name: the
+    `SearchReport`'s fields, the worst instance as its exact JSON, and `verdict`: "violated (confirmed)",
+    "violation not confirmed" or "no violation found" (a search cannot show that a statement holds)}."""
+    from ._search import search
+
+    unknown = set(names or ()) - set(PAPER)
+    if unknown:
+        raise ValueError(f"`names` must be among {sorted(PAPER)}, got {sorted(unknown)}")
+    out = {}
+    for j, (name, statement) in enumerate(PAPER.items()):
+        if names is not None and name not in names:
+            continue
+        rep = search(statement, key=jax.random.fold_in(key, j), shapes=list(shapes), eps=eps, random=random,
+                     starts=starts, steps=steps, progress=progress)  # fmt: skip
+        verdict = (
+            "no violation found" if not rep.violations else
+            "violated (confirmed)" if rep.confirmed else "violation not confirmed"
+        )  # fmt: skip
+        fields = {f.name: getattr(rep, f.name) for f in dataclasses.fields(rep) if f.name != "worst"}
+        out[name] = dict(fields, verdict=verdict, worst=None if rep.worst is None else rep.worst.to_json())
+    return out

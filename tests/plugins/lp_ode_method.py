@@ -36,10 +36,9 @@ def _decode(problem, ys, args, aux, p):
 
 
 linnet.register(
-    linnet.Method(
+    linnet.FlowMethod(
         NAME,
         "linear probing integrated as an ODE at a given speed",
-        "flow",
         params=(linnet.Param("speed", 1.0, positive=True, doc="time scale of the head's flow"),),
         init=_init,
         field=_field,
