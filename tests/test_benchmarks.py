@@ -21,3 +21,15 @@ def test_every_benchmark_section_runs_at_a_tiny_size(tmp_path):
                     "## Scaling in d", "## Latency", "## Targets"):  # fmt: skip
         assert heading in text, heading
     assert "scipy solve_ivp LSODA" in text and "NumPy gradient descent" in text and "diffrax Tsit5" in text
+
+
+@pytest.mark.slow  # compiles a single solve and a sweep (about 20 s)
+def test_the_gpu_benchmark_runs_on_cpu_alone(tmp_path):
+    """`benchmarks/gpu.sh`'s script, on a machine without a GPU, at tiny sizes: it times the CPU rows and writes
+    its table (the GPU rows appear only where a GPU is)."""
+    out = tmp_path / "GPU.md"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--sizes", "4", "8", "--budget", "60", "--out",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "| cpu | single FT solve" in text and "| cpu | sweep of 8 (map) |" in text
