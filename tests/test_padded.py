@@ -60,3 +60,19 @@ def test_a_new_shape_in_a_bucket_compiles_no_new_integration_and_matches_the_unp
     assert bool(linnet.is_okay(result)) and int(steps) == int(tr.num_steps)
     np.testing.assert_allclose(tr.v, v, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(tr.dG, np.asarray(G) - np.asarray(red.G0)[None], rtol=1e-12, atol=1e-12)
+
+
+def test_another_number_of_times_compiles_no_new_integration_and_keeps_the_values():
+    """The times are padded to 4, 8, 16, … by repeating the last save: after a run at 4 times, runs at 1, 2 and 3
+    times (t = ∞ alone included) add no integration program, and each gives what the 4-time run gives at the same
+    times to 1e-12 (the saves are interpolated on the same steps), with the same step count."""
+    p = linnet.subspace_shift(jax.random.PRNGKey(5), d=70, k=K, n=30, eps=0.2)
+    full = linnet.fine_tune(p, V0, [0.0, 0.3, 2.0, np.inf])
+    before = padded._integrate._cache_size()
+    for times, rows in [([np.inf], [3]), ([0.3, np.inf], [1, 3]), ([0.0, 2.0, np.inf], [0, 2, 3])]:
+        tr = linnet.fine_tune(p, V0, times)
+        assert tr.v.shape == (len(times), K) and int(tr.num_steps) == int(full.num_steps), times
+        np.testing.assert_allclose(tr.predictor, np.asarray(full.predictor)[rows], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(tr.ood_error, np.asarray(full.ood_error)[rows], rtol=1e-12)
+    assert padded._integrate._cache_size() == before
+    assert [padded.time_bucket(t) for t in (1, 2, 3, 4, 5, 8, 9, 17)] == [4, 4, 4, 4, 8, 8, 16, 32]

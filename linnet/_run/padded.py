@@ -5,8 +5,9 @@ A method that declares `pad` says that its state and arguments can be padded in 
 columns that do not move. For the FT flow these are columns with singular value s = 0, Uᵀy = 0 and G0 = 0: their
 residual, velocity and Newton blocks are zero, so padding is exact (`docs/theory.md`, "Reduced coordinates"). The
 integration program then depends on the bucket `bucket(r)` and on k, not on n, d or r, so a notebook's next cell
-with another n or d (same k, r in the same bucket) compiles no new solver: only the two small programs around it,
-which set up the state (`_prepare`) and turn the path into a `Trajectory` (`_finish`), are per shape.
+with another n or d (same k, r in the same bucket), or another number of times (padded to 4, 8, 16, … by repeated
+saves), compiles no new solver: only the two small programs around it, which set up the state (`_prepare`) and
+turn the path into a `Trajectory` (`_finish`), are per shape.
 
 The step controller's norm is the RMS norm over the unpadded state (`count` entries), so the padded solve takes
 the unpadded solve's decisions: the padded entries add exact zeros to every sum. The cost is arithmetic on
@@ -48,6 +49,23 @@ def paddable(solver) -> bool:
     return isinstance(solver, FusedKvaerno5) or not isinstance(solver, dfx.AbstractImplicitSolver)
 
 
+def time_bucket(T: int) -> int:
+    """The padded number of saved times: the smallest power of two ≥ T, at least 4."""
+    return max(4, 1 << (T - 1).bit_length())
+
+
+def _pad_times(times):
+    """(T,) times → (time_bucket(T),): the saves (all but the last time) continued by repeats of their last entry
+    (of 0 if there is none), then the last time. The solve takes the same steps, since saves are interpolated, not
+    stepped to; `_finish` keeps the entries of the original times."""
+    T = times.shape[0]
+    extra = time_bucket(T) - T
+    if extra == 0:
+        return times
+    fill = times[-2] if T > 1 else jnp.zeros((), times.dtype)
+    return jnp.concatenate([times[:-1], jnp.full((extra,), fill, times.dtype), times[-1:]])
+
+
 def _count_norm(count):
     """RMS norm over `count` entries (the unpadded state), of a padded pytree whose extra entries are zero."""
 
@@ -60,13 +78,14 @@ def _count_norm(count):
 
 
 @partial(jax.jit, static_argnames=("name", "loss", "statics"))
-def _prepare(problem, v0, reals, key, *, name, loss, statics):
+def _prepare(problem, v0, times, reals, key, *, name, loss, statics):
     m = get_method(name, loss)
     assert m.init is not None and m.pad is not None
     y0, args, _ = m.init(problem, v0, dict(reals) | dict(statics), key)
+    dtype = jax.tree_util.tree_leaves(y0)[0].dtype
     count = sum(x.size for x in jax.tree_util.tree_leaves(y0))
     y0p, argsp = m.pad(y0, args, bucket)
-    return y0p, argsp, jnp.asarray(count, jax.tree_util.tree_leaves(y0)[0].dtype)
+    return y0p, argsp, _pad_times(jnp.asarray(times, dtype)), jnp.asarray(count, dtype)
 
 
 @partial(jax.jit, static_argnames=("name", "loss", "solver", "max_steps"))
@@ -87,7 +106,13 @@ def _finish(problem, v0, times, reals, key, ys, result, steps, t_stop, *, name, 
     assert m.init is not None and m.decode is not None
     p = dict(reals) | dict(statics)
     y0, args, aux = m.init(problem, v0, p, key)  # the unpadded state's shapes and arguments (cheap, fused here)
-    ys = jax.tree_util.tree_map(lambda y, y_0: y[(slice(None), *(slice(0, n) for n in y_0.shape))], ys, y0)
+    T = times.shape[0]  # the saves asked for, then the last time: the padded ones between them are dropped
+
+    def unpad(y, y_0):
+        y = y if y.shape[0] == T else jnp.concatenate([y[: T - 1], y[-1:]])
+        return y[(slice(None), *(slice(0, n) for n in y_0.shape))]
+
+    ys = jax.tree_util.tree_map(unpad, ys, y0)
     v, dG, basis = m.decode(problem, ys, args, aux, p)
     tr = make_trajectory(problem, times, v, dG, basis, num_steps=steps, result=result, t_stop=t_stop,
                          method=method, solver=label, loss=m.loss)  # fmt: skip
@@ -97,11 +122,11 @@ def _finish(problem, v0, times, reals, key, ys, result, steps, t_stop, *, name, 
 def padded_core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, solver, max_steps) -> Trajectory:
     """What `simulate`'s core computes for a flow that declares `pad`, as three programs (see the module
     docstring); the same arguments and the same `Trajectory` (with B0 and the basis left out, as the core does)."""
-    y0, args, count = _prepare(problem, v0, reals, key, name=name, loss=loss, statics=statics)
-    ys, result, steps, t_stop = _integrate(y0, args, times, rtol, atol, count, name=name, loss=loss, solver=solver,
-                                           max_steps=max_steps)  # fmt: skip
+    y0, args, padded_times, count = _prepare(problem, v0, times, reals, key, name=name, loss=loss, statics=statics)
+    ys, result, steps, t_stop = _integrate(y0, args, padded_times, rtol, atol, count, name=name, loss=loss,
+                                           solver=solver, max_steps=max_steps)  # fmt: skip
     return _finish(problem, v0, times, reals, key, ys, result, steps, t_stop, name=name, loss=loss, statics=statics,
                    label=solver_name(solver), method=name)  # fmt: skip
 
 
-__all__ = ["bucket", "paddable", "padded_core"]
+__all__ = ["bucket", "paddable", "padded_core", "time_bucket"]
