@@ -58,9 +58,9 @@ elif sys.argv[1] == "profile":  # where the first call's time goes: the FT flow'
         t0 = time.perf_counter(); tr = f.trace(*a, **kw); t1 = time.perf_counter(); lo = tr.lower()
         t2 = time.perf_counter(); c = lo.compile(); t3 = time.perf_counter()
         return c, [t1 - t0, t2 - t1, t3 - t2]
-    c, out["prepare"] = aot(padded._prepare, p, v0, reals, None, name="ft", loss="squared", statics=())
-    y0, args, count = c(p, v0, reals, None)
-    _, out["integrate"] = aot(padded._integrate, y0, args, ts, 1e-8, 1e-10, count, name="ft", loss="squared",
+    c, out["prepare"] = aot(padded._prepare, p, v0, ts, reals, None, name="ft", loss="squared", statics=())
+    y0, args, tp, count = c(p, v0, ts, reals, None)
+    _, out["integrate"] = aot(padded._integrate, y0, args, tp, 1e-8, 1e-10, count, name="ft", loss="squared",
                               solver=ft_flow.default_solver(), max_steps=100_000)
 else:  # a typical first session: FT, its gradient, LP, LP-FT, three heads at once, a second shape
     def session():
