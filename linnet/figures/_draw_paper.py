@@ -73,9 +73,13 @@ def draw_ood_vs_eps(data: dict):
     plt = _style()
     fig, ax = plt.subplots()
     eps = np.asarray(data["eps"])
+    # LP and LP-FT nearly coincide (their limits agree to O(ε²)): LP-FT is drawn dashed with hollow markers over
+    # LP's solid line and filled markers, so that both stay visible where they overlap
+    style = {"LP-FT": dict(ls="--", marker="o", mfc="none", ms=5)}
     for m in _METHODS:
         d = data[m]
-        ax.loglog(eps, d["mean"], "o-", ms=3, color=COLORS[m], label=f"{m}: slope {d['slope']:.2f}")
+        kw = style.get(m, dict(ls="-", marker="o", ms=3))
+        ax.loglog(eps, d["mean"], color=COLORS[m], label=f"{m}: slope {d['slope']:.2f}", **kw)
         ax.fill_between(eps, np.maximum(d["q10"], 1e-300), d["q90"], color=COLORS[m], alpha=0.2)
     ax.set_xlabel("feature error ε = d(B0, B*)")
     ax.set_ylabel("L_ood at t = ∞  (mean, 10–90 %)")
