@@ -67,7 +67,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
             if r.size == size:
                 print(f"  {r.method:45s} {r.seconds:10.3f} s  rel err {r.rel_error:.2e}  {r.note}", flush=True)
         write(out, rows, extra, None, None, budget)  # partial results survive a later failure
-    from . import latency, setup_profile, step_profile
+    from . import accuracy, latency, setup_profile, step_profile
 
     # with --keep-sections, the sections after the sizes are taken from RESULTS.json where it has them
     kept = old if keep_sections else {}
@@ -80,6 +80,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
         "setup_profile": setup_profile.profile,
         "d_scaling": suite.d_scaling,
         "latency": latency.latency,
+        "accuracy": accuracy.accuracy,
     }
     if smoke:
         sections = {
@@ -90,6 +91,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
             "setup_profile": lambda: setup_profile.profile(60, 20),
             "d_scaling": lambda: suite.d_scaling((100, 200), n=20, k=2),
             "latency": lambda: latency.latency((40, 2, 10)),
+            "accuracy": lambda: accuracy.accuracy(1),
         }
     for name, compute in sections.items():
         have = kept.get(name, kept.get("extra", {}).get(name))
@@ -194,6 +196,9 @@ def write(out: Path, rows, extra, thr, dsc, budget):
     from .latency import table
 
     lines += table(extra.get("latency"))
+    from .accuracy import table as accuracy_table
+
+    lines += accuracy_table(extra.get("accuracy"))
     lines += _targets(rows, thr, dsc, extra)
     out.write_text("\n".join(lines))
     (out.with_suffix(".json")).write_text(
@@ -339,6 +344,11 @@ def _targets(rows, thr, dsc, extra):
             ratio = value / rb
             out.append(f"| {label} ÷ diffrax's first Robertson solve ≤ {goal:g}× | {ratio:.2f}× | "
                        f"{'yes' if ratio <= goal else 'no'} |")  # fmt: skip
+    acc = extra.get("accuracy")
+    if acc:
+        worst = max(r["worst"] for r in acc)
+        out.append(f"| global error at rtol 1e-8, every path and saved time, ≤ 1e-7 | {worst:.1e} | "
+                   f"{'yes' if worst <= 1e-7 else 'no'} |")  # fmt: skip
     return [*out, ""]
 
 

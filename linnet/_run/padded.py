@@ -56,8 +56,8 @@ def time_bucket(T: int) -> int:
 
 def _pad_times(times):
     """(T,) times → (time_bucket(T),): the saves (all but the last time) continued by repeats of their last entry
-    (of 0 if there is none), then the last time. The solve takes the same steps, since saves are interpolated, not
-    stepped to; `_finish` keeps the entries of the original times."""
+    (of 0 if there is none), then the last time. The solve takes the same steps: a repeated save time is stepped to
+    once; `_finish` keeps the entries of the original times."""
     T = times.shape[0]
     extra = time_bucket(T) - T
     if extra == 0:

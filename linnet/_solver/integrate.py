@@ -3,9 +3,11 @@ is integrated here, saved at the requested times, and stopped at a steady state 
 
 Times. `times` (T,) is increasing from ≥ 0; its last entry may be `inf`. The solve runs from t = 0 to
 t1 = times[-1] and saves at times[:-1] and at t1, so one code path serves finite and infinite horizons and
-`times` may be traced. The method's steady-state rule is a diffrax `Event`: when it fires, the solve ends there
-(for t1 = ∞ this is how the limit is reached; for a finite t1 past the steady state it saves work), and every
-requested time after the stop gets the stopped state, which is the limit to tolerance.
+`times` may be traced. The saved times are stepped to (the step controller clips a step that would pass one),
+so a saved state carries the step's own error, not that of the dense output between steps. The method's
+steady-state rule is a diffrax `Event`: when it fires, the solve ends there (for t1 = ∞ this is how the limit is
+reached; for a finite t1 past the steady state it saves work), and every requested time after the stop gets the
+stopped state, which is the limit to tolerance.
 
 Differentiation. `jax.grad` goes through the solve by diffrax's default `RecursiveCheckpointAdjoint`
 (backpropagation through the steps actually taken, with checkpointing). At t = ∞ this differentiates the
@@ -62,8 +64,16 @@ def integrate(
         y0=y0,
         args=args,
         saveat=saveat,
+        # the saved times are stepped to, not interpolated: the dense output between a step's ends is a cubic
+        # Hermite polynomial (third order), so a fifth-order step much longer than its error allows for the
+        # cubic put the saved states far outside the tolerance (up to 100 × rtol on FT paths; tests/test_accuracy.py)
         stepsize_controller=dfx.PIDController(
-            rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4, **({} if norm is None else {"norm": norm})
+            rtol=rtol,
+            atol=atol,
+            pcoeff=0.3,
+            icoeff=0.4,
+            step_ts=ts if ts.shape[0] > 0 else None,
+            **({} if norm is None else {"norm": norm}),
         ),
         event=None if steady is None else dfx.Event(steady),
         max_steps=max_steps,
