@@ -1,24 +1,23 @@
 """Counterexample search for the paper's inequalities.
 
 For each inequality we look for instances that minimise the slack (simulated side minus bound side; negative means
-the statement is violated), in two ways:
+the statement is violated), in four ways:
 
 (a) `random_search`: large random sweeps over shapes (d, k, n, dim S), feature error ε, head scale (zero heads
     included), ‖v⋆‖ and the OOD second moment, simulated in vmapped batches at several times and at t = ∞;
 (b) `gradient_search`: BFGS on the instance itself (inputs X, features B0, B⋆, heads v0, v⋆) through the exact k = 1
     fine-tuning limit (docs/theory.md, "Reduced coordinates") and t = 0, with `jax.grad`; each minimiser is then
     replayed with the ODE simulator at every saved time;
-(c) `linnet._search.gradient_search_k`, for any k: Adam through the simulator itself (`jax.grad` of
-    `linnet.simulate`, t = ∞ included) over orthonormal-row features (exponential maps), X, v⋆ and v0; every
-    instance it reports is replayed by an independent scipy Radau integration of the full state.
-
+(c) `search_by_k` (`linnet.testing.statements`), for k = 1, 2, 3, 5: Theorem 3.1 in both readings of ε and its
+    corrected form, as relative slacks min_t (√L_ood + λε)/(c RHS₀) − 1, and at ε = 0 the estimate of the tight
+    constant c*(k), each through `linnet.testing.search` (random instances, then Adam through `jax.grad` of the
+    simulator); every reported worst instance is replayed by the independent reference (scipy Radau, full state);
 (d) `statements_search`: every statement of `linnet.testing.statements.PAPER` (Theorem 3.1 in both readings of ε,
-    its corrected and halved forms, Proposition 3.1, facts 1 and 2) through `linnet.testing.search`: random
-    instances of the testing family, Adam through `jax.grad`, shrinking, and the replay of the worst instance by
-    the independent reference. Its verdicts are those of `paper_repro.md`; (a)–(c) keep the measurements the
-    paper_repro rows quote (the k = 1 closed form, the tight constants c*(k)).
+    its corrected and halved forms, Proposition 3.1, facts 1 and 2) through `linnet.testing.search` on two small
+    shapes, with shrinking and the reference's replay. (a) and (b) keep the k = 1 measurements that paper_repro
+    quotes (the slack distribution of the figure `stress_slack`, the closed-form search).
 
-Statements searched by (a)–(c):
+Statements searched by (a) and (b):
 - "theorem_3_1": Theorem 3.1 (submission; camera-ready 3.2), Σ_ood = I, φ in the absolute-value form:
   slack = min_t √L_ood(t) − bound.
 - "theorem_3_1_eps_squared": the same with the theorem's own, squared reading of ε (`eps_form="theorem"`).
@@ -46,7 +45,7 @@ from ._errors import id_error_of_predictor
 from ._generators import subspace_shift, subspace_shifts
 from ._problem import Problem
 from ._run.predictors import batched_predictors
-from ._search import SEARCH_K, search_k
+from .testing.statements import SHAPES_BY_K, search_by_k
 from .testing.statements import search_paper as statements_search
 
 TIMES = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0, math.inf)
@@ -304,7 +303,8 @@ def stress(
     instances: int = 10_000,
     batch: int = 250,
     starts: int = 64,
-    ks=SEARCH_K,
+    ks=tuple(SHAPES_BY_K),
+    k_random: int = 256,
     k_starts: int = 8,
     k_steps: int = 60,
     statements_random: int = 256,
@@ -313,10 +313,11 @@ def stress(
     progress: bool = True,
     out: str | None = None,
 ) -> dict:
-    """Run the searches for every statement and summarise. `ks`: the k for the search through the simulator
-    (`k_starts` starts, `k_steps` Adam steps each; empty to skip it); `statements_*`: the budget of (d), the paper's
-    statements through `linnet.testing` (`statements_random=0` skips it). `out` (a path) saves the JSON report with
-    the worst instances so they can be replayed (`replay`, `simulated_slack`, `linnet._search.replay_radau`)."""
+    """Run the searches for every statement and summarise. `ks`: the k of (c), the search by k through
+    `linnet.testing` (`k_random` random instances, `k_starts` starts of `k_steps` Adam steps per k and statement;
+    empty to skip it); `statements_*`: the budget of (d), the paper's statements through `linnet.testing`
+    (`statements_random=0` skips it). `out` (a path) saves the JSON report with the worst instances so they can be
+    replayed (`replay` and `simulated_slack` for (a) and (b); `linnet.testing.Instance.from_json` for (c), (d))."""
     t0 = time.perf_counter()
     key = jax.random.PRNGKey(seed)
     reports = random_search(jax.random.fold_in(key, 0), instances=instances, batch=batch, progress=progress)
@@ -340,7 +341,10 @@ def stress(
             violations=sum(1 for f in found if f["relative_slack"] < 0),
             replayed=verified,
         )
-    summary_k = search_k(jax.random.fold_in(key, 7), ks, starts=k_starts, steps=k_steps, progress=progress)
+    summary_k = {}
+    if ks:
+        summary_k = search_by_k(jax.random.fold_in(key, 7), tuple(ks), random=k_random, starts=k_starts,
+                                steps=k_steps, progress=progress)  # fmt: skip
     statements = {}
     if statements_random:
         statements = statements_search(jax.random.fold_in(key, 11), random=statements_random, starts=statements_starts,

@@ -16,7 +16,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 import linnet
-from linnet._replay import radau_fine_tune
+from linnet.testing import radau_fine_tune
 
 jax.config.update("jax_enable_x64", True)
 

@@ -1,6 +1,5 @@
 """The counterexample search, and the pinned counterexample to Theorem 3.1 as printed."""
 
-import json
 import math
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import scipy.linalg as sla
 import linnet
 from linnet import stress
 from linnet import theory as th
+from linnet.testing import radau_fine_tune
 
 
 def test_pinned_counterexample_violates_theorem_3_1():
@@ -39,41 +39,50 @@ def test_pinned_counterexample_violates_theorem_3_1():
     assert abs(math.sqrt(float(tr.ood_error[-1])) - sqrt_ood_inf) < 1e-8
 
 
-# Pinned from the full `linnet stress` run (seed 0, default budgets; the instances are in tests/data), each the best
-# instance of its search: (file, ε reading, whether the printed φ² is negative there, worst Radau slack below).
+# Pinned from an earlier full `linnet stress` run (seed 0), each the best instance of its search, stored as
+# `linnet.testing.Instance` JSON in tests/data: (file, ε reading, the ε of that reading, whether the printed φ² is
+# negative there, the worst Radau slack below).
 FOUND = {
-    "k2_section": ("theorem_3_1_k2_violation.json", "section", True, -0.025),
-    "k3_eps_squared": ("theorem_3_1_k3_eps_squared_violation.json", "theorem", False, -0.07),
+    "k2_section": ("theorem_3_1_k2_violation.instance.json", "section", 0.1346513647438025, True, -0.025),
+    "k3_eps_squared": (
+        "theorem_3_1_k3_eps_squared_violation.instance.json",
+        "theorem",
+        0.03526205865812881,
+        False,
+        -0.07,
+    ),
 }
+PINNED_TIMES = (0.0, 0.1, 1.0, 10.0, math.inf)
 
 
 @pytest.mark.parametrize("case", sorted(FOUND))
-@pytest.mark.slow  # a search replayed by scipy Radau
+@pytest.mark.slow  # scipy Radau on the full state
 def test_instances_from_the_full_search_violate_theorem_3_1_for_k_above_one(case):
     """Theorem 3.1 fails for k > 1 too. k = 2 (d = 9, n = 4, ε = 0.135), Section 3.1's ε: the printed φ² is
     negative there (the printed bound is NaN), so it is the absolute-value reading that fails. k = 3 (ε = 0.188,
     ε² = 0.035), the theorem's ε²: φ² > 0 and both φ forms agree, so the statement fails exactly as printed in that
     reading. B0 and B⋆ have orthonormal rows and feature distance ε (checked); scipy Radau on the full state
-    (independent of linnet's solver) puts √L_ood below the bound at t = 1, 10 and ∞, and linnet's `fine_tune`
-    agrees with Radau to 1e-6."""
-    from linnet import _search
+    (`linnet.testing.radau_fine_tune`, independent of linnet's solver) puts √L_ood below the bound at t = 1, 10 and
+    ∞, and linnet's `fine_tune` agrees with Radau to 1e-6."""
+    from linnet.testing import Instance
 
-    name, eps_form, phi2_negative, worst = FOUND[case]
-    found = json.loads((Path(__file__).parent / "data" / name).read_text())
-    k = found["k"]
-    p, v0 = _search.unpack({a: np.asarray(b) for a, b in found["theta"].items()}, k)
+    name, eps_form, eps, phi2_negative, worst = FOUND[case]
+    inst = Instance.from_json((Path(__file__).parent / "data" / name).read_text())
+    p, v0 = inst.problem, inst.v0
+    k = p.k
     np.testing.assert_allclose(np.asarray(p.B0 @ p.B0.T), np.eye(k), atol=1e-12)
     np.testing.assert_allclose(np.asarray(p.B_star @ p.B_star.T), np.eye(k), atol=1e-12)
-    dist = float(linnet.feature_distance(p.B0, p.B_star))
-    assert (dist if eps_form == "section" else dist**2) == pytest.approx(found["eps"], rel=1e-10)  # ε or ε²
+    assert float(th.theorem_3_1_eps(p, eps_form)) == pytest.approx(eps, rel=1e-10)  # ε or ε²
     bound = float(th.ft_ood_lower_bound(p, v0, eps_form=eps_form))
     printed = float(th.ft_ood_lower_bound(p, v0, form="printed", eps_form=eps_form))
     assert math.isnan(printed) if phi2_negative else printed == pytest.approx(bound, rel=1e-12)
-    rep = _search.replay_radau(found, eps_form=eps_form)
-    assert rep["min_slack"] < worst
-    assert {1.0, 10.0, math.inf} <= set(rep["violated_at"])
-    tr = linnet.fine_tune(p, v0, list(_search.SEARCH_TIMES))
-    np.testing.assert_allclose(np.sqrt(np.asarray(tr.ood_error)), np.asarray(rep["slack"]) + bound, atol=1e-6)
+    v, B = radau_fine_tune(p.X, p.y, p.B0, v0, PINNED_TIMES)
+    root = np.linalg.norm(np.einsum("tkd,tk->td", B, v) - np.asarray(p.w_star), axis=1)
+    slack = root - bound
+    assert slack.min() < worst
+    assert np.all(slack[2:] < 0)  # t = 1, 10, ∞
+    tr = linnet.fine_tune(p, v0, list(PINNED_TIMES))
+    np.testing.assert_allclose(np.sqrt(np.asarray(tr.ood_error)), root, atol=1e-6)
 
 
 @pytest.mark.slow  # a search replayed by scipy Radau
@@ -95,7 +104,6 @@ def test_random_search_reports_and_replays():
     # independent scipy Radau integration of the full state (the search ran at rtol 1e-7: 1e-5 absolute)
     sl = stress.simulated_slack(r.worst)
     assert abs(np.min(sl) - r.min_slack) < 1e-5
-    from linnet._replay import radau_fine_tune
 
     p, v0 = stress.replay(r.worst)
     v, B = radau_fine_tune(p.X, p.y, p.B0, v0, stress.TIMES)

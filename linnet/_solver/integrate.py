@@ -67,13 +67,9 @@ def integrate(
         # the saved times are stepped to, not interpolated: the dense output between a step's ends is a cubic
         # Hermite polynomial (third order), so a fifth-order step much longer than its error allows for the
         # cubic put the saved states far outside the tolerance (up to 100 × rtol on FT paths; tests/test_accuracy.py)
-        stepsize_controller=dfx.PIDController(
-            rtol=rtol,
-            atol=atol,
-            pcoeff=0.3,
-            icoeff=0.4,
+        stepsize_controller=dfx.ClipStepSizeController(
+            dfx.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4, **({} if norm is None else {"norm": norm})),
             step_ts=ts if ts.shape[0] > 0 else None,
-            **({} if norm is None else {"norm": norm}),
         ),
         event=None if steady is None else dfx.Event(steady),
         max_steps=max_steps,

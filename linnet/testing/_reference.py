@@ -2,7 +2,7 @@
 
 Inside the context every `linnet.simulate` call (and so `fine_tune`, `linear_probe`, `lp_ft`, any statement built
 on them) is answered here, with nothing of linnet's solver: fine-tuning by scipy's Radau on the full state
-θ = (v, vec B) (`linnet._replay`, rtol 1e-10), linear probing by its exact solution written in NumPy/SciPy
+θ = (v, vec B) (`radau_fine_tune`, rtol 1e-10), linear probing by its exact solution written in NumPy/SciPy
 (least squares and a matrix exponential), and LP-FT as the two in sequence. The inputs must be concrete."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._context import REFERENCE
-from .._replay import radau_fine_tune
 from .._trajectory import RESULTS, make_trajectory
 from .._validate import check_times, is_traced
+from ._radau import radau_fine_tune
 
 RTOL, ATOL = 1e-10, 1e-12  # the reference's tolerances (Radau on the full state; steady state at ‖f‖ ≤ ATOL (1 + ‖θ‖))
 METHODS = ("lp", "ft", "lpft")

@@ -66,6 +66,41 @@ def balancedness(problem, v0):
     return 1e-6 * (1.0 + jnp.sum(v0**2) + jnp.sum(problem.B0**2)) - jnp.max(drift)
 
 
+def _relative(problem, v0, *, times=TIMES, c=1.0, eps_form="section", lam_w=False):
+    """min_t (√L_ood(t) + λ ε) / (c RHS₀) − 1, λ = 1 (or 1 + ‖w⋆‖ with `lam_w`): the statement
+    √L_ood(t) ≥ c RHS₀ − λ ε for all t, divided by its bound's scale, so that its sign is the absolute slack's and
+    a gradient search is not drawn to instances where everything is small. NaN (the search drops it) where
+    RHS₀ < 1e-4: below that the simulator's absolute accuracy (≈ 1e-8 ‖w⋆‖) no longer resolves the ratio."""
+    tr = fine_tune(problem, v0, times)
+    rhs0 = th.theorem_3_1_rhs0(problem, v0)
+    lam = 1.0 + jnp.linalg.norm(problem.w_star) if lam_w else 1.0
+    eps = th.theorem_3_1_eps(problem, eps_form)
+    ok = rhs0 >= 1e-4
+    ratio = jnp.min(jnp.sqrt(tr.ood_error) + lam * eps) / (c * jnp.where(ok, rhs0, 1.0)) - 1.0
+    return jnp.where(ok, ratio, jnp.nan)
+
+
+def theorem_3_1_relative(problem, v0):
+    """Theorem 3.1 as printed (Section 3.1's ε), relative: min_t (√L_ood(t) + ε)/RHS₀ − 1. At ε = 0,
+    1 + its infimum over a family is the tight constant c*(k) of √L_ood ≥ c RHS₀ on that family."""
+    return _relative(problem, v0)
+
+
+def theorem_3_1_eps_squared_relative(problem, v0):
+    """Theorem 3.1 in the theorem's ε² reading, relative: min_t (√L_ood(t) + ε²)/RHS₀ − 1."""
+    return _relative(problem, v0, eps_form="theorem")
+
+
+def theorem_3_1_corrected_relative(problem, v0):
+    """linnet's corrected form, relative: min_t (√L_ood(t) + (1 + ‖w⋆‖) ε)/(½ RHS₀) − 1."""
+    return _relative(problem, v0, c=th.C_STAR_K1, lam_w=True)
+
+
+def theorem_3_1_relative_limit(problem, v0):
+    """As `theorem_3_1_relative` at t = ∞ only: (√L_ood(∞) + ε)/RHS₀ − 1."""
+    return _relative(problem, v0, times=np.array([np.inf]))
+
+
 PAPER = {
     "theorem_3_1": theorem_3_1,
     "theorem_3_1_eps_squared": theorem_3_1_eps_squared,
@@ -101,10 +136,61 @@ def search_paper(key, *, random: int = 256, starts: int = 2, steps: int = 20, sh
             continue
         rep = search(statement, key=jax.random.fold_in(key, j), shapes=list(shapes), eps=eps, random=random,
                      starts=starts, steps=steps, progress=progress)  # fmt: skip
-        verdict = (
-            "no violation found" if not rep.violations else
-            "violated (confirmed)" if rep.confirmed else "violation not confirmed"
-        )  # fmt: skip
-        fields = {f.name: getattr(rep, f.name) for f in dataclasses.fields(rep) if f.name != "worst"}
-        out[name] = dict(fields, verdict=verdict, worst=None if rep.worst is None else rep.worst.to_json())
+        out[name] = _fields(rep)
     return out
+
+
+# The search by k (`search_by_k`): the smallest shapes (d, k, n) inside the theorem's regime 1 ≤ k < n < d,
+# k < d − n, with room for S⊥; each statement with the ε range it is searched over. At ε = 0 the ε term is gone and
+# 1 + the least relative slack found is an estimate, from above, of the tight constant c*(k).
+SHAPES_BY_K = {1: (6, 1, 3), 2: (9, 2, 4), 3: (11, 3, 5), 5: (15, 5, 7)}
+BY_K = {
+    "theorem_3_1": (theorem_3_1_relative, (0.0, 0.3)),
+    "theorem_3_1_eps_squared": (theorem_3_1_eps_squared_relative, (0.0, 0.3)),
+    "theorem_3_1_corrected": (theorem_3_1_corrected_relative, (0.0, 0.3)),
+    "c_star_all_t": (theorem_3_1_relative, (0.0, 0.0)),
+    "c_star_t_inf": (theorem_3_1_relative_limit, (0.0, 0.0)),
+}
+
+
+def search_by_k(key, ks=tuple(SHAPES_BY_K), *, random: int = 256, starts: int = 8, steps: int = 60,
+                names=None, progress: bool = True) -> dict:  # fmt: skip
+    """Theorem 3.1 at each k of `ks` through `linnet.testing.search`: each statement of `BY_K` (or those in
+    `names`) on the shape `SHAPES_BY_K[k]`, `random` random instances then `starts` × `steps` Adam steps. The
+    violations of the printed and corrected forms are shrunk and replayed; the ε = 0 searches (`c_star_*`) are not
+    shrunk (their least value is the estimate) and their worst instance is always replayed by the reference.
+
+    **Returns:** {k: {name: the report's fields, `verdict`, the worst instance's JSON, and for `c_star_*` also
+    `c_star_estimate` = 1 + min_slack and `c_star_replayed` = 1 + the reference's value}}."""
+    from ._search import replay, search
+
+    unknown = set(names or ()) - set(BY_K)
+    if unknown:
+        raise ValueError(f"`names` must be among {sorted(BY_K)}, got {sorted(unknown)}")
+    bad = [k for k in ks if k not in SHAPES_BY_K]
+    if bad:
+        raise ValueError(f"`ks` must be among {sorted(SHAPES_BY_K)}, got {bad}")
+    out = {}
+    for k in ks:
+        out[k] = {}
+        for j, (name, (statement, eps)) in enumerate(BY_K.items()):
+            if names is not None and name not in names:
+                continue
+            constant = name.startswith("c_star")
+            rep = search(statement, key=jax.random.fold_in(key, 10 * k + j), shapes=[SHAPES_BY_K[k]], eps=eps,
+                         random=random, starts=starts, steps=steps, progress=progress, shrink=not constant)  # fmt: skip
+            row = _fields(rep)
+            if constant and rep.worst is not None:
+                replayed = rep.replayed if rep.replayed is not None else replay(statement, rep.worst)
+                row.update(replayed=replayed, c_star_estimate=1.0 + rep.min_slack, c_star_replayed=1.0 + replayed)
+            out[k][name] = row
+    return out
+
+
+def _fields(rep) -> dict:
+    verdict = (
+        "no violation found" if not rep.violations else
+        "violated (confirmed)" if rep.confirmed else "violation not confirmed"
+    )  # fmt: skip
+    fields = {f.name: getattr(rep, f.name) for f in dataclasses.fields(rep) if f.name != "worst"}
+    return dict(fields, verdict=verdict, worst=None if rep.worst is None else rep.worst.to_json())
