@@ -88,7 +88,9 @@ def test_search_by_k_for_k2_with_eps_keeps_orthonormal_rows_and_radau_confirms_i
         assert 0.0 <= float(th.feature_error(p)) <= (0.3 + 1e-9 if name == "theorem_3_1" else 1e-9)
         statement = statements.BY_K[name][0]
         slack = float(statement(p, inst.v0))
-        assert slack == pytest.approx(row["min_slack"] if row["violations"] == 0 else row["worst_slack"], abs=1e-9)
+        # the search evaluated it compiled with the problem traced (the implicit solver), this call eagerly (the
+        # solver chosen from the data): two solves within rtol 1e-8, so 1e-6 (the search's tie tolerance)
+        assert slack == pytest.approx(row["worst_slack"], abs=1e-6)
         assert testing.replay(statement, inst) == pytest.approx(slack, abs=1e-6)
     assert out[2]["c_star_t_inf"]["c_star_replayed"] == pytest.approx(out[2]["c_star_t_inf"]["c_star_estimate"],
                                                                        abs=1e-6)  # fmt: skip
