@@ -25,10 +25,11 @@ def _same(quoted, value, digits=3):
 
 
 def test_id_vs_ood_row():
-    lp, ft = _quoted(r"at ε = 1e-02 in the figure \(`figures/id_vs_ood.json`\): LP ([\d.e+-]+), FT ([\d.e+-]+)")
+    (lp,) = _quoted(r"at ε = 1e-02 in the figure \(`figures/id_vs_ood.json`\): LP ([\d.e+-]+), FT < 1e-13")
     d = _fig("id_vs_ood")
     i = d["eps"].index(0.01)
-    assert _same(lp, d["LP"]["id_error"][i]) and _same(ft, d["FT"]["id_error"][i])
+    # FT's ID error at its limit is rounding (it moves with any recompilation), so it is quoted as a bound
+    assert _same(lp, d["LP"]["id_error"][i]) and 0 <= d["FT"]["id_error"][i] < 1e-13
 
 
 def test_stress_slack_row():
