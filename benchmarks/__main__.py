@@ -67,7 +67,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
             if r.size == size:
                 print(f"  {r.method:45s} {r.seconds:10.3f} s  rel err {r.rel_error:.2e}  {r.note}", flush=True)
         write(out, rows, extra, None, None, budget)  # partial results survive a later failure
-    from . import accuracy, latency, setup_profile, step_profile
+    from . import accuracy, latency, setup_profile, step_profile, testing_search
 
     # with --keep-sections, the sections after the sizes are taken from RESULTS.json where it has them
     kept = old if keep_sections else {}
@@ -81,6 +81,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
         "d_scaling": suite.d_scaling,
         "latency": latency.latency,
         "accuracy": accuracy.accuracy,
+        "testing_search": testing_search.measure,
     }
     if smoke:
         sections = {
@@ -91,7 +92,8 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
             "setup_profile": lambda: setup_profile.profile(60, 20),
             "d_scaling": lambda: suite.d_scaling((100, 200), n=20, k=2),
             "latency": lambda: latency.latency((40, 2, 10)),
-            "accuracy": lambda: accuracy.accuracy(1),
+            "accuracy": lambda: accuracy.accuracy(1, accuracy.TINY),
+            "testing_search": lambda: testing_search.measure(8, default_search=False),
         }
     for name, compute in sections.items():
         have = kept.get(name, kept.get("extra", {}).get(name))
@@ -199,6 +201,9 @@ def write(out: Path, rows, extra, thr, dsc, budget):
     from .accuracy import table as accuracy_table
 
     lines += accuracy_table(extra.get("accuracy"))
+    from .testing_search import table as search_table
+
+    lines += search_table(extra.get("testing_search"), "## linnet.testing.search")
     lines += _targets(rows, thr, dsc, extra)
     out.write_text("\n".join(lines))
     (out.with_suffix(".json")).write_text(

@@ -40,6 +40,9 @@ FAMILIES = {
 }
 
 
+TINY = {"whitened (d = 12, k = 1, n = 4; the smoke run)": (_whitened, (12, 4), (1,), dfx.Dopri8())}
+
+
 def accuracy(seeds: int = 8, families=None) -> list[dict]:
     """**Returns** one row per (family, path): worst and median relative error over instances, instances over 1e-7
     and the total steps taken."""

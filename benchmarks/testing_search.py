@@ -33,9 +33,12 @@ def measure(random: int = 256, default_search: bool = True) -> dict:
     return out
 
 
-def write(r: dict, out: Path) -> None:
+def table(r: dict | None, heading: str = "# linnet.testing.search: time") -> list[str]:
+    """The Markdown lines of a `measure` result (its own file's, or a section of RESULTS.md with `heading`)."""
+    if not r:
+        return []
     lines = [
-        "# linnet.testing.search: time",
+        heading,
         "",
         "Statement: Theorem 3.1 as printed (`linnet.testing.statements.theorem_3_1`, FT at 7 times, t = ∞ included),",
         "shape (d, k, n) = (12, 2, 8), float64, 2 CPU cores.",
@@ -48,7 +51,11 @@ def write(r: dict, out: Path) -> None:
     if "default_s" in r:
         part = "default search (1 024 random, 8 starts × 60 Adam steps, shrink, replay)"
         lines += [f"| {part} | {r['default_s']:.0f} s |", "", f"Its report: {r['report']}"]
-    out.write_text("\n".join(lines) + "\n")
+    return [*lines, ""]
+
+
+def write(r: dict, out: Path) -> None:
+    out.write_text("\n".join(table(r)))
 
 
 def main():

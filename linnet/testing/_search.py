@@ -101,7 +101,10 @@ def _compiled(statement):
     return _COMPILED[statement]
 
 
-# --- the gradient part's parametrisation: (X, B⋆, E, ε, v⋆, v0) with B0 = cos θ B⋆ + sin θ E, orthonormal rows ---
+# --- the gradient part's parametrisation: (X, B⋆, E, ε, row angles, U, v⋆, v0) with
+# B0 = U (cos Θ B⋆ + sin Θ E): orthonormal rows, principal angles θᵢ ≤ θ_max = 2 arcsin(ε/2) (the largest equal
+# to it, so d(B0, B⋆) = ε exactly) and a rotation U of B0's rows, which the head sees. A random instance has U = I
+# and equal angles; the descent frees both (a family with them fixed missed Theorem 3.1's violations at k > 1)
 
 
 def _orthonormal_rows(A):
@@ -115,12 +118,15 @@ def _build(theta, eps) -> tuple[Problem, jax.Array]:
     E = theta["E"] - (theta["E"] @ Bs.T) @ Bs
     E = _orthonormal_rows(E)
     e = lo + (hi - lo) * jax.nn.sigmoid(theta["e"]) if hi > lo else jnp.asarray(lo, Bs.dtype)
-    ang = 2.0 * jnp.arcsin(e / 2.0)
-    B0 = jnp.cos(ang) * Bs + jnp.sin(ang) * E
+    share = jax.nn.sigmoid(theta["a"])
+    ang = 2.0 * jnp.arcsin(e / 2.0) * (share / jnp.max(share))[:, None]
+    U = _orthonormal_rows(theta["U"])
+    B0 = U @ (jnp.cos(ang) * Bs + jnp.sin(ang) * E)
     return Problem(theta["X"], B0, Bs, theta["vs"]), theta["v0"]
 
 
 def _theta(inst: Instance, eps, key) -> dict:
+    """The parameters of a family instance (U = I, equal angles), from which the descent starts."""
     p = inst.problem
     lo, hi = eps
     e = float(feature_distance(p.B0, p.B_star))
@@ -130,7 +136,9 @@ def _theta(inst: Instance, eps, key) -> dict:
     else:
         E = jax.random.normal(key, p.B0.shape, p.X.dtype)
     u = min(max((e - lo) / (hi - lo), 1e-6), 1 - 1e-6) if hi > lo else 0.5
-    return dict(X=p.X, Bs=p.B_star, E=E, e=jnp.asarray(math.log(u / (1 - u)), p.X.dtype), vs=p.v_star, v0=inst.v0)
+    k = p.B0.shape[0]
+    return dict(X=p.X, Bs=p.B_star, E=E, e=jnp.asarray(math.log(u / (1 - u)), p.X.dtype), vs=p.v_star, v0=inst.v0,
+                a=jnp.full((k,), 3.0, p.X.dtype), U=jnp.eye(k, dtype=p.X.dtype))  # fmt: skip
 
 
 def _descend(statement, inst: Instance, eps, steps: int, lr: float, key) -> tuple[float, Instance] | None:
