@@ -181,6 +181,29 @@ def warn_tolerance(rtol: float, atol: float, dtype) -> None:
         )
 
 
+def warn_unresolved_limit(s, rtol: float, dtype) -> None:
+    """Warn when a flow's limit t = ∞ cannot be resolved to `rtol`: the slowest mode of the FT-family flows
+    relaxes at a rate ∝ s_min² while the velocity carries rounding noise ∝ eps s_max², so once
+    eps (s_max / s_min)² > rtol (s the nonzero singular values of X) the steady-state test stops on the noise with
+    the slowest modes unconverged: the limit is accurate only to about eps cond(X)² in relative terms, and the
+    search of `linnet.testing` found Proposition 3.1 "violated" on such instances (paper_repro.md)."""
+    s = np.asarray(s, dtype=np.float64)
+    s = s[s > 0]
+    if s.size == 0:
+        return
+    eps = float(jnp.finfo(dtype).eps)
+    floor = eps * float(s.max() / s.min()) ** 2
+    if floor > rtol:
+        warnings.warn(
+            f"cond(X)² · eps = {floor:.1e} exceeds rtol = {rtol:g}: the slowest modes of the flow (singular value "
+            f"{s.min():.2e} of X against {s.max():.2e}) move below the rounding noise of its velocity, so the state "
+            "returned for t = inf may be off in those modes by about that relative amount. Drop X's tiny singular "
+            "directions (they carry almost no data), or use float64 / a looser rtol knowingly.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def check_tolerance(x: float, name: str) -> float:
     x = float(x)
     if not (np.isfinite(x) and x > 0):

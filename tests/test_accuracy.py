@@ -163,3 +163,46 @@ def test_error_scales_with_rtol(cases):
     loose = _worst([f(p, v0, 1e-8) for p, v0, _ in cases], refs)
     tight = _worst([f(p, v0, 1e-10) for p, v0, _ in cases], refs)
     assert tight <= loose / 10
+
+
+def _with_singular_values(s, d=8, k=1, seed=0):
+    rng = np.random.default_rng(seed)
+    n = len(s)
+    U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    V = np.linalg.qr(rng.standard_normal((d, n)))[0]
+    X = U @ np.diag(s) @ V.T
+    B = np.linalg.qr(rng.standard_normal((d, k)))[0].T
+    return linnet.Problem(jnp.asarray(X), jnp.asarray(B), jnp.asarray(B), jnp.asarray(rng.standard_normal(k)))
+
+
+def test_a_limit_below_the_rounding_floor_is_warned_about():
+    """With singular values of X spanning 3 … 1e-6, eps cond(X)² = 2e-3 > rtol: the slowest mode's velocity is below
+    the rounding noise of the field, so the t = ∞ state cannot be resolved to rtol and FT says so; with a spread of
+    3 … 0.1 (eps cond² = 2e-13) it does not. Finite times alone are not concerned."""
+    bad = _with_singular_values([3.0, 1.0, 1e-6])
+    with pytest.warns(UserWarning, match=r"cond\(X\)² · eps = 2\.0e-03 exceeds rtol"):
+        linnet.fine_tune(bad, jnp.asarray([0.5]), [0.0, np.inf])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        linnet.fine_tune(_with_singular_values([3.0, 1.0, 0.1]), jnp.asarray([0.5]), [0.0, np.inf])
+        linnet.fine_tune(bad, jnp.asarray([0.5]), [0.0, 1.0])
+
+
+def test_proposition_3_1_says_nothing_outside_its_hypothesis_or_the_resolution():
+    """`statements.proposition_3_1` is NaN (the search drops it) where w⋆ ∈ rowspace(B0) (here B0 = B⋆) and where
+    eps cond(X)² > 1e-8; a finite slack otherwise."""
+    import warnings
+
+    from linnet.testing import statements
+
+    same = _with_singular_values([3.0, 1.0, 0.5], k=1)  # B0 = B⋆: w⋆ in rowspace(B0)
+    assert np.isnan(float(statements.proposition_3_1(same, jnp.asarray([0.5]))))
+    other = same.replace(B0=jnp.asarray(np.linalg.qr(np.random.default_rng(3).standard_normal((8, 1)))[0].T))
+    assert np.isfinite(float(statements.proposition_3_1(other, jnp.asarray([0.5]))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        flat = _with_singular_values([3.0, 1.0, 1e-6], k=1)
+        flat = flat.replace(B0=other.B0)
+        assert np.isnan(float(statements.proposition_3_1(flat, jnp.asarray([0.5]))))

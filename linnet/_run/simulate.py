@@ -42,6 +42,7 @@ from .._validate import (
     check_value,
     is_traced,
     warn_tolerance,
+    warn_unresolved_limit,
 )
 from .padded import paddable, padded_core
 
@@ -228,6 +229,8 @@ def simulate(
     dtype = problem.X.dtype
     if m.kind != "closed_form":  # a closed form is exact: its tolerances are not used
         warn_tolerance(rtol, atol, dtype)
+        if m.pad is not None and not is_traced(problem, times) and bool(np.isinf(np.asarray(times)[-1])):
+            warn_unresolved_limit(problem.reduced.s, rtol, dtype)  # the FT-family flows (they pad r)
     reals, statics = parse_params(m, params, dtype)
     p = {**reals, **dict(statics)}
     if m.checks is not None:
