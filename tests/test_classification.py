@@ -305,6 +305,7 @@ def test_log_time_makes_decades_cheap(problem, v0):
     assert (steps[15] - steps[6]) / 9 < 0.25 * steps[6] / 6, steps
 
 
+@pytest.mark.slow  # a sweep and the CLI, each compiling the logistic flow (about 8 s)
 def test_sweep_and_cli_take_the_loss(problem, v0, tmp_path, capsys):
     """`sweep(loss="logistic")` equals the single calls (1e-10), with a dict's own "lp_time"; `linnet run --loss
     logistic` (in process, as the console script calls `cli.main`) prints the 0-1 error table."""

@@ -62,6 +62,7 @@ def test_a_new_shape_in_a_bucket_compiles_no_new_integration_and_matches_the_unp
     np.testing.assert_allclose(tr.dG, np.asarray(G) - np.asarray(red.G0)[None], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow  # three unpadded reference integrations, each compiled (about 9 s)
 def test_another_number_of_times_compiles_no_new_integration_and_keeps_the_values():
     """The times are padded to 4, 8, 16, … by repeating the last save (0 when there is none): after a run at 4
     times, runs at 1, 2 and 3 times (t = ∞ alone included) add no integration program, and each equals the
