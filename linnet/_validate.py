@@ -181,18 +181,25 @@ def warn_tolerance(rtol: float, atol: float, dtype) -> None:
         )
 
 
+def limit_floor(s) -> jax.Array:
+    """eps · (s_max / s_min)² over the nonzero singular values `s` of X: the relative accuracy below which the
+    FT-family flows cannot resolve their t = ∞ state (see `warn_unresolved_limit`). Traceable."""
+    s = jnp.asarray(s)
+    s_min = jnp.min(jnp.where(s > 0, s, jnp.inf))
+    return jnp.finfo(s.dtype).eps * (jnp.max(s) / s_min) ** 2
+
+
 def warn_unresolved_limit(s, rtol: float, dtype) -> None:
     """Warn when a flow's limit t = ∞ cannot be resolved to `rtol`: the slowest mode of the FT-family flows
     relaxes at a rate ∝ s_min² while the velocity carries rounding noise ∝ eps s_max², so once
     eps (s_max / s_min)² > rtol (s the nonzero singular values of X) the steady-state test stops on the noise with
     the slowest modes unconverged: the limit is accurate only to about eps cond(X)² in relative terms, and the
     search of `linnet.testing` found Proposition 3.1 "violated" on such instances (paper_repro.md)."""
-    s = np.asarray(s, dtype=np.float64)
-    s = s[s > 0]
-    if s.size == 0:
+    s = np.asarray(s, dtype=dtype)
+    if not np.any(s > 0):
         return
-    eps = float(jnp.finfo(dtype).eps)
-    floor = eps * float(s.max() / s.min()) ** 2
+    floor = float(limit_floor(s))
+    s = s[s > 0]
     if floor > rtol:
         warnings.warn(
             f"cond(X)² · eps = {floor:.1e} exceeds rtol = {rtol:g}: the slowest modes of the flow (singular value "

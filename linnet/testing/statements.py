@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import theory as th
 from .._methods.paper import fine_tune, linear_probe
+from .._validate import limit_floor
 
 TIMES = np.array([0.0, 0.01, 0.1, 1.0, 10.0, 100.0, np.inf])  # where "for all t" is checked
 
@@ -44,15 +45,13 @@ def theorem_3_1_halved(problem, v0):
 def proposition_3_1(problem, v0):
     """FT beats LP in distribution: L_id:subspace(LP∞) − L_id:subspace(FT∞). NaN (says nothing; the search drops
     it) where its hypothesis fails, w⋆ ∈ rowspace(B0) (to 1e-6 ‖w⋆‖; shrinking to ε = 0 gets there), or where FT's
-    limit cannot be resolved: eps cond(X)² > 1e-8 (see `linnet._validate.warn_unresolved_limit`); on such instances
+    limit cannot be resolved: eps cond(X)² > 1e-8 (`linnet._validate.limit_floor`); on such instances
     both the simulator and the reference stop with X's slowest directions unconverged and report FT's ID error
     above LP's exact one."""
     diff = linear_probe(problem, v0, [jnp.inf]).id_error[-1] - fine_tune(problem, v0, [jnp.inf]).id_error[-1]
     w, B0 = problem.w_star, problem.B0
     off_rowspace = jnp.linalg.norm(w - B0.T @ (B0 @ w)) > 1e-6 * jnp.linalg.norm(w)
-    s = problem.reduced.s
-    s_min = jnp.min(jnp.where(s > 0, s, jnp.inf))
-    resolved = jnp.finfo(s.dtype).eps * (jnp.max(s) / s_min) ** 2 <= 1e-8
+    resolved = limit_floor(problem.reduced.s) <= 1e-8
     return jnp.where(off_rowspace & resolved, diff, jnp.nan)
 
 
