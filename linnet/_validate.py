@@ -183,10 +183,11 @@ def warn_tolerance(rtol: float, atol: float, dtype) -> None:
 
 def limit_floor(s) -> jax.Array:
     """eps · (s_max / s_min)² over the nonzero singular values `s` of X: the relative accuracy below which the
-    FT-family flows cannot resolve their t = ∞ state (see `warn_unresolved_limit`). Traceable."""
-    s = jnp.asarray(s)
-    s_min = jnp.min(jnp.where(s > 0, s, jnp.inf))
-    return jnp.finfo(s.dtype).eps * (jnp.max(s) / s_min) ** 2
+    FT-family flows cannot resolve their t = ∞ state (see `warn_unresolved_limit`). Traceable; a NumPy input is
+    computed in NumPy (the eager warning may run inside an outer `jit`, where JAX operations would be staged)."""
+    xp = np if isinstance(s, np.ndarray) else jnp
+    s_min = xp.min(xp.where(s > 0, s, xp.inf))
+    return xp.finfo(s.dtype).eps * (xp.max(s) / s_min) ** 2
 
 
 def warn_unresolved_limit(s, rtol: float, dtype) -> None:
