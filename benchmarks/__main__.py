@@ -154,7 +154,7 @@ def write(out: Path, rows, extra, thr, dsc, budget):
             "(10⁶)² Jacobian and are not run; the explicit competitors are (diffrax Tsit5 with a stable first step, "
             "see the notes). "
             "On Gaussian inputs (`paper`) the automatic choice is Tsit5 (cond(X)² ≈ 34, not stiff); on the default "
-            "generator (`paper-subspace`, stiff) it is `FusedKvaerno5` (Kvaerno5 as one fused step) with the "
+            "generator (`paper-subspace`, stiff) it is `Rodas5P` (a Rosenbrock–Wanner method) with the "
             "closed-form Newton solve, and X's "
             "factorisation goes through X Xᵀ (`linnet._geometry`, with its orthogonality check). The setup time is "
             "the generator's draw and that factorisation, done once per problem. float32 is not run at "

@@ -1,6 +1,6 @@
 """Accuracy per tolerance: FT's predictor Bᵀv at every saved time, at the default rtol = 1e-8 / atol = 1e-10, on
 every path a user reaches (eager default; `jit` with the problem traced, where the default cannot inspect cond(X)
-and runs the implicit FusedKvaerno5; diffrax's own Kvaerno5 as `solver=`), against an rtol-1e-12 reference.
+and runs the stiff default, Rodas5P; diffrax's own Kvaerno5 as `solver=`), against an rtol-1e-12 reference.
 
 Two families: whitened inputs (X Xᵀ = I: not stiff, long implicit steps under `jit`; reference diffrax Dopri8 at
 rtol 1e-12) and the default generator (stiff; reference diffrax Kvaerno5 at rtol 1e-12). The error of a path is
@@ -50,7 +50,7 @@ def accuracy(seeds: int = 8, families=None) -> list[dict]:
     jitted = jax.jit(lambda p, v0: linnet.fine_tune(p, v0, times))
     paths = {
         "eager, default solver": lambda p, v0: linnet.fine_tune(p, v0, times),
-        "jit, problem traced (FusedKvaerno5)": jitted,
+        "jit, problem traced (Rodas5P)": jitted,
         "diffrax Kvaerno5 (`solver=`)": lambda p, v0: linnet.fine_tune(p, v0, times, solver=dfx.Kvaerno5()),
     }
     rows = []

@@ -127,7 +127,7 @@ def table(lat: dict | None) -> list[str]:
         tr, lo, co = prof["integrate"]
         lines += [
             f"Where the first call goes (ahead-of-time, a third fresh process): the FT flow's integration program "
-            f"(`linnet._run.padded._integrate`: the fused Kvaerno5 step in diffrax's loop, the steady-state event, "
+            f"(`linnet._run.padded._integrate`: the Rodas5P step in diffrax's loop, the steady-state event, "
             f"saves) traces in {tr:.2f} s, lowers in {lo:.2f} s and compiles in {co:.2f} s (XLA); the per-shape "
             f"set-up program compiles in {sum(prof['prepare']):.2f} s. XLA's compilation of the one integration "
             "program is the miss of the first-call target; a new shape in a compiled bucket pays only the small "

@@ -88,11 +88,15 @@ def linnet_rows(size, problem, v0, ref_w, t_star, repeats=3, other_solver=True):
     rows.append(Row(size, "linnet.fine_tune (warm)", warm, err, f"{int(tr.num_steps)} steps"))
     if not other_solver:
         return rows
-    if not explicit:  # the same method and Newton solve inside diffrax's own Kvaerno5 (its stage and Newton loops)
-        same = _flow.structured_solver()
-        c, tr3 = _timed(lambda: linnet.fine_tune(problem, v0, [np.inf], solver=same))
-        w = min(_timed(lambda: linnet.fine_tune(problem, v0, [np.inf], solver=same))[0] for _ in range(repeats))
-        rows.append(Row(size, "linnet.fine_tune, solver=diffrax Kvaerno5+ShermanMorrison (warm)", w,
+    # Kvaerno5 with the same closed-form Newton solve: fused into one step (the default before Rodas5P), and
+    # inside diffrax's own Kvaerno5 (its stage and Newton loops)
+    kvaerno = [("FusedKvaerno5+ShermanMorrison", _flow.kvaerno5_solver()),
+               ("diffrax Kvaerno5+ShermanMorrison", _flow.structured_solver())]  # fmt: skip
+    for label, same in [] if explicit else kvaerno:
+        c, tr3 = _timed(lambda same=same: linnet.fine_tune(problem, v0, [np.inf], solver=same))
+        w = min(_timed(lambda same=same: linnet.fine_tune(problem, v0, [np.inf], solver=same))[0]
+                for _ in range(repeats))  # fmt: skip
+        rows.append(Row(size, f"linnet.fine_tune, solver={label} (warm)", w,
                         _rel(tr3.predictor[-1], ref_w), f"{int(tr3.num_steps)} steps, cold {c:.2f} s"))  # fmt: skip
     other = _flow.default_solver() if explicit else choice.explicit_solver()
     name = (

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 import scipy.linalg as sla
-from helpers import full_ft_rhs
+from helpers import full_ft_rhs, rounding_tol
 from scipy.integrate import solve_ivp
 
 import linnet
@@ -222,7 +222,8 @@ def test_explicit_first_step_is_stable_at_large_k():
 def test_trajectory_holds_the_problems_own_arrays_and_agrees_under_jit(small_problem):
     """The compiled core leaves B0 and V out of its outputs (XLA would copy them) and `simulate` puts the problem's
     own arrays back: eagerly they are the same objects, and under `jax.jit` the same values, with the same
-    predictor to 1e-12 (two compilations of one solve)."""
+    predictor to rounding (two compilations of one solve: 1e-12 at t = 1, `rounding_tol` at t = ∞, where the
+    steady-state stop follows the step sizes, which follow the rounding)."""
     p = small_problem
     v0 = np.ones(p.k)
     tr = linnet.fine_tune(p, v0, [1.0, np.inf])
@@ -230,4 +231,6 @@ def test_trajectory_holds_the_problems_own_arrays_and_agrees_under_jit(small_pro
     jt = jax.jit(lambda p: linnet.fine_tune(p, v0, [1.0, np.inf]))(p)
     np.testing.assert_array_equal(np.asarray(jt.basis), np.asarray(p.reduced.V))
     np.testing.assert_array_equal(np.asarray(jt.B0), np.asarray(p.B0))
-    np.testing.assert_allclose(np.asarray(jt.predictor), np.asarray(tr.predictor), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(jt.predictor[0]), np.asarray(tr.predictor[0]), rtol=0, atol=1e-12)
+    diff = np.max(np.abs(np.asarray(jt.predictor[1]) - np.asarray(tr.predictor[1])))
+    assert diff <= rounding_tol(p, tr, jt) * np.max(np.abs(np.asarray(tr.predictor[1])))

@@ -1,6 +1,7 @@
-"""`FusedKvaerno5`, the default implicit solver: diffrax's Kvaerno5 step for step at two chord iterations, scipy's
-Radau at its default three, failed stages rejected, bad arguments refused; its dense-LU Newton solve (the flows with
-no structure: logistic loss, LoRA, deep) against the closed form and against diffrax's Kvaerno5."""
+"""`FusedKvaerno5`, Kvaerno5 as one fused step (the default of the flows with a dense Newton solve; the FT family's
+through `ft_flow.kvaerno5_solver()`): diffrax's Kvaerno5 step for step at two chord iterations, scipy's Radau at its
+default three, failed stages rejected, bad arguments refused; its dense-LU Newton solve (the flows with no
+structure: logistic loss, LoRA, deep) against the closed form and against diffrax's Kvaerno5."""
 
 import diffrax as dfx
 import jax
@@ -170,15 +171,3 @@ def test_lu_newton_solve_with_two_iterations_takes_diffrax_kvaerno5s_steps_on_th
     err = np.linalg.norm(fused - ref, axis=1) / np.linalg.norm(ref, axis=1)
     assert err.max() < 1e-8, err
     assert run(FusedKvaerno5(newton=DenseNewton()))[1] <= n_ref
-
-
-def test_fine_tune_reports_the_fused_solver_and_vmaps(stiff):
-    """`fine_tune`'s automatic choice on stiff data is the fused solver, and `jax.vmap` over heads gives each
-    head's single solve to 1e-12 (one program, per-member controllers)."""
-    p, _ = stiff
-    heads = jax.random.normal(jax.random.PRNGKey(3), (3, 3))
-    times = jnp.asarray([0.0, 1.0, jnp.inf])
-    single = [linnet.fine_tune(p, h, times) for h in heads]
-    assert single[0].solver == "FusedKvaerno5+ShermanMorrison"
-    batched = jax.vmap(lambda h: linnet.fine_tune(p, h, times).ood_error)(heads)
-    np.testing.assert_allclose(np.asarray(batched), np.stack([t.ood_error for t in single]), rtol=1e-12, atol=0)

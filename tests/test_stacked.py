@@ -11,7 +11,7 @@ from linnet._methods import ft_flow as _flow
 from linnet._methods.ft_jacobian import sherman_morrison_factor, sherman_morrison_solve
 from linnet._run.stacked import stack_rms_norm
 from linnet._solver import choice
-from linnet._solver.newton import _lu_factor, _lu_solve
+from linnet._solver.newton import lu_factor, lu_solve
 
 _EPS = np.finfo(np.float64).eps
 
@@ -25,11 +25,13 @@ def test_stack_norm_is_the_largest_member_rms_norm():
     assert abs(float(stack_rms_norm((jnp.asarray(a), jnp.asarray(b)))) - ref) <= 1e-14 * ref
 
 
+@pytest.mark.parametrize("unrolled", [True, False])
 @pytest.mark.parametrize("k", [1, 2, 5, 10])
-def test_unrolled_lu_solves_like_numpy_and_pivots(k):
-    """The unrolled LU with partial pivoting (k ≤ 10) against numpy.linalg.solve on symmetric indefinite matrices,
-    one with a zero leading entry (no solve without pivoting exists there): forward error ≤ 100 ε cond(A) ‖x‖, what
-    a backward-stable solve guarantees. Under vmap it equals the per-matrix result to rounding."""
+def test_lu_solves_like_numpy_and_pivots(k, unrolled):
+    """The LU with partial pivoting, unrolled (k ≤ 10) and LAPACK's, against numpy.linalg.solve on symmetric
+    indefinite matrices, one with a zero leading entry (no solve without pivoting exists there): forward error
+    ≤ 100 ε cond(A) ‖x‖, what a backward-stable solve guarantees. Under vmap it equals the per-matrix result to
+    rounding."""
     rng = np.random.default_rng(k)
     As = []
     for zero_lead in (False, True):
@@ -40,13 +42,13 @@ def test_unrolled_lu_solves_like_numpy_and_pivots(k):
         As.append(A)
     for A in As:
         b = rng.standard_normal(k)
-        x = np.asarray(_lu_solve(_lu_factor(jnp.asarray(A)), jnp.asarray(b)))
+        x = np.asarray(lu_solve(lu_factor(jnp.asarray(A), unrolled), jnp.asarray(b)))
         ref = np.linalg.solve(A, b)
         assert np.linalg.norm(x - ref) <= 100 * _EPS * np.linalg.cond(A) * np.linalg.norm(ref)
     A, b = jnp.asarray(np.stack(As)), jnp.asarray(rng.standard_normal((2, k)))
-    batched = jax.vmap(lambda a, c: _lu_solve(_lu_factor(a), c))(A, b)
+    batched = jax.vmap(lambda a, c: lu_solve(lu_factor(a, unrolled), c))(A, b)
     for i in range(2):
-        np.testing.assert_allclose(batched[i], _lu_solve(_lu_factor(A[i]), b[i]), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(batched[i], lu_solve(lu_factor(A[i], unrolled), b[i]), rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.slow  # stacked solves against single ones

@@ -20,19 +20,20 @@ G diag(·) Gᵀ) and factoring it O(k³); a solve is O(r k + k²); beyond the st
 
 
 Cost: O(r k² + k³) per factorisation and O(r k + k²) per solve, O(r) memory beyond the state; backward stable to
-cond(M) ~ 5e8 (tests), with trajectories and derivatives equal to the arrowhead solve's. `FusedKvaerno5`, the
-FT flow's default solver, calls it directly (vmapped over a stack of instances: it does not evaluate the field),
-and diffrax's own Kvaerno5 reaches it through `linnet._solver.diffrax_internals.StructuredChord`.
+cond(M) ~ 5e8 (tests), with trajectories and derivatives equal to the arrowhead solve's. `Rodas5P`, the
+FT flow's default solver, and `FusedKvaerno5` call it directly (vmapped over a stack of instances: it does not
+evaluate the field), and diffrax's own Kvaerno5 reaches it through `linnet._solver.diffrax_internals.StructuredChord`.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+import equinox as eqx
 import jax.numpy as jnp
 
 from .._problem import residual
-from .._solver.newton import AbstractNewton, _lu_factor, _lu_solve
+from .._solver.newton import AbstractNewton, lu_factor, lu_solve
 
 
 class FTNewton(AbstractNewton):
@@ -40,12 +41,14 @@ class FTNewton(AbstractNewton):
     G̃ (k, r)) and `args = (s, Uᵀy, G0, (η_v, η_B, λ_v, λ_B))`, factored in closed form from the flow's arguments
     (the field is not evaluated)."""
 
+    unrolled: bool = eqx.field(static=True, default=False)
+
     label: ClassVar[str] = "ShermanMorrison"
     uses_field: ClassVar[bool] = False
 
     def factor(self, vf, t, y, gamma, args):
         del vf, t
-        return sherman_morrison_factor(y, gamma, args)
+        return sherman_morrison_factor(y, gamma, args, self.unrolled)
 
     def solve(self, factor, vector):
         return sherman_morrison_solve(factor, vector)
@@ -64,7 +67,7 @@ def sherman_morrison_solve(factor, vector):
         return (B - jnp.outer(u, t)) / alpha + jnp.outer(u, t * inv_par)
 
     Y = apply_Dinv(b_G)
-    x_v = _lu_solve(lu, b_v - c * (Y @ g + G @ (s2 * (v @ Y))))
+    x_v = lu_solve(lu, b_v - c * (Y @ g + G @ (s2 * (v @ Y))))
     # X = Y − c D⁻¹ C x_v, with column q of C x_v equal to g_q x_v + w_q v (w = s² ⊙ Gᵀx_v): its projections are
     # g_q P_⊥ x_v and (g_q uᵀx_v + w_q ‖v‖) u, so D⁻¹ C x_v is two outer products, not a second pass of apply_Dinv
     t = u @ x_v
@@ -74,7 +77,7 @@ def sherman_morrison_solve(factor, vector):
     return x_v, X
 
 
-def sherman_morrison_factor(theta, gamma, args):
+def sherman_morrison_factor(theta, gamma, args, unrolled: bool = False):
     """The factorisation `ShermanMorrisonSolver` solves with: (v, G, g, s², α, v/‖v‖, 1/(α + β‖v‖²), c, LU of S)
     at θ, as derived
     above. **Arguments:** `theta = (ṽ (k,), G̃ (k, r))`, `gamma` > 0, `args = (s, Uᵀy, G0, params)`."""
@@ -102,4 +105,4 @@ def sherman_morrison_factor(theta, gamma, args):
     coupling = (g @ g) * (eye - P_par) + (mu @ g**2) * P_par + jnp.outer(v, h) + jnp.outer(h, v)
     coupling = coupling + vv * (G * (s2**2 * mu)) @ G.T
     S = M_vv - (c**2 / alpha) * coupling
-    return (v, G, g, s2, alpha, u, inv_par, c, _lu_factor(S))
+    return (v, G, g, s2, alpha, u, inv_par, c, lu_factor(S, unrolled))

@@ -150,7 +150,8 @@ def fine_tune(
     - `max_steps`: step budget; with `throw=True` a `ConvergenceError` is raised if it runs out.
     - `solver`: any diffrax ODE solver. Default (None): when the flow is not stiff (cond(X)² ≤ 100, decided from
       the concrete data) the explicit `diffrax.Tsit5()`, falling back to the implicit method if it runs out of
-      steps; otherwise `FusedKvaerno5` (Kvaerno5 with a closed-form Newton solve, `linnet._solver.fused`).
+      steps; otherwise `Rodas5P` (a Rosenbrock–Wanner method with a closed-form Newton matrix,
+      `linnet._solver.rosenbrock`).
       `Trajectory.solver` records which.
     - `loss`: "squared" (default) or "logistic": L̂ = Σ_i log(1 + exp(−y_i vᵀBx_i)) on labels y ∈ {±1}
       (`subspace_shift(..., labels="sign")`), integrated in log time by Kvaerno5 with a dense Newton solve; the

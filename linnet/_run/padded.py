@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from .._registry import get_method
-from .._solver.choice import solver_name
+from .._solver.choice import is_implicit, solver_name
 from .._solver.fused import FusedKvaerno5
 from .._solver.integrate import integrate
 from .._trajectory import Trajectory, make_trajectory
@@ -43,10 +43,10 @@ def bucket(r: int) -> int:
 
 
 def paddable(solver) -> bool:
-    """Whether `solver` can run the padded flow: an explicit solver or `FusedKvaerno5`. diffrax's own implicit
-    solvers hand the controller's norm to an optimistix root finder, which keeps it as a static part of a custom
-    derivative, where the norm's traced entry count cannot go; they run the unpadded program."""
-    return isinstance(solver, FusedKvaerno5) or not isinstance(solver, dfx.AbstractImplicitSolver)
+    """Whether `solver` can run the padded flow: an explicit solver, `Rodas5P` or `FusedKvaerno5`. diffrax's own
+    implicit solvers hand the controller's norm to an optimistix root finder, which keeps it as a static part of a
+    custom derivative, where the norm's traced entry count cannot go; they run the unpadded program."""
+    return isinstance(solver, FusedKvaerno5) or not isinstance(solver, dfx.AbstractImplicitSolver)  # Rodas5P is not one
 
 
 def time_bucket(T: int) -> int:
@@ -92,7 +92,7 @@ def _prepare(problem, v0, times, reals, key, *, name, loss, statics):
 def _integrate(y0, args, times, rtol, atol, count, *, name, loss, solver, max_steps):
     m = get_method(name, loss)
     assert m.field is not None and m.steady is not None
-    explicit = not isinstance(solver, dfx.AbstractImplicitSolver)
+    explicit = not is_implicit(solver)
     dt0 = m.dt0(y0, args) if (explicit and m.dt0 is not None) else None
     return integrate(
         m.field, y0, args, times, steady=m.steady(rtol, atol), solver=solver, rtol=rtol, atol=atol,

@@ -161,9 +161,7 @@ _lp_limit_head = jax.jit(lp_limit_head)  # one small program, not a dispatch per
 
 
 def _is_implicit(solver) -> bool:
-    import diffrax as dfx
-
-    return isinstance(solver, dfx.AbstractImplicitSolver)
+    return choice.is_implicit(solver)
 
 
 def simulate(

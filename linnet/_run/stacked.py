@@ -6,22 +6,20 @@ rates, L2-SP) is integrated as one ODE on the stacked state (v (N, k), G (N, k, 
 
 - the field is the single-instance field mapped over the stack (members do not interact);
 - the controller's error norm is the largest of the members' RMS norms (`stack_rms_norm`), so a step is
-  accepted only when every member meets the tolerance it would meet alone, and the same norm decides the
-  convergence of the Newton iterations;
+  accepted only when every member meets the tolerance it would meet alone;
 - the Newton matrix is block-diagonal over the stack, and each block is factored in closed form
-  (`FusedKvaerno5(batched=True)`): O(N (r k² + k³)) per factorisation, vectorised over the stack, with no
-  dense solve of the N k (r + 1) state;
+  (`Rodas5P(batched=True)`, its k × k LU unrolled): O(N (r k² + k³)) per factorisation, vectorised over the
+  stack, with no dense solve of the N k (r + 1) state;
 - the steady-state rule holds for the stack when it holds for every member, so t = ∞ ends at the slowest
   member's stop, and members that stopped earlier have been integrated further towards their limits.
 
 Why not `vmap` of single solves: a vmapped adaptive solve runs every member for the slowest member's steps anyway,
 but keeps N controllers, N Newton loops and per-member branches turned into selects, so nothing per step is
-shared. The shared controller has its own cost: it takes the union of the members' small steps (measured on the
-small stiff problem with the default `FusedKvaerno5`: a stack of 8 takes 293 steps where its members alone average
-206, a stack of 96 takes 398), so on 2 CPU cores this route is not reliably faster than `lax.map`
-(`benchmarks/RESULTS.md`, batch-size curve: 18–38 ms against 17–36 ms per trajectory); it is one fused
-computation per step, which is what accelerators want. Each member's accepted steps are
-the stack's, so its trajectory differs from its single solve within the tolerance, not to rounding.
+shared. The shared controller has its own cost: it takes the union of the members' small steps, so a stack's
+step count grows with its size (`benchmarks/RESULTS.md`, batch-size curve, which gives the steps and the time per
+trajectory of each route); it is one fused computation per step, which is what accelerators want. Each
+member's accepted steps are the stack's, so its trajectory differs from its single solve within the tolerance,
+not to rounding.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 - `integrate`: the one integration driver (diffrax's `diffeqsolve` with saves at the asked times, a steady-state
   stop for t = ∞, and unreached times marked NaN on failure).
+- `rosenbrock`: `Rodas5P`, a Rosenbrock–Wanner method (one factorisation, eight linear solves per step).
 - `fused`: `FusedKvaerno5`, Kvaerno5 with its stages as one scan and a Newton solve that the method supplies.
 - `newton`: the Newton-solve interface (`AbstractNewton`), the dense LU that serves any flow, and the arrowhead
   elimination that sees an operator only through products.

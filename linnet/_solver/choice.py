@@ -16,6 +16,7 @@ import numpy as np
 from .diffrax_internals import FactoredSolver
 from .fused import FusedKvaerno5
 from .newton import ArrowheadSolver
+from .rosenbrock import Rodas5P
 
 EXPLICIT_STEPS = 2_000  # step budget of the explicit attempt before falling back to the implicit method
 STIFF_COND2 = 100.0  # cond(X)² above which the flow counts as stiff (explicit steps would be rate-limited)
@@ -37,6 +38,12 @@ def explicit_is_enough(s):
     return bool(ok) if s.ndim == 1 else ok
 
 
+def is_implicit(solver) -> bool:
+    """Whether `solver` is built for stiff flows (an implicit or linearly implicit method), so that its first step
+    is left to diffrax's heuristic; an explicit method starts from a stable step instead."""
+    return isinstance(solver, (dfx.AbstractImplicitSolver, Rodas5P))
+
+
 def explicit_solver():
     """Tsit5: the cheapest accurate choice when the flow is not stiff (no Newton systems)."""
     return dfx.Tsit5()
@@ -46,7 +53,7 @@ def solver_name(solver) -> str:
     """A short label for a diffrax solver, as recorded in `Trajectory.solver`: the class name, and for an implicit
     solver with a structured or fused Newton solve "+" its label (e.g. "FusedKvaerno5+ShermanMorrison")."""
     name = type(solver).__name__
-    if isinstance(solver, FusedKvaerno5):
+    if isinstance(solver, (FusedKvaerno5, Rodas5P)):
         return f"{name}+{solver.newton.label}"
     root = getattr(solver, "root_finder", None)
     linear = getattr(root, "linear_solver", None) if root is not None else None

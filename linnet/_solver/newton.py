@@ -146,15 +146,31 @@ def _inverse_spd_blocks(D):
     return M[..., k:]
 
 
-def _lu_factor(A):
-    """LU with partial pivoting of a k × k matrix (S is symmetric but may be indefinite away from a minimum):
-    LAPACK's for k > `_UNROLLED_MAX_K`, else unrolled over k and written with elementwise operations, so that
-    under `vmap` (a stack of instances, `linnet._run.stacked`) it is one vectorised computation instead of one
-    LAPACK call per instance (measured at N = 256, k = 5: 1.8 ms per batched factorisation with LAPACK).
-    Same algorithm as LAPACK's unblocked getrf, so the same backward stability. **Returns:** (LU, permutation)."""
+class LU(eqx.Module):
+    """An LU factorisation P A = L U of a k × k matrix: `lu` holds L (unit lower, below the diagonal) and U,
+    `perm` the row permutation (A[perm] = L U), `unrolled` (static) which substitution `lu_solve` uses."""
+
+    lu: jax.Array
+    perm: jax.Array
+    unrolled: bool = eqx.field(static=True)
+
+
+def lu_factor(A, unrolled: bool = True) -> LU:
+    """LU with partial pivoting of a k × k matrix (S is symmetric but may be indefinite away from a minimum).
+
+    Two programs for one algorithm (LAPACK's unblocked getrf, so the same backward stability):
+    - `unrolled=True` and k ≤ `_UNROLLED_MAX_K`: unrolled over k and written with elementwise operations, so that
+      under `vmap` (a stack of instances, `linnet._run.stacked`) it is one vectorised computation instead of one
+      LAPACK call per instance (measured at N = 256, k = 5: 1.8 ms per batched factorisation with LAPACK);
+    - otherwise LAPACK's (`jax.lax.linalg.lu`): one call, and a far smaller program to compile and to
+      differentiate (measured for one Rodas5P step at k = 5: 0.41 s against 0.71 s to compile, its gradient
+      1.2 s against 2.2 s), which is what a single solve pays first.
+
+    **Returns:** an `LU`."""
     k = A.shape[-1]
-    if k > _UNROLLED_MAX_K:
-        return jax.scipy.linalg.lu_factor(A)
+    if not unrolled or k > _UNROLLED_MAX_K:
+        lu, _, perm = jax.lax.linalg.lu(A)
+        return LU(lu, perm, False)
     idx = jnp.arange(k)
     perm = idx
     for i in range(k):
@@ -166,16 +182,17 @@ def _lu_factor(A):
         lower = jnp.where(idx > i, A[:, i] / A[i, i], 0.0)
         A = A - jnp.outer(lower, jnp.where(idx > i, A[i], 0.0))
         A = A.at[:, i].set(jnp.where(idx > i, lower, A[:, i]))
-    return A, perm
+    return LU(A, perm, True)
 
 
-def _lu_solve(factor, b):
-    """A⁻¹ b from `_lu_factor(A)`: forward and back substitution, unrolled for small k."""
-    lu, perm = factor
-    k = lu.shape[-1]
-    if k > _UNROLLED_MAX_K:
-        return jax.scipy.linalg.lu_solve(factor, b)
+def lu_solve(factor: LU, b):
+    """A⁻¹ b from `lu_factor(A)`: forward and back substitution, unrolled or by LAPACK as the factor was made."""
+    lu, perm = factor.lu, factor.perm
     y = b[perm]
+    if not factor.unrolled:
+        y = jax.scipy.linalg.solve_triangular(lu, y, lower=True, unit_diagonal=True)
+        return jax.scipy.linalg.solve_triangular(lu, y, lower=False)
+    k = lu.shape[-1]
     for i in range(1, k):
         y = y.at[i].add(-(lu[i, :i] @ y[:i]))
     for i in reversed(range(k)):
