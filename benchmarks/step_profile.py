@@ -8,8 +8,8 @@ Each part runs R times inside one compiled `lax.fori_loop`, so dispatch is not c
 one solve (`sherman_morrison_factor`, the default Newton solve) and one arrowhead factorisation with one solve
 (`ArrowheadSolver`, probing the Jacobian); one step of the default `Rodas5P` (one factorisation, eight stages
 with a solve each), of `FusedKvaerno5` and of diffrax's `Kvaerno5` (stages, chord-Newton iterations, one
-factorisation) with each of the three Newton solves; and the whole warm solve to t = ∞, whose time per step includes what lies outside `step`: the PID controller, the
-steady-state event, saving, and diffrax's loop.
+factorisation) with each of the three Newton solves; and the whole warm solve to t = ∞, whose time per step
+includes what lies outside `step`: the PID controller, the steady-state event, saving, and diffrax's loop.
 
 It also measures how many steps the approach to the limit costs (issue #12, item 4): the same solve stopped by
 the steady-state test at looser tolerances (the integration tolerances unchanged), with the distance of each
