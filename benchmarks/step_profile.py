@@ -62,7 +62,10 @@ def _nudge(y, z):
 
 
 def _with_tols(solver, rtol=1e-8, atol=1e-10):
-    # diffeqsolve hands the controller's tolerances to the root finder; a bare `step` must be given them
+    # diffeqsolve hands the controller's tolerances to the root finder; a bare `step` must be given them (a
+    # Rosenbrock method has no root finder)
+    if getattr(solver, "root_finder", None) is None:
+        return solver
     return eqx.tree_at(
         lambda s: (s.root_finder.rtol, s.root_finder.atol, s.root_finder.norm), solver, (rtol, atol, optx.rms_norm)
     )

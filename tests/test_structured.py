@@ -186,7 +186,7 @@ def test_closed_form_solve_with_lapack_lu_matches_dense_and_the_default_ignores_
     """At k = 16, r = 20 (the blocks beyond the unrolled small-k elimination, so LAPACK's LU of the Schur
     complement): diffrax's Kvaerno5 with the Sherman–Morrison solve agrees with the same method's dense LU solves
     (diffrax's default linear solver, the independent reference) to 1e-9, as above. The default solver
-    (`FusedKvaerno5`) reads no diffrax internals, so it does not depend on the layout check."""
+    (`Rodas5P`) reads no diffrax internals, so it does not depend on the layout check."""
     # the installed diffrax's layout, traced and solved
     assert diffrax_internals.traced_layout_check() and diffrax_internals.layout_ok()
     p = linnet.subspace_shift(jax.random.PRNGKey(11), d=40, k=16, n=20, eps=0.2)
@@ -196,9 +196,9 @@ def test_closed_form_solve_with_lapack_lu_matches_dense_and_the_default_ignores_
     b = linnet.fine_tune(p, v0, t, solver=dfx.Kvaerno5())
     assert (a.solver, b.solver) == ("Kvaerno5+ShermanMorrison", "Kvaerno5")
     np.testing.assert_allclose(a.predictor, b.predictor, rtol=0, atol=1e-9)
-    assert choice.solver_name(_flow.default_solver(2)) == "FusedKvaerno5+ShermanMorrison"
+    assert choice.solver_name(_flow.default_solver(2)) == "Rodas5P+ShermanMorrison"
     monkeypatch.setattr(diffrax_internals, "layout_ok", lambda: False)
-    assert choice.solver_name(_flow.default_solver(16)) == "FusedKvaerno5+ShermanMorrison"
+    assert choice.solver_name(_flow.default_solver(16)) == "Rodas5P+ShermanMorrison"
 
 
 @pytest.mark.slow  # solves against dense Kvaerno5 and NumPy
