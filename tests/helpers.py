@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+from scipy.integrate import solve_ivp
 
 import linnet
 
@@ -82,3 +83,35 @@ def rounding_tol(problem, *trajectories):
     cond2 = float((s.max() / s[s > 0].min()) ** 2)
     steps = max([int(np.max(np.asarray(t.num_steps))) for t in trajectories] + [1])
     return 10 * EPS * cond2 * steps
+
+
+def scipy_radau_reduced(p, v0, times, params):
+    """The flow in the original coordinates, written here in NumPy (dv/dt = −η_v(2 G g + 2 λ_v v), dG/dt =
+    −η_B(2 v gᵀ + 2 λ_B (G − G0)), g = s ⊙ (s ⊙ Gᵀv − Uᵀy)), by scipy's Radau at rtol 1e-12."""
+    s, a, G0 = (np.asarray(x) for x in (p.reduced.s, p.reduced.Uty, p.reduced.G0))
+    k, r = G0.shape
+    eta_v, eta_B, lam_v, lam_B = params
+
+    def f(t, th):
+        v, G = th[:k], th[k:].reshape(k, r)
+        g = s * (s * (G.T @ v) - a)
+        dv = -eta_v * (2 * G @ g + 2 * lam_v * v)
+        dG = -eta_B * (2 * np.outer(v, g) + 2 * lam_B * (G - G0))
+        return np.concatenate([dv, dG.ravel()])
+
+    th0 = np.concatenate([np.asarray(v0), G0.ravel()])
+    sol = solve_ivp(f, (0.0, times[-1]), th0, method="Radau", t_eval=times, rtol=1e-12, atol=1e-14)
+    assert sol.success
+    return sol.y[:k].T, sol.y[k:].T.reshape(-1, k, r)
+
+
+# the generalised FT flow's parameters (η_v, η_B, λ_v, λ_B) for FT, two learning rates and L2-SP
+FT_PARAMS = {"ft": (1.0, 1.0, 0.0, 0.0), "two_lr": (3.0, 0.5, 0.0, 0.0), "l2_sp": (1.0, 1.0, 0.1, 0.3)}
+
+
+def stiff_ft_instance():
+    """A small stiff FT instance (d = 40, k = 3, n = 12, cond(X)² > 10³, so the implicit solver runs) and a head."""
+    p = linnet.subspace_shift(jax.random.PRNGKey(9), d=40, k=3, n=12, eps=0.2)
+    s = np.asarray(p.reduced.s)
+    assert (s.max() / s.min()) ** 2 > 1e3
+    return p, linnet.random_head(jax.random.PRNGKey(10), 3, 1.0)

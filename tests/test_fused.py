@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 import pytest
-from scipy.integrate import solve_ivp
+from helpers import FT_PARAMS as PARAMS
+from helpers import scipy_radau_reduced, stiff_ft_instance
 
 import linnet
 from linnet._methods import ft_flow as _flow
@@ -20,15 +21,10 @@ from linnet._solver.fused import FusedKvaerno5
 from linnet._solver.integrate import integrate
 from linnet._solver.newton import DenseNewton
 
-PARAMS = {"ft": (1.0, 1.0, 0.0, 0.0), "two_lr": (3.0, 0.5, 0.0, 0.0), "l2_sp": (1.0, 1.0, 0.1, 0.3)}
-
 
 @pytest.fixture(scope="module")
 def stiff():
-    p = linnet.subspace_shift(jax.random.PRNGKey(9), d=40, k=3, n=12, eps=0.2)
-    s = np.asarray(p.reduced.s)
-    assert (s.max() / s.min()) ** 2 > 1e3  # stiff: the implicit solver is what runs
-    return p, linnet.random_head(jax.random.PRNGKey(10), 3, 1.0)
+    return stiff_ft_instance()
 
 
 def _reduced(p, v0, times, solver, params, rtol=1e-8, atol=1e-10):
@@ -55,29 +51,9 @@ def test_two_chord_iterations_take_diffrax_kvaerno5s_steps(stiff):
     assert int(default[3]) < int(ref[3])
 
 
-def _scipy_radau(p, v0, times, params):
-    """The flow in the original coordinates, written here in NumPy (dv/dt = −η_v(2 G g + 2 λ_v v), dG/dt =
-    −η_B(2 v gᵀ + 2 λ_B (G − G0)), g = s ⊙ (s ⊙ Gᵀv − Uᵀy)), by scipy's Radau at rtol 1e-12."""
-    s, a, G0 = (np.asarray(x) for x in (p.reduced.s, p.reduced.Uty, p.reduced.G0))
-    k, r = G0.shape
-    eta_v, eta_B, lam_v, lam_B = params
-
-    def f(t, th):
-        v, G = th[:k], th[k:].reshape(k, r)
-        g = s * (s * (G.T @ v) - a)
-        dv = -eta_v * (2 * G @ g + 2 * lam_v * v)
-        dG = -eta_B * (2 * np.outer(v, g) + 2 * lam_B * (G - G0))
-        return np.concatenate([dv, dG.ravel()])
-
-    th0 = np.concatenate([np.asarray(v0), G0.ravel()])
-    sol = solve_ivp(f, (0.0, times[-1]), th0, method="Radau", t_eval=times, rtol=1e-12, atol=1e-14)
-    assert sol.success
-    return sol.y[:k].T, sol.y[k:].T.reshape(-1, k, r)
-
-
 @pytest.mark.parametrize("method", sorted(PARAMS))
 @pytest.mark.slow  # step-by-step comparisons with diffrax
-def test_default_solver_matches_scipy_radau(stiff, method):
+def test_default_solver_matchesscipy_radau_reduced(stiff, method):
     """FT, two learning rates and L2-SP through the default `FusedKvaerno5` (rtol 1e-8, atol 1e-10) against scipy's
     Radau at rtol 1e-12: the state (v, G = B V) agrees to 1e-6 relative at t = 0.3, 3 and 30. The bound is 100× the
     local tolerance, room for the global error of the adaptive solve through the stiff transient (measured at most
@@ -85,7 +61,7 @@ def test_default_solver_matches_scipy_radau(stiff, method):
     p, v0 = stiff
     times = [0.3, 3.0, 30.0]
     v, G, _, _, _ = _reduced(p, v0, [0.0, *times], FusedKvaerno5(newton=FTNewton()), PARAMS[method])
-    rv, rG = _scipy_radau(p, v0, times, PARAMS[method])
+    rv, rG = scipy_radau_reduced(p, v0, times, PARAMS[method])
     state = np.concatenate([np.asarray(v)[1:], np.asarray(G)[1:].reshape(len(times), -1)], axis=1)
     ref = np.concatenate([rv, rG.reshape(len(times), -1)], axis=1)
     err = np.linalg.norm(state - ref, axis=1) / np.linalg.norm(ref, axis=1)

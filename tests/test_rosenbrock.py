@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import rounding_tol
-from scipy.integrate import solve_ivp
+from helpers import FT_PARAMS as PARAMS
+from helpers import rounding_tol, scipy_radau_reduced, stiff_ft_instance
 
 import linnet
 from linnet._methods import ft_flow as _flow
@@ -16,8 +16,6 @@ from linnet._methods.ft_jacobian import FTNewton
 from linnet._solver import rosenbrock
 from linnet._solver.newton import DenseNewton
 from linnet._solver.rosenbrock import Rodas5P
-
-PARAMS = {"ft": (1.0, 1.0, 0.0, 0.0), "two_lr": (3.0, 0.5, 0.0, 0.0), "l2_sp": (1.0, 1.0, 0.1, 0.3)}
 
 
 def _one_step(field, y0, dt, solver=None):
@@ -107,34 +105,11 @@ def test_bad_arguments_are_refused():
 
 @pytest.fixture(scope="module")
 def stiff():
-    p = linnet.subspace_shift(jax.random.PRNGKey(9), d=40, k=3, n=12, eps=0.2)
-    s = np.asarray(p.reduced.s)
-    assert (s.max() / s.min()) ** 2 > 1e3  # stiff: the implicit solver is what runs
-    return p, linnet.random_head(jax.random.PRNGKey(10), 3, 1.0)
-
-
-def _scipy_radau(p, v0, times, params):
-    """The flow in the original coordinates, written here in NumPy (dv/dt = −η_v(2 G g + 2 λ_v v), dG/dt =
-    −η_B(2 v gᵀ + 2 λ_B (G − G0)), g = s ⊙ (s ⊙ Gᵀv − Uᵀy)), by scipy's Radau at rtol 1e-12."""
-    s, a, G0 = (np.asarray(x) for x in (p.reduced.s, p.reduced.Uty, p.reduced.G0))
-    k, r = G0.shape
-    eta_v, eta_B, lam_v, lam_B = params
-
-    def f(t, th):
-        v, G = th[:k], th[k:].reshape(k, r)
-        g = s * (s * (G.T @ v) - a)
-        dv = -eta_v * (2 * G @ g + 2 * lam_v * v)
-        dG = -eta_B * (2 * np.outer(v, g) + 2 * lam_B * (G - G0))
-        return np.concatenate([dv, dG.ravel()])
-
-    th0 = np.concatenate([np.asarray(v0), G0.ravel()])
-    sol = solve_ivp(f, (0.0, times[-1]), th0, method="Radau", t_eval=times, rtol=1e-12, atol=1e-14)
-    assert sol.success
-    return sol.y[:k].T, sol.y[k:].T.reshape(-1, k, r)
+    return stiff_ft_instance()
 
 
 @pytest.mark.parametrize("method", sorted(PARAMS))
-def test_default_solver_matches_scipy_radau(stiff, method):
+def test_default_solver_matchesscipy_radau_reduced(stiff, method):
     """FT, two learning rates and L2-SP through the default `Rodas5P` with the closed-form Newton matrix (rtol 1e-8,
     atol 1e-10) against scipy's Radau at rtol 1e-12 (an independent integrator of the full reduced state, written
     in NumPy): the state (v, G = B V) agrees to 1e-7 relative at t = 0.3, 3 and 30 (issue #33's accuracy target at
@@ -144,7 +119,7 @@ def test_default_solver_matches_scipy_radau(stiff, method):
     r = p.reduced
     v, G, _, _, _ = _flow.solve_reduced(r.s, r.Uty, v0, r.G0, jnp.asarray([0.0, *times]), rtol=1e-8, atol=1e-10,
                                         max_steps=100_000, params=jnp.asarray(PARAMS[method]))  # fmt: skip
-    rv, rG = _scipy_radau(p, v0, times, PARAMS[method])
+    rv, rG = scipy_radau_reduced(p, v0, times, PARAMS[method])
     state = np.concatenate([np.asarray(v)[1:], np.asarray(G)[1:].reshape(len(times), -1)], axis=1)
     ref = np.concatenate([rv, rG.reshape(len(times), -1)], axis=1)
     err = np.linalg.norm(state - ref, axis=1) / np.linalg.norm(ref, axis=1)

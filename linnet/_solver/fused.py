@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
-from .newton import AbstractNewton, DenseNewton
+from .newton import AbstractNewton, DenseNewton, check_newton
 
 _TABLEAU = dfx.Kvaerno5.tableau
 _STAGES = _TABLEAU.num_stages
@@ -103,15 +103,7 @@ class FusedKvaerno5(dfx.AbstractImplicitSolver, dfx.AbstractAdaptiveSolver):
       (the stack's) decides convergence for the whole stack."""
 
     def __check_init__(self):
-        if not isinstance(self.newton, AbstractNewton):
-            raise TypeError(
-                f"`newton` must be an AbstractNewton (e.g. DenseNewton()), got {type(self.newton).__name__}"
-            )
-        if self.batched and self.newton.uses_field:
-            raise ValueError(
-                f"`batched=True` needs a Newton solve that does not evaluate the field (each member's block is "
-                f"factored on its own from its arguments); {type(self.newton).__name__} does"
-            )
+        check_newton(self.newton, self.batched)
         if self.root_find_max_steps < 2:
             raise ValueError(f"`root_find_max_steps` must be at least 2 (the convergence test needs two), got "
                              f"{self.root_find_max_steps}")  # fmt: skip

@@ -56,6 +56,19 @@ class AbstractNewton(eqx.Module):
         """(I − γ J)⁻¹ `vector` from `factor`."""
 
 
+def check_newton(newton, batched: bool) -> None:
+    """The checks a solver that takes a Newton solve makes at construction: `newton` is an `AbstractNewton`, and a
+    stack of instances (`batched`) needs one that does not evaluate the field (each member's block is factored on
+    its own from its arguments)."""
+    if not isinstance(newton, AbstractNewton):
+        raise TypeError(f"`newton` must be an AbstractNewton (e.g. DenseNewton()), got {type(newton).__name__}")
+    if batched and newton.uses_field:
+        raise ValueError(
+            f"`batched=True` needs a Newton solve that does not evaluate the field (each member's block is "
+            f"factored on its own from its arguments); {type(newton).__name__} does"
+        )
+
+
 class DenseNewton(AbstractNewton):
     """LU of I − γ J on the flattened state, J by forward mode (as lineax materialises diffrax's Jacobian
     operator): any flow, O(m³) per factorisation for a state of m numbers."""

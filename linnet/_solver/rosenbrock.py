@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .newton import AbstractNewton, DenseNewton
+from .newton import AbstractNewton, DenseNewton, check_newton
 
 _GAMMA = 0.21193756319429014
 # aᵢⱼ of stages 2 … 6 (rows; stage 1 is at y₀); stages 7 and 8 continue from stage 6's point (see the docstring)
@@ -105,15 +105,7 @@ class Rodas5P(dfx.AbstractAdaptiveSolver):
     interpolation_cls: ClassVar = dfx.LocalLinearInterpolation
 
     def __check_init__(self):
-        if not isinstance(self.newton, AbstractNewton):
-            raise TypeError(
-                f"`newton` must be an AbstractNewton (e.g. DenseNewton()), got {type(self.newton).__name__}"
-            )
-        if self.batched and self.newton.uses_field:
-            raise ValueError(
-                f"`batched=True` needs a Newton solve that does not evaluate the field (each member's block is "
-                f"factored on its own from its arguments); {type(self.newton).__name__} does"
-            )
+        check_newton(self.newton, self.batched)
 
     def order(self, terms):
         del terms
