@@ -6,7 +6,7 @@ iterations, each a field evaluation and a linear solve, and tests their converge
 linear system per stage with the exact Jacobian J = ∂f/∂y at the step's start, in the form of Hairer & Wanner
 (Solving ODEs II, §IV.7, eq. (7.25)): with W = I/(γΔt) − J,
 
-    W uᵢ = f(t₀ + αᵢΔt, y₀ + Σⱼ<ᵢ aᵢⱼ uⱼ) + Σⱼ<ᵢ (cᵢⱼ/Δt) uⱼ + dᵢ Δt ∂f/∂t,      y₁ = y₀ + Σ uᵢ (see below).
+    W uᵢ = f(t₀ + αᵢΔt, y₀ + Σⱼ<ᵢ aᵢⱼ uⱼ) + Σⱼ<ᵢ (cᵢⱼ/Δt) uⱼ + dᵢ Δt ∂f/∂t,      y₁ = y₀ + Σᵢ mᵢ uᵢ.
 
 So a step has a fixed operation count: one factorisation, eight field evaluations and eight solves, against one
 factorisation and eighteen of each for Kvaerno5 with three chord iterations per stage; no convergence test, no
@@ -17,9 +17,10 @@ form does; `DenseNewton` takes J by forward mode), and reverse mode differentiat
 Coefficients: Rodas5P (G. Steinebach, "Construction of Rosenbrock–Wanner method Rodas5P and numerical benchmarks
 within the Julia Differential Equations package", BIT Numer. Math. 63, 27, 2023), order 5 with an embedded order-4
 solution, stiffly accurate and L-stable. Its last three stages are the stiffly accurate construction: stage 6 is
-evaluated at the order-4 solution's predecessor ŷ = y₀ + Σⱼ≤₅ a₆ⱼuⱼ, stages 7 and 8 at ŷ + u₆ and ŷ + u₆ + u₇,
-and y₁ = ŷ + u₆ + u₇ + u₈; the error estimate is u₈ (the order-4 solution is y₁ − u₈). The tests check the order
-on a problem with a known solution and the coefficients' order conditions for the stiffly accurate structure.
+evaluated at ŷ = y₀ + Σⱼ≤₅ a₆ⱼuⱼ (already a solution at t₁), stages 7 and 8 at ŷ + u₆ and ŷ + u₆ + u₇; the
+order-4 solution is ŷ + u₆ + u₇ and the order-5 one y₁ = ŷ + u₆ + u₇ + u₈ (m = (a₆₁ … a₆₅, 1, 1, 1)), so the error
+estimate is u₈. `tests/test_rosenbrock.py` checks the order against a tight reference, the stability function
+against exp(z) and the coefficients' stiffly accurate structure.
 """
 
 from __future__ import annotations
