@@ -80,8 +80,8 @@ class Trajectory:
       t = ∞ (0 for closed forms).
     - `method`: the registry name ("lp", "ft", "lpft", "two_lr", "l2_sp", "features_only", "lp_features_only",
       "gd", "lora", "deep"); `solver`: how it was obtained ("closed form", "iteration", or the ODE solver, e.g.
-      "Tsit5", "Rodas5P+ShermanMorrison" (the stiff default of the FT flow), "FusedKvaerno5+LU" (the flows
-      with a dense Newton solve: logistic loss, LoRA, deep), "FusedKvaerno5+ShermanMorrison" (Kvaerno5 on the FT
+      "Tsit5", "Rodas5P+ShermanMorrison" (the stiff default of the FT flow), "Rodas5P+LU" (the flows with a
+      dense Newton solve: logistic loss, LoRA, deep), "FusedKvaerno5+ShermanMorrison" (Kvaerno5 on the FT
       flow, `linnet._methods.ft_flow.kvaerno5_solver`), "Kvaerno5+ShermanMorrison" and
       "Kvaerno5+Arrowhead" (diffrax's own Kvaerno5, `linnet._methods.ft_flow.structured_solver` and `arrowhead_solver`),
       "Tsit5|Rodas5P+ShermanMorrison" when a traced call carries the implicit fallback);

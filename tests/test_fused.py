@@ -1,5 +1,5 @@
-"""`FusedKvaerno5`, Kvaerno5 as one fused step (the default of the flows with a dense Newton solve; the FT family's
-through `ft_flow.kvaerno5_solver()`): diffrax's Kvaerno5 step for step at two chord iterations, scipy's Radau at its
+"""`FusedKvaerno5`, Kvaerno5 as one fused step (the stiff default before Rodas5P; the FT family's through
+`ft_flow.kvaerno5_solver()`): diffrax's Kvaerno5 step for step at two chord iterations, scipy's Radau at its
 default three, failed stages rejected, bad arguments refused; its dense-LU Newton solve (the flows with no
 structure: logistic loss, LoRA, deep) against the closed form and against diffrax's Kvaerno5."""
 

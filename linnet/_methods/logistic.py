@@ -13,9 +13,9 @@ lives on (v, G = B V) with f = (XV) Gᵀ v,
 Log time. On separable data L̂ has no minimiser: ‖w‖ grows like log t and only the direction converges, in log t.
 The flow is therefore integrated in τ = log(1 + t), dθ/dτ = (1 + t) · dθ/dt (`linnet._solver.integrate.integrate`'s
 `log_time`), so a run to t = 10^m costs steps roughly linear in m. The Jacobian is not arrowhead-shaped here (the
-curvature weights σ'(f_i) couple every column of G), so the implicit solver (`linnet._methods.ft_flow.dense_solver`:
-Kvaerno5 as `FusedKvaerno5`, with a dense LU of the Newton matrix) factors it densely; the state is k (r + 1),
-small for the sizes classification experiments use.
+curvature weights σ'(f_i) couple every column of G), so the stiff solver (`linnet._methods.ft_flow.dense_solver`:
+Rodas5P with a dense LU of the Newton matrix, the flow in τ being non-autonomous) factors it densely; the state is
+k (r + 1), small for the sizes classification experiments use.
 
 t = ∞ exists only for LP on data that are not separable in the pretrained features X B0ᵀ (then LP is logistic
 regression on k features, strictly convex on span(F)); `times` ending in `inf` is refused otherwise.
