@@ -149,10 +149,11 @@ def default_solver(k: int | None = None):
     """The stiff solver of the FT flow with k features (`k` is accepted for the `Method.solver` protocol):
     `Rodas5P`, a Rosenbrock–Wanner method (L-stable, 5th order, `linnet._solver.rosenbrock`) whose one Newton
     matrix per step is factored in closed form (`FTNewton`, exact, as the method's order needs). Against Kvaerno5
-    with the same closed-form solve (`kvaerno5_solver()`, the default before; both on the FT flow to t = ∞, small
-    stiff problem d = 500, k = 5, n = 100, 2 CPU cores): 187 steps against 202, warm 12 ms against 16 ms, its
-    program compiled in 2.1 s against 3.2 s, the gradient's in 7.0 s against 9.4 s; medium problem (d = 5 000,
-    k = 20, n = 1 000) warm 0.41 s against 0.85 s (`benchmarks/RESULTS.md`)."""
+    with the same closed-form solve (`kvaerno5_solver()`, the default before; FT to t = ∞ on 2 CPU cores, one
+    benchmark run, `benchmarks/RESULTS.md`): the small stiff problem (d = 500, k = 5, n = 100) warm in 17 ms and
+    189 steps against 29 ms and 195, the medium one (d = 5 000, k = 20, n = 1 000) in 0.50 s against 1.03 s; in
+    interleaved runs its program compiled in 2.2–2.6 s against 2.9–3.5 s, the gradient's in 6.0–7.1 s against
+    8.0–9.4 s."""
     del k
     return Rodas5P(newton=FTNewton())
 
