@@ -120,7 +120,7 @@ def _core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, so
     else:
         assert m.init is not None and m.field is not None and m.steady is not None and m.decode is not None
         y0, args, aux = m.init(problem, v0, p, key)
-        explicit = not _is_implicit(solver)
+        explicit = not choice.is_implicit(solver)
         dt0 = m.dt0(y0, args) if (explicit and m.dt0 is not None) else None
         ys, result, steps, t_stop = integrate(
             m.field,
@@ -158,10 +158,6 @@ def _with_inputs(tr: Trajectory, problem) -> Trajectory:
 
 
 _lp_limit_head = jax.jit(lp_limit_head)  # one small program, not a dispatch per operation on eager calls
-
-
-def _is_implicit(solver) -> bool:
-    return choice.is_implicit(solver)
 
 
 def simulate(
