@@ -9,8 +9,18 @@ steady-state rule is a diffrax `Event`: when it fires, the solve ends there (for
 reached; for a finite t1 past the steady state it saves work), and every requested time after the stop gets the
 stopped state, which is the limit to tolerance.
 
-Differentiation. `jax.grad` goes through the solve by diffrax's default `RecursiveCheckpointAdjoint`
-(backpropagation through the steps actually taken, with checkpointing). At t = ∞ this differentiates the
+Differentiation. `jax.grad` differentiates the steps actually taken (discretise, then differentiate), in one of
+two ways chosen when it is traced (`differentiable_solve`), both exact for that discrete solution:
+
+- forward mode when the inputs being differentiated have at most `FORWARD_MODE_MAX` entries in all (a gradient
+  in the head v0, or in a method's scalar parameters): the solve runs once with the tangents of those entries
+  carried along (diffrax's `ForwardMode`, vmapped over the directions), the Jacobian of the saved states is kept,
+  and the backward pass is one product with it. Its program compiles in about half the time of the reverse pass
+  of the checkpointed loop (`benchmarks/RESULTS.md`, latency);
+- otherwise diffrax's `RecursiveCheckpointAdjoint` (backpropagation through the steps with checkpointing).
+
+The first step Δt₀ is not differentiated (a different first step changes the path only at tolerance level).
+At t = ∞ this differentiates the
 event-stopped solution: the stop time depends on the inputs, but the state there is stationary to tolerance,
 so its contribution is of the order of the tolerance. Implicit differentiation of the limit is not an option
 for FT: its limits form a manifold of minimisers (rotations of (v, B) that keep the fit), the Hessian there is
@@ -19,9 +29,23 @@ singular, and which minimiser is reached is decided by the whole path (`docs/the
 
 from __future__ import annotations
 
+import itertools
+import math
+from typing import Any
+
 import diffrax as dfx
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.custom_derivatives import SymbolicZero
+
+# `jax.grad` through a solve goes by forward mode when the perturbed inputs have at most this many entries. Its
+# program compiles in about half the time of the checkpointed reverse pass, but its run time grows with the
+# number of directions, the reverse pass's does not (FT to t = ∞, d = 300, k = 4, 8, 16 heads, n = 60, 2 CPU
+# cores, warm: 42, 130, 630 ms against 38, 49, 84 ms; first call 4.8–5.5 s against 8.3–9.0 s), so only a few
+# directions go forward: a gradient in the head of a small k, or in a few scalar parameters
+FORWARD_MODE_MAX = 4
 
 
 def integrate(
@@ -53,47 +77,178 @@ def integrate(
     if log_time:
         times = jnp.log1p(times)  # inf stays inf
         field, steady = _in_log_time(field, steady)
-    ts = times[:-1]
-    saveat = dfx.SaveAt(ts=ts if ts.shape[0] > 0 else None, t1=True)
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(field),
-        solver,
-        t0=jnp.asarray(0.0, dtype),
-        t1=times[-1],
-        dt0=dt0,
-        y0=y0,
-        args=args,
-        saveat=saveat,
-        # the saved times are stepped to, not interpolated: the dense output between a step's ends is a cubic
-        # Hermite polynomial (third order), so a fifth-order step much longer than its error allows for the
-        # cubic put the saved states far outside the tolerance (up to 100 × rtol on FT paths; tests/test_accuracy.py)
-        stepsize_controller=dfx.ClipStepSizeController(
-            dfx.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4, **({} if norm is None else {"norm": norm})),
-            step_ts=ts if ts.shape[0] > 0 else None,
-        ),
-        event=None if steady is None else dfx.Event(steady),
-        max_steps=max_steps,
-        throw=False,
+    # The solve is a custom-derivative function (`differentiable_solve`), which may not close over traced values:
+    # those the field, the steady-state rule and the norm close over are made explicit inputs. The field's may be
+    # differentiated (a parameter it closes over); the tolerances, the first step (a choice of the integrator: a
+    # different one changes the path at tolerance level) and the stopping rule's and norm's are not.
+    t_ex = jnp.zeros((), dtype)
+    field_c, field_consts = jax.closure_convert(lambda t, y, a: field(t, y, a), t_ex, y0, args)
+    steady_c, steady_consts = (
+        (None, []) if steady is None else jax.closure_convert(lambda t, y, a: steady(t, y, a), t_ex, y0, args)
     )
-    # diffrax packs saves contiguously: the requested times reached before a steady-state stop come first, then the
-    # final (t1 or event) state, then unfilled slots (time inf). Requested times after the stop get the final state.
-    assert sol.ts is not None and sol.ys is not None and sol.stats is not None
-    # A failed solve (step budget spent, a step that failed) did not reach the times from `last` on: they get NaN,
-    # as diffrax marks unfilled saves, so that no value is mistaken for the state at a time the solve never got to.
-    n_saved = jnp.sum(jnp.isfinite(sol.ts))
-    last = jnp.maximum(n_saved - 1, 0)
-    reached = jnp.arange(times.shape[0]) < last
-    stopped_ok = (sol.result == dfx.RESULTS.successful) | (sol.result == dfx.RESULTS.event_occurred)
+    norm_c, norm_consts = (None, []) if norm is None else jax.closure_convert(norm, y0)
+    dt0 = None if dt0 is None else jnp.asarray(dt0, dtype)
+    fixed = jax.lax.stop_gradient((jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), dt0, steady_consts, norm_consts))
 
-    def fill(y):
-        after = jnp.where(stopped_ok, y[last], jnp.nan)
-        return jnp.where(reached.reshape((-1,) + (1,) * (y.ndim - 1)), y, after)
+    def solve(y0, args, times, field_consts, fixed, adjoint):
+        rtol, atol, dt0, steady_consts, norm_consts = fixed
 
-    ys = jax.tree_util.tree_map(fill, sol.ys)
-    t_stop = jnp.where(n_saved > 0, sol.ts[last], jnp.asarray(0.0, dtype))
-    if log_time:
-        t_stop = jnp.expm1(t_stop)
-    return ys, sol.result, sol.stats["num_steps"], t_stop
+        def vf(t, y, a):
+            return field_c(t, y, a, *field_consts)
+
+        def stop(t, y, a, **kwargs):
+            del kwargs
+            return steady_c(t, y, a, *steady_consts)
+
+        controller_norm = {} if norm_c is None else {"norm": lambda tree: norm_c(tree, *norm_consts)}
+        ts = times[:-1]
+        saveat = dfx.SaveAt(ts=ts if ts.shape[0] > 0 else None, t1=True)
+        sol = dfx.diffeqsolve(
+            dfx.ODETerm(vf),
+            solver,
+            t0=jnp.asarray(0.0, dtype),
+            t1=times[-1],
+            dt0=dt0,
+            y0=y0,
+            args=args,
+            saveat=saveat,
+            # the saved times are stepped to, not interpolated: the dense output between a step's ends is a cubic
+            # Hermite polynomial (third order), so a fifth-order step much longer than its error allows for the
+            # cubic put the saved states far outside the tolerance (up to 100 × rtol on FT paths;
+            # tests/test_accuracy.py)
+            stepsize_controller=dfx.ClipStepSizeController(
+                dfx.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4, **controller_norm),
+                step_ts=ts if ts.shape[0] > 0 else None,
+            ),
+            event=None if steady is None else dfx.Event(stop),
+            max_steps=max_steps,
+            adjoint=adjoint,
+            throw=False,
+        )
+        # diffrax packs saves contiguously: the requested times reached before a steady-state stop come first, then
+        # the final (t1 or event) state, then unfilled slots (time inf). Requested times after the stop get the final
+        # state.
+        assert sol.ts is not None and sol.ys is not None and sol.stats is not None
+        # A failed solve (step budget spent, a step that failed) did not reach the times from `last` on: they get
+        # NaN, as diffrax marks unfilled saves, so that no value is mistaken for the state at a time the solve never
+        # got to.
+        n_saved = jnp.sum(jnp.isfinite(sol.ts))
+        last = jnp.maximum(n_saved - 1, 0)
+        reached = jnp.arange(times.shape[0]) < last
+        stopped_ok = (sol.result == dfx.RESULTS.successful) | (sol.result == dfx.RESULTS.event_occurred)
+
+        def fill(y):
+            after = jnp.where(stopped_ok, y[last], jnp.nan)
+            return jnp.where(reached.reshape((-1,) + (1,) * (y.ndim - 1)), y, after)
+
+        ys = jax.tree_util.tree_map(fill, sol.ys)
+        t_stop = jnp.where(n_saved > 0, sol.ts[last], jnp.asarray(0.0, dtype))
+        if log_time:
+            t_stop = jnp.expm1(t_stop)
+        return ys, sol.result, sol.stats["num_steps"], t_stop
+
+    return differentiable_solve(solve)(y0, args, times, field_consts, fixed)
+
+
+def differentiable_solve(solve):
+    """`solve(*inputs, adjoint)` → outputs, as a function of `inputs` (pytrees) whose reverse-mode derivative
+    goes by forward mode when the perturbed inputs (the leaves `jax.grad` differentiates, known when it traces)
+    have at most `FORWARD_MODE_MAX` entries, else by diffrax's `RecursiveCheckpointAdjoint` (module docstring).
+    Both differentiate the same discrete solution; `tests/test_gradients.py` checks them against each other and
+    against finite differences. Forward-mode derivatives of the result (`jax.jvp`) are not supported, as with
+    diffrax's checkpointed solve."""
+
+    @jax.custom_vjp
+    def run(*inputs):
+        return solve(*inputs, dfx.RecursiveCheckpointAdjoint())
+
+    def fwd(*inputs):
+        leaves, treedef = jax.tree_util.tree_flatten(inputs)
+        values = [x.value for x in leaves]
+        shapes = [(jnp.shape(v), jnp.result_type(v)) for v in values]
+        perturbed = [i for i, x in enumerate(leaves) if x.perturbed and jnp.issubdtype(shapes[i][1], jnp.inexact)]
+        primal = jax.tree_util.tree_unflatten(treedef, values)
+        sizes = [math.prod(shapes[i][0]) for i in perturbed]
+
+        def of_perturbed(adjoint):
+            def f(*pert):
+                new = list(values)
+                for i, x in zip(perturbed, pert, strict=True):
+                    new[i] = x
+                return solve(*jax.tree_util.tree_unflatten(treedef, new), adjoint)
+
+            return f
+
+        static = dict(treedef=treedef, perturbed=tuple(perturbed), inputs=tuple(shapes))
+        if not perturbed:
+            return run(*primal), _Residual(**static)
+        if sum(sizes) <= FORWARD_MODE_MAX:
+            f = of_perturbed(dfx.ForwardMode())
+            basis = jnp.eye(sum(sizes), dtype=shapes[perturbed[0]][1])
+            offsets = np.cumsum([0, *sizes])
+
+            def directional(e):
+                pieces = zip(perturbed, itertools.pairwise(offsets), strict=True)
+                tangent = [e[a:b].reshape(shapes[i][0]).astype(shapes[i][1]) for i, (a, b) in pieces]
+                out, dout = jax.jvp(f, [values[i] for i in perturbed], tangent)
+                return out, _inexact(dout)
+
+            out, jac = jax.vmap(directional, out_axes=(None, 0))(basis)
+            return out, _Residual(**static, sizes=tuple(sizes), jacobian=jac)
+        out, pullback = jax.vjp(of_perturbed(dfx.RecursiveCheckpointAdjoint()), *[values[i] for i in perturbed])
+        return out, _Residual(**static, pullback=pullback)
+
+    def bwd(res, cotangent):
+        cots = [_instantiate(c) for c in jax.tree_util.tree_leaves(cotangent, is_leaf=_is_zero)]
+        if res.jacobian is not None:  # Jᵀ c over the inexact outputs, then split into the perturbed leaves
+            inexact = [c for c in cots if c.dtype != jax.dtypes.float0]
+            flat = sum(jnp.tensordot(j, c, axes=c.ndim) for j, c in zip(res.jacobian, inexact, strict=True))
+            offsets = np.cumsum([0, *res.sizes])
+            grads = [flat[a:b] for a, b in itertools.pairwise(offsets)]
+        elif res.pullback is not None:
+            grads = res.pullback(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(cotangent,
+                                 is_leaf=_is_zero), cots))  # fmt: skip
+        else:
+            grads = []
+        out = [_zero(shape, dtype) for shape, dtype in res.inputs]
+        for i, g in zip(res.perturbed, grads, strict=True):
+            out[i] = jnp.reshape(g, res.inputs[i][0]).astype(res.inputs[i][1])
+        return jax.tree_util.tree_unflatten(res.treedef, out)
+
+    run.defvjp(fwd, bwd, symbolic_zeros=True)
+    return run
+
+
+class _Residual(eqx.Module):
+    """What the backward pass of `differentiable_solve` keeps: the static layout of the inputs (their tree, the
+    indices of the perturbed leaves, every leaf's shape and dtype) and either the Jacobian of the inexact outputs
+    in the perturbed directions (forward mode) or the reverse-mode pullback."""
+
+    treedef: Any = eqx.field(static=True)
+    perturbed: tuple = eqx.field(static=True)
+    inputs: tuple = eqx.field(static=True)
+    sizes: tuple = eqx.field(static=True, default=())
+    jacobian: Any = None
+    pullback: Any = None
+
+
+def _is_zero(x) -> bool:
+    return isinstance(x, SymbolicZero)
+
+
+def _zero(shape, dtype):
+    if jnp.issubdtype(dtype, jnp.inexact):
+        return jnp.zeros(shape, dtype)
+    return np.zeros(shape, jax.dtypes.float0)
+
+
+def _instantiate(c):
+    return _zero(c.shape, c.dtype) if _is_zero(c) else c
+
+
+def _inexact(tree) -> tuple:
+    """The inexact (floating) leaves of `tree`, in order."""
+    return tuple(x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact))
 
 
 def _in_log_time(field, steady):

@@ -124,6 +124,11 @@ class Rodas5P(dfx.AbstractAdaptiveSolver):
         dt = t1 - t0
         dtype = jax.tree_util.tree_leaves(y0)[0].dtype
         h = _GAMMA * dt  # W = (I − h J)/h
+        # 1/Δt with a zero step allowed: under `vmap` a member that has reached t1 still runs (masked) steps of length
+        # 0, and reverse mode multiplies their zero cotangents by the partial derivatives of cᵢⱼ uⱼ/Δt: both the
+        # value and its derivative must stay finite there (a NaN times zero is NaN)
+        nonzero = dt != 0
+        inv_dt = jnp.where(nonzero, 1.0 / jnp.where(nonzero, dt, 1.0), 0.0)
         factor_of, solve_of = self.newton.factor, self.newton.solve
 
         def factor_one(y, a):
@@ -145,7 +150,7 @@ class Rodas5P(dfx.AbstractAdaptiveSolver):
             a_row, c_row, alpha_i, d_i, index = xs
             point = _tmap(jnp.add, y0, combine(a_row, buf))
             f = terms.vf(t0 + alpha_i * dt, point, args)
-            rhs = _tmap(lambda fi, cu, ft: h * (fi + cu / dt + d_i * dt * ft), f, combine(c_row, buf), f_t)
+            rhs = _tmap(lambda fi, cu, ft: h * (fi + cu * inv_dt + d_i * dt * ft), f, combine(c_row, buf), f_t)
             u = solve_of(factor, rhs)
             return _tmap(lambda b, x: b.at[index].set(x), buf, u), None
 
