@@ -330,8 +330,9 @@ def sweep_throughput(n_instances=1000, loop_instances=50, inputs="subspace", sha
     keys = jax.random.split(jax.random.PRNGKey(2), n_instances)
     problems = linnet.subspace_shifts(keys, 0.1, d=d, k=k, n=n, inputs=inputs)
     heads = jax.random.normal(jax.random.PRNGKey(3), (n_instances, k))
-    small = jax.tree_util.tree_map(lambda a: a[:8], problems)
-    linnet.sweep(small, heads[:8], [np.inf], methods=("ft",), batch_size=8, progress=False)  # compile
+    # compile on one batch of the timed batch size: a batch's program depends on its size
+    first = jax.tree_util.tree_map(lambda a: a[:250], problems)
+    linnet.sweep(first, heads[:250], [np.inf], methods=("ft",), batch_size=250, progress=False)
     t = time.perf_counter()
     linnet.sweep(problems, heads, [np.inf], methods=("ft",), batch_size=250, progress=False)
     sweep_s = time.perf_counter() - t

@@ -4,6 +4,10 @@ the fallback rule, and what a failure message advises."""
 
 from __future__ import annotations
 
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,3 +74,44 @@ def shard_batch(fn, devices, batched: tuple[bool, ...]):
     mesh = Mesh(np.asarray(devices), ("batch",))
     specs = tuple(P("batch") if b else P() for b in batched)
     return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P("batch"), check_vma=False))
+
+
+def host_workers(devices, workers: int | None = None) -> int:
+    """How many host threads run parts of one batch at once. `workers` given: that many (a positive integer).
+    Default: on a single CPU device, the cores this process may use, at most 4 (XLA runs each part's program on the
+    calling thread, so two threads keep two cores busy: a sweep of small stiff instances ran 1.6–2× faster on 2
+    cores); otherwise 1 (several devices already split the batch by `shard_batch`; an accelerator runs a batch as
+    one program)."""
+    if workers is not None:
+        if isinstance(workers, bool) or int(workers) != workers or workers < 1:
+            raise ValueError(f"`workers` must be a positive integer (host threads), got {workers!r}")
+        return int(workers)
+    if len(devices) != 1 or devices[0].platform != "cpu":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+def run_in_parts(fn, args: tuple, batched: tuple[bool, ...], workers: int):
+    """`fn(*args)` with the batch axis (the leading one of every leaf of `args[i]` where `batched[i]`) cut into
+    `workers` parts of equal size (the last padded by repeating the batch's final member), each run and waited for
+    on its own host thread, the outputs (every leaf with the batch axis) put back together with the padding dropped.
+    The parts have one shape, so `fn` compiles once (JAX compiles concurrent first calls of one program once). The
+    members of a batch are independent, so the result is that of one call, member for member."""
+    N = jax.tree_util.tree_leaves([a for a, b in zip(args, batched, strict=True) if b])[0].shape[0]
+    parts = min(int(workers), N)
+    if parts <= 1:
+        return fn(*args)
+    size = math.ceil(N / parts)
+    take = np.minimum(np.arange(parts * size), N - 1).reshape(parts, size)
+
+    def part(idx):
+        sub = [jax.tree_util.tree_map(lambda x: x[idx], a) if b else a for a, b in zip(args, batched, strict=True)]
+        return jax.block_until_ready(fn(*sub))
+
+    with ThreadPoolExecutor(parts) as pool:
+        outs = list(pool.map(part, take))
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:N], *outs)

@@ -14,17 +14,27 @@ from .._registry import get_method
 from .._solver.choice import explicit_is_enough
 from .._trajectory import ConvergenceError, is_okay
 from .._validate import check_times
-from .plan import explicit_allowed, mode_options, run_planned, shard_batch
+from .plan import explicit_allowed, host_workers, mode_options, run_in_parts, run_planned, shard_batch
 from .simulate import simulate
 
 
 def batched_predictors(
-    problems: Problem, v0s, times, *, method: str = "ft", rtol=1e-8, atol=1e-10, max_steps=100_000, devices=None
+    problems: Problem,
+    v0s,
+    times,
+    *,
+    method: str = "ft",
+    rtol=1e-8,
+    atol=1e-10,
+    max_steps=100_000,
+    devices=None,
+    workers: int | None = None,
 ):
     """Predictors w(t) (N, T, d) and heads v(t) (N, T, k) of one registered method on a batched `Problem`: a thin
-    alias of `lax.map(linnet.simulate)` over the batch, sharded over `devices` (default all) like `sweep`; the
-    solver is chosen as in `fine_tune`, from the concrete data."""
+    alias of `lax.map(linnet.simulate)` over the batch, sharded over `devices` (default all) and run in parts on
+    `workers` host threads like `sweep`; the solver is chosen as in `fine_tune`, from the concrete data."""
     devices = list(jax.devices() if devices is None else devices)
+    workers = host_workers(devices, workers)
     t_all = check_times(times)
     flags = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s))) & explicit_allowed(get_method(method), {})
     inputs = (jnp.asarray(v0s, problems.X.dtype), jnp.asarray(flags))
@@ -32,7 +42,7 @@ def batched_predictors(
     key = (method, tuple(float(t) for t in np.asarray(t_all)), float(rtol), float(atol), int(max_steps))
 
     def run(mode):
-        (v, w, ok) = _run_sharded(_predictor_batch(*key, mode), problems, inputs, devices)
+        (v, w, ok) = _run_sharded(_predictor_batch(*key, mode), problems, inputs, devices, workers)
         return (v, w), None, ok
 
     (v, w), _, ok = run_planned(run, flags)
@@ -59,12 +69,13 @@ def _predictor_batch(method: str, times: tuple, rtol: float, atol: float, max_st
     return jax.jit(lambda P, xs: jax.lax.map(lambda a: one(a[0], *a[1]), (P, xs)))
 
 
-def _run_sharded(fn, problems, v0s, devices):
+def _run_sharded(fn, problems, v0s, devices, workers):
     """`fn(problems, v0s)` with the batch axis sharded over `devices` (a 1-D `Mesh` and `shard_map`; each device
     runs its own compiled loop over its shard). The batch is padded to a multiple of the device count by repeating
-    the last instance, and the padding is dropped afterwards. One device runs `fn` directly."""
+    the last instance, and the padding is dropped afterwards. One device runs `fn` in `workers` parts on host threads
+    (`run_in_parts`)."""
     if len(devices) == 1:
-        return fn(problems, v0s)
+        return run_in_parts(fn, (problems, v0s), (True, True), workers)
     n_dev = len(devices)
     N = jax.tree_util.tree_leaves(v0s)[0].shape[0]
     pad = (-N) % n_dev

@@ -3,7 +3,8 @@
 Each (method, head) is `linnet.simulate` with `throw=False`, mapped over a batch of problems by `lax.map`
 (`chunk` members vmapped together: on CPU one at a time is fastest, since a vmapped adaptive solve runs every
 member for the slowest member's steps and turns branches into selects — measured 11 s against 6 s for 16
-instances) and sharded over devices by `shard_map`; `batching="stacked"` runs each batch as one ODE instead
+instances), sharded over devices by `shard_map` and, on one CPU device, cut into parts that host threads run at once
+(`linnet._run.plan.run_in_parts`); `batching="stacked"` runs each batch (part) as one ODE instead
 (`linnet._run.stacked`). Batches are padded to one size, so each method compiles once per shape, not once per batch.
 Methods that run one shared program (FT, LP-FT, two learning rates, L2-SP: see `Method.program`) share one
 compiled batch per shape and solver plan. Only L̂, L_id and L_ood are kept.
@@ -26,7 +27,15 @@ from .._registry import REGISTRY, Method, Param, get_method, parse_spec
 from .._solver.choice import explicit_is_enough
 from .._trajectory import ConvergenceError, is_okay
 from .._validate import check_times, check_value
-from .plan import budget_advice, explicit_allowed, mode_options, run_planned, shard_batch
+from .plan import (
+    budget_advice,
+    explicit_allowed,
+    host_workers,
+    mode_options,
+    run_in_parts,
+    run_planned,
+    shard_batch,
+)
 from .simulate import simulate
 from .stacked import can_stack, stacked_batch
 
@@ -76,15 +85,15 @@ def compiled_batches() -> int:
 _lp_heads = jax.jit(jax.vmap(lp_limit_head))  # the LP limits v_lp^∞ of a batch: one small program
 
 
-def _run_mapped(run, args, mode):
-    return run(mode)(*args)
+def _run_mapped(run, args, workers, mode):
+    return run_in_parts(run(mode), args, (True, True, False, False), workers)
 
 
-def _run_stacked(m, args, max_steps, devices, rtol, atol, mode):
+def _run_stacked(m, args, max_steps, devices, rtol, atol, workers, mode):
     problems, (start, _, _), times, reals = args
-    return stacked_batch(m, mode == "explicit", max_steps, devices)(
-        problems, start, times, reals, float(rtol), float(atol)
-    )
+    fn = stacked_batch(m, mode == "explicit", max_steps, devices)
+    return run_in_parts(fn, (problems, start, times, reals, float(rtol), float(atol)), (True, True) + (False,) * 4,
+                        workers)  # fmt: skip
 
 
 @partial(
@@ -180,6 +189,7 @@ def sweep(
     devices=None,
     progress: bool = True,
     loss: str = "squared",
+    workers: int | None = None,
 ) -> SweepResult:
     """Run many instances × methods × heads through the registry, one compiled computation per method and shape,
     and keep only the metrics L̂, L_id, L_ood at `times`.
@@ -199,13 +209,16 @@ def sweep(
     - `batch_size`: instances per compiled call (progress is reported per batch; the last batch is padded);
       `chunk`: instances vmapped together inside a call (1 is fastest on CPU; larger suits accelerators);
       `batching`: "map" (default: each instance its own solve, `chunk` of them vmapped) or "stacked" (each batch of
-      `batch_size` instances, or each device's share of it, is one ODE with one step-size controller, which holds
-      every member to its own tolerance: `linnet._run.stacked`; for the methods on the generalised FT flow, FT,
-      LP-FT, two learning rates and L2-SP, the others run as with "map"). On 2 CPU cores "map" is faster
-      (`benchmarks/RESULTS.md`): a shared controller takes the union of the members' small steps;
+      `batch_size` instances, or each device's or host thread's share of it, is one ODE with one step-size
+      controller, which holds every member to its own tolerance: `linnet._run.stacked`; for the methods on the
+      generalised FT flow, FT, LP-FT, two learning rates and L2-SP, the others run as with "map"). A shared
+      controller takes the union of the members' small steps, so small stacks pay (`benchmarks/RESULTS.md`);
       `devices`: devices to shard each batch over (default all; on several hosts call
       `jax.distributed.initialize()` first).
     - `rtol`, `atol`, `max_steps`: as `fine_tune`. `progress`: show a progress bar over batches.
+    - `workers`: host threads that run parts of each batch at once (default: on one CPU device the cores this
+      process may use, at most 4; else 1): on CPU each part's program runs on its own core. The members are
+      independent, so the numbers do not depend on it.
     - `loss`: "squared" (default) or "logistic" for every method (a dict's own "loss" entry overrides it); under
       the logistic loss the errors are the 0-1 errors and L̂ the logistic loss (see `linnet.Trajectory`).
 
@@ -262,6 +275,7 @@ def sweep(
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size}")
     devices = tuple(jax.devices() if devices is None else devices)
+    workers = host_workers(devices, workers)
     size = min(int(batch_size), N)
     size += (-size) % len(devices)  # every device gets the same share
     T = t_all.shape[0]
@@ -285,11 +299,11 @@ def sweep(
                 start = _lp_heads(batch, h[take]) if lp_first else h[take]
                 args = (batch, (start, take, jnp.asarray(flags)), ts, reals)
                 if stack:  # one ODE over the batch; "mixed" runs the implicit solver for all
-                    run_batch = partial(_run_stacked, runner_method, args, int(max_steps), devices, rtol, atol)
+                    run_batch = partial(_run_stacked, runner_method, args, int(max_steps), devices, rtol, atol, workers)
                 else:
                     run = partial(_batched, runner, key_opts, float(rtol), float(atol), int(max_steps), int(chunk),
                                   devices, loss=m.loss)  # fmt: skip
-                    run_batch = partial(_run_mapped, run, args)
+                    run_batch = partial(_run_mapped, run, args, workers)
                 # the fallback is decided on the host where the whole batch has one plan, so the implicit program is
                 # compiled only if some member needs it, and only those members take its results
                 metrics, st, ok = run_planned(run_batch, flags)

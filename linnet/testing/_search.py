@@ -16,6 +16,7 @@ import numpy as np
 
 from .._geometry import feature_distance
 from .._problem import Problem
+from .._run.plan import host_workers, run_in_parts
 from ._instance import Instance, check_eps, check_shapes, draw_instance, index, stack
 from ._reference import reference
 
@@ -76,11 +77,13 @@ class _Silent:
 
 
 def _evaluate(statement, batch: Instance, size: int) -> np.ndarray:
-    """The statement's slack on each member of a batch, by one compiled `vmap`; a batch that fails is evaluated
-    member by member and the failing members get NaN."""
+    """The statement's slack on each member of a batch, by one compiled `vmap` (in parts on host threads,
+    `linnet._run.plan.run_in_parts`); a batch that fails is evaluated member by member and the failing members get
+    NaN."""
     fn = _compiled(statement)
     try:
-        return np.asarray(fn[0](batch.problem, batch.v0), np.float64)[:size]
+        parts = host_workers(jax.devices())
+        return np.asarray(run_in_parts(fn[0], (batch.problem, batch.v0), (True, True), parts), np.float64)[:size]
     except Exception:
         out = np.full(size, np.nan)
         for i in range(size):
