@@ -227,28 +227,32 @@ def cmd_stress(args):
 
 def cmd_reproduce(args):
     """Regenerate every theory figure (PNG + PDF + JSON) and print the headline numbers."""
+    import jax
     from tqdm.auto import tqdm
 
     from . import figures
+    from .figures._jobs import default_jobs, make_many
 
     writable_folder(args.out)
     names = args.only or list(figures.FIGURES)
-    rows = []
+    jobs = default_jobs(names, args.jobs)
+    # getattr: the typing stubs of jax.config do not declare its options
+    cache = None if args.no_cache else getattr(jax.config, "jax_compilation_cache_dir", None)
     t0 = time.perf_counter()
-    bar = tqdm(names, desc="figures", unit="fig")
-    for name in bar:
-        bar.set_postfix(figure=name)
-        kw = dict(progress=True) if name == "stress_slack" else {}
-        data = figures.make(name, args.out, quick=args.quick, **kw)
-        verdict = figures.verdict(name, data)
-        lines = figures.headline(name, data)
+    with tqdm(total=len(names), desc="figures", unit="fig") as bar:
+        progress = lambda name: (bar.set_postfix(figure=name), bar.update())  # noqa: E731
+        results = make_many(names, args.out, quick=args.quick, jobs=jobs, progress=progress, cache=cache)
+    rows = []
+    for name in names:
+        verdict, lines = results[name]
         rows += [[label, value, verdict if i == 0 else ""] for i, (label, value) in enumerate(lines)]
     print(table(rows, ["quantity", "value", "verdict"]))
     print(
         "L is a squared error (L_ood, L_id); √L where a bound is on the root (Theorem 3.1). Verdicts: a stated "
         "result\nholds or is violated on the figure's data; a finding is a measured number no statement fixes."
     )
-    print(f"\nwrote {len(names)} figures (PNG, PDF, JSON) to {args.out}/ in {time.perf_counter() - t0:.0f} s")
+    print(f"\nwrote {len(names)} figures (PNG, PDF, JSON) to {args.out}/ in {time.perf_counter() - t0:.0f} s "
+          f"({jobs} process{'es' if jobs > 1 else ''})")  # fmt: skip
     return 0
 
 
@@ -319,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only", nargs="+", choices=FIGURES, metavar="NAME", help=f"only these figures, from: {', '.join(FIGURES)}"
     )
+    p.add_argument(
+        "--jobs", type=positive_int, default=None,
+        help="figures computed at once, each in its own process (default: the usable CPU cores, at most 4)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("stress", help="counterexample search for the paper's inequalities")
     p.add_argument("--instances", type=positive_int, default=10_000, help="random instances")

@@ -166,3 +166,31 @@ def test_run_every_new_method_matches_the_library(method, tmp_path):
         "deep": lambda: linnet.deep_fine_tune(p, v0, t, depth=2),
     }[method]()
     np.testing.assert_allclose(data["ood_error"], ref.ood_error, rtol=1e-10)
+
+
+def test_figures_sharing_the_eps_sweep_are_one_task():
+    """`linnet reproduce`'s tasks: the figures that read the cached ε sweep run in one process (so it is computed
+    once), listed first in the order given; every other figure is its own task."""
+    from linnet.figures._jobs import tasks
+
+    assert tasks(["toy", "phase", "gd", "ood_vs_eps"]) == [("phase", "ood_vs_eps"), ("toy",), ("gd",)]
+    assert tasks(["toy"]) == [("toy",)]
+    every = tasks(figures.FIGURES)
+    assert sorted(n for t in every for n in t) == sorted(figures.FIGURES)
+    assert every[0] == ("ood_vs_eps", "id_vs_ood", "phase", "phase_nd")
+
+
+@pytest.mark.slow  # two worker processes compile their programs afresh (about 20 s)
+def test_figures_in_worker_processes_write_the_same_files(tmp_path):
+    """`make_many` with 2 worker processes (spawned, given this process's float64 choice) writes the same bytes
+    (JSON, PNG, PDF) as in this process, for two quick figures, and returns the same verdicts and headlines."""
+    from linnet.figures._jobs import make_many
+
+    one = make_many(["toy", "gd"], tmp_path / "one", quick=True, jobs=1)
+    two = make_many(["toy", "gd"], tmp_path / "two", quick=True, jobs=2)
+    assert one == two
+    for name in ("toy", "gd"):
+        for ext in ("json", "png", "pdf"):
+            assert (tmp_path / "one" / f"{name}.{ext}").read_bytes() == (
+                tmp_path / "two" / f"{name}.{ext}"
+            ).read_bytes()

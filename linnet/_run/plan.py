@@ -5,13 +5,13 @@ the fallback rule, and what a failure message advises."""
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._config import usable_cores
 from .._registry import Method
 from .._solver import choice
 
@@ -88,11 +88,7 @@ def host_workers(devices, workers: int | None = None) -> int:
         return int(workers)
     if len(devices) != 1 or devices[0].platform != "cpu":
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 4))
+    return max(1, min(usable_cores(), 4))
 
 
 def run_in_parts(fn, args: tuple, batched: tuple[bool, ...], workers: int):

@@ -29,6 +29,7 @@ singular, and which minimiser is reached is decided by the whole path (`docs/the
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Any
@@ -96,11 +97,21 @@ def integrate(
         def vf(t, y, a):
             return field_c(t, y, a, *field_consts)
 
-        def stop(t, y, a, **kwargs):
-            del kwargs
-            return steady_c(t, y, a, *steady_consts)
+        event = None
+        if steady_c is not None:
+            rule = steady_c
 
-        controller_norm = {} if norm_c is None else {"norm": lambda tree: norm_c(tree, *norm_consts)}
+            def stop(t, y, a, **kwargs):
+                del kwargs
+                return rule(t, y, a, *steady_consts)
+
+            event = dfx.Event(stop)
+        controller = dfx.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4)
+        if norm_c is not None:
+            norm_of = norm_c
+            controller = dfx.PIDController(
+                rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4, norm=lambda tree: norm_of(tree, *norm_consts)
+            )
         ts = times[:-1]
         saveat = dfx.SaveAt(ts=ts if ts.shape[0] > 0 else None, t1=True)
         sol = dfx.diffeqsolve(
@@ -116,11 +127,8 @@ def integrate(
             # Hermite polynomial (third order), so a fifth-order step much longer than its error allows for the
             # cubic put the saved states far outside the tolerance (up to 100 × rtol on FT paths;
             # tests/test_accuracy.py)
-            stepsize_controller=dfx.ClipStepSizeController(
-                dfx.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4, **controller_norm),
-                step_ts=ts if ts.shape[0] > 0 else None,
-            ),
-            event=None if steady is None else dfx.Event(stop),
+            stepsize_controller=dfx.ClipStepSizeController(controller, step_ts=ts if ts.shape[0] > 0 else None),
+            event=event,
             max_steps=max_steps,
             adjoint=adjoint,
             throw=False,
@@ -202,7 +210,8 @@ def differentiable_solve(solve):
         cots = [_instantiate(c) for c in jax.tree_util.tree_leaves(cotangent, is_leaf=_is_zero)]
         if res.jacobian is not None:  # Jᵀ c over the inexact outputs, then split into the perturbed leaves
             inexact = [c for c in cots if c.dtype != jax.dtypes.float0]
-            flat = sum(jnp.tensordot(j, c, axes=c.ndim) for j, c in zip(res.jacobian, inexact, strict=True))
+            terms = [jnp.tensordot(j, c, axes=c.ndim) for j, c in zip(res.jacobian, inexact, strict=True)]
+            flat = functools.reduce(jnp.add, terms)
             offsets = np.cumsum([0, *res.sizes])
             grads = [flat[a:b] for a, b in itertools.pairwise(offsets)]
         elif res.pullback is not None:
