@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._config import jit
 from ._validate import as_float_array, check_shape, is_traced
 
 
@@ -146,10 +147,10 @@ def _gram_route(X, xp):
     return U, s, jnp.asarray(Vt), (w[-1] > 0) & (err <= GRAM_MAX_ERROR)
 
 
-_gram_route_xla = jax.jit(lambda X: _gram_route(X, jnp))
+_gram_route_xla = jit(lambda X: _gram_route(X, jnp))
 
 
-@jax.jit
+@jit
 def _descending_eigh(A):
     w, U = jnp.linalg.eigh(A)
     return w[::-1], U[:, ::-1]  # descending, as the SVD orders them

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import theory as th
+from ._config import jit
 from ._errors import id_error_of_predictor
 from ._generators import subspace_shift, subspace_shifts
 from ._problem import Problem
@@ -128,7 +129,7 @@ def replay(instance: dict) -> tuple[Problem, jax.Array]:
     raise ValueError(f"unknown instance kind {instance.get('kind')!r}")
 
 
-@partial(jax.jit, static_argnames=("size", "shape"))
+@partial(jit, static_argnames=("size", "shape"))
 def _draw_batch(key, size, shape):
     """A random batch of `size` instances of `shape` (d, k, n, dim S), one compiled program per shape."""
     d, k, n, m = shape
@@ -144,7 +145,7 @@ def _draw_batch(key, size, shape):
     return probs, heads, keys, eps, vs_scale, shift
 
 
-@jax.jit
+@jit
 def _batch_slacks(probs, heads, w, shift) -> dict:
     """Each statement's slack on every member of a random batch (its minimum over the saved times), from the FT
     predictors `w` (N, T, d): one compiled program per shape, instead of one small program per operation.
@@ -276,7 +277,7 @@ def gradient_search(key, *, starts: int = 64, n: int = 3, d: int = 6, halved: bo
     thetas = thetas.at[:, n * d + d : n * d + 2 * d].set(bs + 0.1 * jax.random.normal(k2, (starts, d)))
     thetas = thetas.at[:, -1].set(1.0 + 2.0 * jax.random.uniform(k3, (starts,)))
 
-    @jax.jit
+    @jit
     def run(theta0):
         res = minimize(lambda t: _ratio_k1(t, n, d, halved), theta0, method="BFGS", options=dict(maxiter=300))
         return res.x, _ratio_k1(res.x, n, d, halved) - 1.0

@@ -119,3 +119,37 @@ def test_the_command_line_turns_the_compilation_cache_on_unless_told_not_to(tmp_
     assert len(os.listdir(tmp_path / "a" / ".cache" / "linnet" / "jax")) > 0
     run(tmp_path / "b", "--no-cache")
     assert not (tmp_path / "b" / ".cache").exists()
+
+
+def test_linnet_jit_with_its_compiler_options_composes_like_jax_jit():
+    """`linnet._config.jit`: on the verified jaxlib releases its options are XLA's classic CPU emitters. Nested in
+    a caller's `jax.jit` (traced or closed-over concrete arguments), under `grad` and under `vmap`, and with
+    `static_argnames` through `functools.partial`, it returns what a plain `jax.jit` returns (the reference): the
+    option changes XLA's code generator, not the computation; 1e-15 relative allows rounding."""
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from linnet._config import COMPILER_OPTIONS, jit
+
+    def f(x, *, p):
+        return jnp.sin(x) ** p + jnp.cumsum(x)
+
+    ours, ref = partial(jit, static_argnames=("p",))(f), jax.jit(f, static_argnames=("p",))
+    x = jnp.linspace(0.1, 1.0, 5)
+    import jaxlib
+
+    if (0, 7) <= tuple(int(a) for a in jaxlib.__version__.split(".")[:2]) <= (0, 10):  # the verified releases
+        assert COMPILER_OPTIONS == {"xla_cpu_use_fusion_emitters": False}
+    cases = {
+        "top": (lambda: ours(x, p=2), lambda: ref(x, p=2)),
+        "jit, traced": (lambda: jax.jit(lambda y: ours(y, p=2))(x), lambda: ref(x, p=2)),
+        "jit, closed over": (lambda: jax.jit(lambda: ours(x, p=3))(), lambda: ref(x, p=3)),
+        "grad": (lambda: jax.grad(lambda y: ours(y, p=2).sum())(x), lambda: jax.grad(lambda y: ref(y, p=2).sum())(x)),
+        "vmap": (lambda: jax.vmap(lambda y: ours(y, p=2))(jnp.stack([x, 2 * x])),
+                 lambda: jnp.stack([ref(x, p=2), ref(2 * x, p=2)])),
+    }  # fmt: skip
+    for name, (got, want) in cases.items():
+        np.testing.assert_allclose(np.asarray(got()), np.asarray(want()), rtol=1e-15, err_msg=name)

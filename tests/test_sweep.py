@@ -66,9 +66,10 @@ def test_sweep_rejects_bad_arguments(batch):
 
 
 def test_run_in_parts_runs_each_part_on_its_own_thread_and_keeps_the_order():
-    """`run_in_parts` cuts the batch axis into equal parts (7 members into 3 parts of 3, the last padded by
-    repeating member 6), calls the function once per part on distinct host threads, and puts the outputs back in
-    order without the padding; replicated arguments reach every part whole."""
+    """`run_in_parts` cuts the batch axis into equal parts (7 members into 3 parts of 3 with `min_part=2`, the last
+    padded by repeating member 6), calls the function once per part on distinct host threads, and puts the outputs
+    back in order without the padding; replicated arguments reach every part whole. With one worker, or fewer
+    than two parts' worth of members (7 < 2 · 4, the default `min_part`), it is one call."""
     import threading
 
     from linnet._run.plan import run_in_parts
@@ -80,26 +81,31 @@ def test_run_in_parts_runs_each_part_on_its_own_thread_and_keeps_the_order():
         return {"y": x * scale, "first": x[:, 0]}
 
     x = jnp.arange(14.0).reshape(7, 2)
-    out = run_in_parts(fn, (x, jnp.asarray(10.0)), (True, False), 3)
+    out = run_in_parts(fn, (x, jnp.asarray(10.0)), (True, False), 3, min_part=2)
     np.testing.assert_array_equal(out["y"], np.arange(14.0).reshape(7, 2) * 10)
     np.testing.assert_array_equal(out["first"], np.arange(0.0, 14.0, 2))
     assert len(seen) == 3 and {s for _, s in seen} == {(3, 2)}
     assert len({t for t, _ in seen}) == 3
-    assert run_in_parts(fn, (x, 1.0), (True, False), 1)["y"].shape == (7, 2)  # one worker: one call, no split
+    for workers, min_part in ((1, 1), (3, 4)):
+        seen.clear()
+        assert run_in_parts(fn, (x, 1.0), (True, False), workers, min_part=min_part)["y"].shape == (7, 2)
+        assert [s for _, s in seen] == [(7, 2)]
 
 
-def test_sweep_workers_do_not_change_the_numbers(batch):
-    """FT (t = ∞ included) and LP-FT with 1 worker and with 3 (5 instances: parts of 2, the last padded): the members
+def test_sweep_workers_do_not_change_the_numbers():
+    """FT (t = ∞ included) and LP-FT with 1 worker and with 2 (9 instances: parts of 5, the last padded): the members
     are independent solves, each part's program another compilation of the same per-member solve, so the metrics
     agree to rounding; 1e-9 relative is the bound used above for a sweep against single calls (at t = ∞ the
     steady-state stop follows the rounding of the step sizes). Bad `workers` values are refused by name."""
-    probs, heads = batch
+    probs = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(5), 9), jnp.linspace(0.05, 0.4, 9), d=20, k=2,
+                                   n=6)  # fmt: skip
+    heads = jax.random.normal(jax.random.PRNGKey(6), (9, 2))
     times = [0.0, 0.7, np.inf]
-    kw = dict(methods=("ft", "lpft"), batch_size=5, progress=False)
+    kw = dict(methods=("ft", "lpft"), batch_size=9, progress=False)
     one = linnet.sweep(probs, heads, times, workers=1, **kw)
-    three = linnet.sweep(probs, heads, times, workers=3, **kw)
+    two = linnet.sweep(probs, heads, times, workers=2, **kw)
     for metric in ("train_loss", "id_error", "ood_error"):
-        np.testing.assert_allclose(getattr(three, metric), getattr(one, metric), rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose(getattr(two, metric), getattr(one, metric), rtol=1e-9, atol=1e-14)
     for bad in (0, 1.5, True, -2):
         with pytest.raises(ValueError, match="`workers` must be a positive integer"):
             linnet.sweep(probs, heads, times, workers=bad, **kw)

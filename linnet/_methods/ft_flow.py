@@ -43,6 +43,7 @@ import diffrax as dfx
 import jax
 import jax.numpy as jnp
 
+from .._config import jit
 from .._numerics import safe_norm
 from .._problem import Reduced, residual
 from .._solver import diffrax_internals
@@ -237,7 +238,7 @@ def explicit_dt0(y0, args):
     return 1.0 / _lipschitz_bound(s, a, v[0], G[0], params)
 
 
-@partial(jax.jit, static_argnames=("max_steps", "solver"))
+@partial(jit, static_argnames=("max_steps", "solver"))
 def solve_reduced(s, a, v0, G0, times, *, rtol, atol, max_steps: int, solver=None, params=None):
     """Plain or generalised FT from (v0, G0) on (s, Uᵀy) by the one driver (`linnet._solver.integrate.integrate`); for
     tests and benchmarks that restart the flow from an arbitrary state. **Returns:** `(v (T, k), G (T, k, r),

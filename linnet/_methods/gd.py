@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from .._config import jit
 from .._numerics import residual_at_rounding_floor, safe_norm
 from .._problem import Problem
 from .._registry import IterationMethod, Param, register
@@ -92,7 +93,7 @@ def _gd_path(s, a, v0, G0, t_all, lr, rtol, atol, max_iter):
     return v, G, iters, bad, ok, iters.astype(t_all.dtype) * lr
 
 
-@jax.jit
+@jit
 def hessian_lmax(s, a, theta0):
     """λ_max of the Hessian of the reduced loss at θ0 = (v, G), by 200 power iterations on Hessian-vector products."""
 

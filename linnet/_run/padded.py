@@ -24,6 +24,7 @@ import diffrax as dfx
 import jax
 import jax.numpy as jnp
 
+from .._config import jit
 from .._registry import get_method
 from .._solver.choice import is_implicit, solver_name
 from .._solver.fused import FusedKvaerno5
@@ -77,7 +78,7 @@ def _count_norm(count):
     return norm
 
 
-@partial(jax.jit, static_argnames=("name", "loss", "statics"))
+@partial(jit, static_argnames=("name", "loss", "statics"))
 def _prepare(problem, v0, times, reals, key, *, name, loss, statics):
     m = get_method(name, loss)
     assert m.init is not None and m.pad is not None
@@ -88,7 +89,7 @@ def _prepare(problem, v0, times, reals, key, *, name, loss, statics):
     return y0p, argsp, _pad_times(jnp.asarray(times, dtype)), jnp.asarray(count, dtype)
 
 
-@partial(jax.jit, static_argnames=("name", "loss", "solver", "max_steps"))
+@partial(jit, static_argnames=("name", "loss", "solver", "max_steps"))
 def _integrate(y0, args, times, rtol, atol, count, *, name, loss, solver, max_steps):
     m = get_method(name, loss)
     assert m.field is not None and m.steady is not None
@@ -100,7 +101,7 @@ def _integrate(y0, args, times, rtol, atol, count, *, name, loss, solver, max_st
     )  # fmt: skip
 
 
-@partial(jax.jit, static_argnames=("name", "loss", "statics", "label", "method"))
+@partial(jit, static_argnames=("name", "loss", "statics", "label", "method"))
 def _finish(problem, v0, times, reals, key, ys, result, steps, t_stop, *, name, loss, statics, label, method):
     m = get_method(name, loss)
     assert m.init is not None and m.decode is not None

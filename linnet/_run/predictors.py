@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._config import jit
 from .._problem import Problem
 from .._registry import get_method
 from .._solver.choice import explicit_is_enough
@@ -66,7 +67,7 @@ def _predictor_batch(method: str, times: tuple, rtol: float, atol: float, max_st
                       **mode_options(mode, e, max_steps))  # fmt: skip
         return tr.v, tr.predictor, is_okay(tr.result)
 
-    return jax.jit(lambda P, xs: jax.lax.map(lambda a: one(a[0], *a[1]), (P, xs)))
+    return jit(lambda P, xs: jax.lax.map(lambda a: one(a[0], *a[1]), (P, xs)))
 
 
 def _run_sharded(fn, problems, v0s, devices, workers):

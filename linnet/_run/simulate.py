@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._closed_forms import lp_limit_head
+from .._config import jit
 from .._context import REFERENCE
 from .._numerics import scale_out_of_range, scale_range
 from .._problem import Problem
@@ -103,7 +104,7 @@ def solver_plan(m: Method, s, p: dict, solver, k: int | None = None) -> list:
     return [(implicit, big)]
 
 
-@partial(jax.jit, static_argnames=("name", "loss", "statics", "solver", "max_steps"))
+@partial(jit, static_argnames=("name", "loss", "statics", "solver", "max_steps"))
 def _core(problem, v0, times, reals, key, rtol, atol, *, name, loss, statics, solver, max_steps) -> Trajectory:
     m = get_method(name, loss)
     # the solve's own settings travel with the parameters, for methods whose initial state is itself a solve
@@ -157,7 +158,7 @@ def _with_inputs(tr: Trajectory, problem) -> Trajectory:
     return dataclasses.replace(tr, B0=problem.B0, basis=problem.reduced.V if tr.basis is None else tr.basis)
 
 
-_lp_limit_head = jax.jit(lp_limit_head)  # one small program, not a dispatch per operation on eager calls
+_lp_limit_head = jit(lp_limit_head)  # one small program, not a dispatch per operation on eager calls
 
 
 def simulate(

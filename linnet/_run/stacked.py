@@ -30,6 +30,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from .._config import jit
 from .._registry import Method
 from .._solver import choice
 from .._solver.integrate import integrate
@@ -52,7 +53,7 @@ def can_stack(m: Method) -> bool:
     return m.kind == "flow" and m.stacked_solver is not None
 
 
-@partial(jax.jit, static_argnames=("m", "explicit", "max_steps"))
+@partial(jit, static_argnames=("m", "explicit", "max_steps"))
 def stacked_metrics(m: Method, problems, v0s, times, reals, rtol, atol, *, explicit: bool, max_steps: int):
     """Integrate method `m` (`can_stack(m)`) on a batched `Problem` (leading axis N) from the heads `v0s` (N, k)
     as one stacked ODE, and return its metrics at `times` (T,).

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._closed_forms import lp_limit_head
+from .._config import jit
 from .._numerics import scale_out_of_range, scale_range
 from .._problem import Problem
 from .._registry import REGISTRY, Method, Param, get_method, parse_spec
@@ -82,7 +83,7 @@ def compiled_batches() -> int:
     return sum(f._cache_size() for f in _BATCH_FUNCTIONS)
 
 
-_lp_heads = jax.jit(jax.vmap(lp_limit_head))  # the LP limits v_lp^∞ of a batch: one small program
+_lp_heads = jit(jax.vmap(lp_limit_head))  # the LP limits v_lp^∞ of a batch: one small program
 
 
 def _run_mapped(run, args, workers, mode):

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._config import jit
 from .._geometry import feature_distance
 from .._problem import Problem
 from .._run.plan import host_workers, run_in_parts
@@ -100,7 +101,7 @@ _COMPILED: dict = {}
 
 def _compiled(statement):
     if statement not in _COMPILED:
-        _COMPILED[statement] = (jax.jit(jax.vmap(statement)), jax.jit(statement))
+        _COMPILED[statement] = (jit(jax.vmap(statement)), jit(statement))
     return _COMPILED[statement]
 
 
@@ -152,7 +153,7 @@ def _descend(statement, inst: Instance, eps, steps: int, lr: float, key) -> tupl
     opt = optax.adam(lr)
     state = opt.init(theta)
 
-    @jax.jit
+    @jit
     def step(theta, state):
         val, g = jax.value_and_grad(lambda th: statement(*_build(th, eps)))(theta)
         upd, state = opt.update(g, state, theta)
@@ -178,7 +179,7 @@ def _descend(statement, inst: Instance, eps, steps: int, lr: float, key) -> tupl
 
 def _slack(statement, inst: Instance) -> float:
     try:
-        return float(jax.jit(statement)(inst.problem, inst.v0))
+        return float(jit(statement)(inst.problem, inst.v0))
     except Exception:
         return math.nan
 
