@@ -231,7 +231,9 @@ def _curve(curve):
         "(mean/max steps per member). c is the batch: instances per compiled call (`batch_size`) for map, "
         'instances vmapped together (`chunk`) for vmap, members of one ODE (`batching="stacked"`) for stacked. '
         "A vmapped solve runs every member for the slowest member's steps; a stack's shared controller takes the "
-        "union of its members' small steps, so its step count grows with c.",
+        "union of its members' small steps, so its step count grows with c. Host threads (`workers`, default the "
+        "usable cores up to 4) run a batch of at least 8 in parts of at least 4, each on its own core (for stacked: "
+        "each part one stack of c/2 members); a batch smaller than that runs as one call.",
         "",
         "| route | " + " | ".join(f"c = {c}" for c in sizes) + " |",
         "|---|" + "---:|" * len(sizes),
