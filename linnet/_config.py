@@ -8,8 +8,11 @@ the same call).
 
 import functools
 import os
+from collections.abc import Callable
+from typing import Any
 
 import jax
+from jax.core import Tracer
 
 
 def enable_x64() -> None:
@@ -133,7 +136,7 @@ def _jaxlib_verified() -> bool:
 COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False} if _jaxlib_verified() else {}
 
 
-def jit(fun=None, **kwargs):
+def jit(fun: Callable | None = None, **kwargs) -> Any:
     """`jax.jit`, compiled with linnet's `COMPILER_OPTIONS` when called at top level; as a decorator, plain or
     through `functools.partial` with `static_argnames`. JAX takes compiler options only on a program it compiles
     itself: inside a caller's `jax.jit` (or a loop or branch being traced) the function runs as a plain `jax.jit`,
@@ -158,7 +161,7 @@ class _Jit:
         # an argument traced by jit, grad or a loop means a staged call: plain at once, not traced twice. vmap's
         # tracers (the ones with a `batch_dim`) are not staged: JAX batches the top-level program, options and all
         leaves = jax.tree_util.tree_leaves((args, kwargs))
-        if any(isinstance(x, jax.core.Tracer) and not hasattr(x, "batch_dim") for x in leaves):
+        if any(isinstance(x, Tracer) and not hasattr(x, "batch_dim") for x in leaves):
             return self._nested(*args, **kwargs)
         try:
             return self._top(*args, **kwargs)
