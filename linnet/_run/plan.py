@@ -83,7 +83,7 @@ def host_workers(devices, workers: int | None = None) -> int:
     cores); otherwise 1 (several devices already split the batch by `shard_batch`; an accelerator runs a batch as
     one program)."""
     if workers is not None:
-        if isinstance(workers, bool) or int(workers) != workers or workers < 1:
+        if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
             raise ValueError(f"`workers` must be a positive integer (host threads), got {workers!r}")
         return int(workers)
     if len(devices) != 1 or devices[0].platform != "cpu":

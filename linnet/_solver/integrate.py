@@ -20,11 +20,11 @@ two ways chosen when it is traced (`differentiable_solve`), both exact for that 
 - otherwise diffrax's `RecursiveCheckpointAdjoint` (backpropagation through the steps with checkpointing).
 
 The first step Δt₀ is not differentiated (a different first step changes the path only at tolerance level).
-At t = ∞ this differentiates the
-event-stopped solution: the stop time depends on the inputs, but the state there is stationary to tolerance,
-so its contribution is of the order of the tolerance. Implicit differentiation of the limit is not an option
-for FT: its limits form a manifold of minimisers (rotations of (v, B) that keep the fit), the Hessian there is
-singular, and which minimiser is reached is decided by the whole path (`docs/theory.md`, "Derivatives").
+At t = ∞ this differentiates the event-stopped solution: the stop time depends on the inputs, but the state there
+is stationary to tolerance, so its contribution is of the order of the tolerance. Implicit differentiation of the
+limit is not an option for FT: its limits form a manifold of minimisers (rotations of (v, B) that keep the fit),
+the Hessian there is singular, and which minimiser is reached is decided by the whole path (`docs/theory.md`,
+"Derivatives").
 """
 
 from __future__ import annotations
