@@ -10,7 +10,6 @@ import scipy.linalg  # noqa: F401  (loads scipy's own OpenBLAS before the limit 
 from threadpoolctl import threadpool_limits
 
 import linnet
-import linnet._run.plan as linnet_plan
 
 # One BLAS thread per process. The suite runs two xdist workers on two cores, and each worker's scipy references
 # (Radau on the full state, Nelder-Mead, SLSQP) call OpenBLAS on small matrices: with OpenBLAS's own threads the
@@ -30,9 +29,6 @@ os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_opti
 # compile linnet's solver programs about twice as fast (compiling is most of the suite's time; see fast_compile)
 linnet.fast_compile()  # False (with a warning) on a jaxlib it is not verified for: the suite runs either way
 jax.config.update("jax_enable_x64", True)
-# The two xdist workers already keep both cores busy, so batches run on one host thread, as OPENBLAS above: threads
-# would only oversubscribe the cores. The tests that check `workers` pass it explicitly.
-linnet_plan.MAX_WORKERS = 1
 
 # One persistent compilation cache per test run, shared by both xdist workers and by the processes the tests start
 # (notebook kernels, CLI subprocesses inherit the environment variable). Measured, it saves little: the workers

@@ -13,9 +13,7 @@ from linnet import cli, figures
 @pytest.fixture(scope="module")
 def quick_figs(tmp_path_factory):
     out = tmp_path_factory.mktemp("figs")
-    # one process: the suite's other worker keeps the second core busy, and worker processes would each compile the
-    # programs the figures share (`test_figures_in_worker_processes_write_the_same_files` checks --jobs)
-    rc = cli.main(["reproduce", "--quick", "--jobs", "1", "--out", str(out)])
+    rc = cli.main(["reproduce", "--quick", "--out", str(out)])
     return rc, out
 
 

@@ -76,16 +76,16 @@ def shard_batch(fn, devices, batched: tuple[bool, ...]):
     return jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P("batch"), check_vma=False))
 
 
-# the most host threads a batch is cut into by default (a test run whose processes already fill the cores sets 1)
+# the most host threads a batch is cut into by default
 MAX_WORKERS = 4
 
 
 def host_workers(devices, workers: int | None = None) -> int:
     """How many host threads run parts of one batch at once. `workers` given: that many (a positive integer).
-    Default: on a single CPU device, the cores this process may use, at most `MAX_WORKERS` = 4 (XLA runs each part's program on the
-    calling thread, so two threads keep two cores busy: a sweep of small stiff instances ran 1.6–2× faster on 2
-    cores); otherwise 1 (several devices already split the batch by `shard_batch`; an accelerator runs a batch as
-    one program)."""
+    Default: on a single CPU device, the cores this process may use, at most `MAX_WORKERS` = 4 (XLA runs each
+    part's program on the calling thread, so two threads keep two cores busy: a sweep of small stiff instances ran
+    1.6–2× faster on 2 cores); otherwise 1 (several devices already split the batch by `shard_batch`; an
+    accelerator runs a batch as one program)."""
     if workers is not None:
         if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
             raise ValueError(f"`workers` must be a positive integer (host threads), got {workers!r}")
