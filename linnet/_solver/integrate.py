@@ -189,7 +189,7 @@ def differentiable_solve(solve):
 
         static = dict(treedef=treedef, perturbed=tuple(perturbed), inputs=tuple(shapes))
         if not perturbed:
-            return run(*primal), _Residual(**static)
+            return solve(*primal, dfx.RecursiveCheckpointAdjoint()), _Residual(**static)
         if sum(sizes) <= FORWARD_MODE_MAX:
             f = of_perturbed(dfx.ForwardMode())
             basis = jnp.eye(sum(sizes), dtype=shapes[perturbed[0]][1])
