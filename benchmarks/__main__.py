@@ -48,7 +48,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
         if size == "tiny":  # the smoke run: every competitor once, in seconds
             rows += suite.scipy_rows(size, problem, v0, ref_w, t_star, ("LSODA",), budget)
             rows += suite.tsit5_rows(size, problem, v0, ref_w, t_star)
-            rows += suite.gd_rows(size, problem, v0, ref_w, t_star, budget)
+            rows += suite.gd_rows(size, problem, v0, ref_w, t_star, min(budget, 2.0))  # it runs: enough to check
         elif size.startswith("small"):
             rows += suite.cached_cold_rows(size, problem, v0, ref_w)
             rows += suite.fast_compile_cold_rows(size)
@@ -91,7 +91,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
             "step_profile_medium": lambda: step_profile.profile(60, 2, 12, dense=False),
             "setup_profile": lambda: setup_profile.profile(60, 20),
             "d_scaling": lambda: suite.d_scaling((100, 200), n=20, k=2),
-            "latency": lambda: latency.latency((40, 2, 10)),
+            "latency": lambda: latency.latency((40, 2, 10), smoke=True),
             "accuracy": lambda: accuracy.accuracy(1, accuracy.TINY),
             "testing_search": lambda: testing_search.measure(8, default_search=False),
         }

@@ -40,7 +40,8 @@ key = jax.random.PRNGKey(0)
 p = linnet.subspace_shift(key, d=d, k=k, n=n, eps=0.1)
 v0 = linnet.random_head(jax.random.PRNGKey(1), k, 1.0)
 jax.block_until_ready(p.reduced.s)
-if sys.argv[1] == "calls":
+kinds = sys.argv[1].split(",")  # the smoke run does all three in one process (it checks they run, not their times)
+if "calls" in kinds:
     out["first_fine_tune"] = clock(lambda: linnet.fine_tune(p, v0, times).ood_error)
     out["warm_fine_tune"] = clock(lambda: linnet.fine_tune(p, v0, times).ood_error)
     out["first_grad"] = clock(lambda: jax.grad(lambda v: linnet.fine_tune(p, v, [np.inf]).ood_error[-1])(v0))
@@ -49,7 +50,7 @@ if sys.argv[1] == "calls":
         jax.block_until_ready(q.reduced.s)
         out[label] = clock(lambda: linnet.fine_tune(q, v0, times).ood_error)
         out[label + "_r"] = [int(q.reduced.s.shape[0]), int(p.reduced.s.shape[0])]
-elif sys.argv[1] == "profile":  # where the first call's time goes: the FT flow's three programs, ahead of time
+if "profile" in kinds:  # where the first call's time goes: the FT flow's three programs, ahead of time
     from linnet._run import padded
     from linnet._methods import ft_flow
     reals = {n: jnp.asarray(x) for n, x in (("eta_v", 1.0), ("eta_B", 1.0), ("lam_v", 0.0), ("lam_B", 0.0))}
@@ -62,7 +63,7 @@ elif sys.argv[1] == "profile":  # where the first call's time goes: the FT flow'
     y0, args, tp, count = c(p, v0, ts, reals, None)
     _, out["integrate"] = aot(padded._integrate, y0, args, tp, 1e-8, 1e-10, count, name="ft", loss="squared",
                               solver=ft_flow.default_solver(), max_steps=100_000)
-else:  # a typical first session: FT, its gradient, LP, LP-FT, three heads at once, a second shape
+if "session" in kinds:  # a typical first session: FT, its gradient, LP, LP-FT, three heads at once, a second shape
     def session():
         linnet.fine_tune(p, v0, times).ood_error.block_until_ready()
         jax.grad(lambda v: linnet.fine_tune(p, v, [np.inf]).ood_error[-1])(v0).block_until_ready()
@@ -85,12 +86,16 @@ def _fresh(kind: str, shape) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def latency(shape=(200, 3, 40)) -> dict:
+def latency(shape=(200, 3, 40), smoke: bool = False) -> dict:
     """The latency measurements (seconds) of two fresh processes on `subspace_shift(d, k, n)`: first `fine_tune`
     (times 0, 0.1, 1, ∞), its warm repeat, the first `jax.grad` of the OOD error at t = ∞, the same call on a new
     shape (d + 60, n + 5: r in the same bucket; d + 60, n + 10: r in the next bucket), and a typical first session;
-    each process's own Robertson yardstick."""
-    calls, session, prof = _fresh("calls", shape), _fresh("session", shape), _fresh("profile", shape)
+    each process's own Robertson yardstick. `smoke=True` runs the three in one process (to check the script, in a
+    third of the time; its numbers are not fresh-process latencies)."""
+    if smoke:
+        calls = session = prof = _fresh("calls,session,profile", shape)
+    else:
+        calls, session, prof = _fresh("calls", shape), _fresh("session", shape), _fresh("profile", shape)
     return {**calls, "session": session["session"], "session_robertson": session["robertson"], "shape": list(shape),
             "profile": {"prepare": prof["prepare"], "integrate": prof["integrate"]}}  # fmt: skip
 
@@ -135,8 +140,9 @@ def table(lat: dict | None) -> list[str]:
             "(`linnet._config.COMPILER_OPTIONS`, per program). The first `jax.grad` (in the head, k entries ≤ "
             "`FORWARD_MODE_MAX` = 4) goes by forward mode: one program that carries the k tangents through the "
             "solve (diffrax's `ForwardMode`, vmapped), which compiles in about half the time of the checkpointed "
-            "reverse pass it replaced here; that program is built inside `jax.grad`'s trace, where JAX takes no "
-            "per-program compiler options, so it compiles with the process's.",
+            "reverse pass it replaced here. A user's un-jitted `jax.grad` reaches that program at the level of the "
+            "integration (`linnet._solver.integrate.solve_program`), so it is compiled as a top-level program with "
+            "the same compiler options, not inside the gradient's trace, where JAX takes none.",
             "",
         ]
     return lines

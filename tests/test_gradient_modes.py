@@ -158,3 +158,35 @@ def test_vmap_of_grad_of_fine_tune_with_a_finite_end_equals_a_loop():
         one = np.asarray(jax.grad(f)(h))
         assert np.all(np.isfinite(batched[i]))
         assert rel_err(batched[i], one) < rounding_tol(p, *trs)
+
+
+def test_a_users_grad_reaches_the_forward_program_at_top_level(monkeypatch, small_problem):
+    """An un-jitted `jax.grad` of `fine_tune` in the head (k = 2 ≤ FORWARD_MODE_MAX) differentiates at the level of
+    the integration program (`solve_program`): its forward-mode program is called with concrete arrays, i.e. as a
+    top-level program that linnet compiles with its own options, not traced inside the gradient; under
+    `jax.jit(jax.grad)` the same program is part of the caller's trace. The two gradients agree to the rounding
+    bound of two compilations, and both with central differences (step 1e-5; 1e-4, as above)."""
+    calls = []
+    real = integrate_mod._program_forward
+
+    def spy(values, **kwargs):
+        calls.append(any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(values)))
+        return real(values, **kwargs)
+
+    monkeypatch.setattr(integrate_mod, "_program_forward", spy)
+    p = small_problem
+    v0 = jnp.asarray([0.8, -0.5])
+
+    def f(v):
+        return linnet.fine_tune(p, v, [2.0, np.inf]).ood_error.sum()
+
+    eager = np.asarray(jax.grad(f)(v0))
+    assert calls == [False]
+    staged = np.asarray(jax.jit(jax.grad(f))(v0))
+    assert calls == [False, True]
+    tr = linnet.fine_tune(p, v0, [2.0, np.inf])
+    assert rel_err(eager, staged) < rounding_tol(p, tr)
+    h, e = 1e-5, np.eye(2)
+    value = jax.jit(f)
+    fd = np.asarray([(value(v0 + h * e[i]) - value(v0 - h * e[i])) / (2 * h) for i in range(2)])
+    assert rel_err(eager, fd) < 1e-4

@@ -28,7 +28,7 @@ from .._config import jit
 from .._registry import get_method
 from .._solver.choice import is_implicit, solver_name
 from .._solver.fused import FusedKvaerno5
-from .._solver.integrate import integrate
+from .._solver.integrate import integrate, solve_program
 from .._trajectory import Trajectory, make_trajectory
 
 # the bucket edges: 8, 12, 16, 24, 32, 48, … (each 4/3 or 3/2 times the one before)
@@ -89,16 +89,20 @@ def _prepare(problem, v0, times, reals, key, *, name, loss, statics):
     return y0p, argsp, _pad_times(jnp.asarray(times, dtype)), jnp.asarray(count, dtype)
 
 
-@partial(jit, static_argnames=("name", "loss", "solver", "max_steps"))
-def _integrate(y0, args, times, rtol, atol, count, *, name, loss, solver, max_steps):
+def _integration(y0, args, times, rtol, atol, count, *, name, loss, solver, max_steps, adjoint=None):
     m = get_method(name, loss)
     assert m.field is not None and m.steady is not None
     explicit = not is_implicit(solver)
     dt0 = m.dt0(y0, args) if (explicit and m.dt0 is not None) else None
     return integrate(
         m.field, y0, args, times, steady=m.steady(rtol, atol), solver=solver, rtol=rtol, atol=atol,
-        max_steps=max_steps, dt0=dt0, log_time=m.log_time, norm=_count_norm(count),
+        max_steps=max_steps, dt0=dt0, log_time=m.log_time, norm=_count_norm(count), adjoint=adjoint,
     )  # fmt: skip
+
+
+# the integration program alone, as `solve_program` compiles it for a call without derivatives (the benchmarks
+# trace and compile it ahead of time)
+_integrate = partial(jit, static_argnames=("name", "loss", "solver", "max_steps"))(_integration)
 
 
 @partial(jit, static_argnames=("name", "loss", "statics", "label", "method"))
@@ -124,8 +128,12 @@ def padded_core(problem, v0, times, reals, key, rtol, atol, *, name, loss, stati
     """What `simulate`'s core computes for a flow that declares `pad`, as three programs (see the module
     docstring); the same arguments and the same `Trajectory` (with B0 and the basis left out, as the core does)."""
     y0, args, padded_times, count = _prepare(problem, v0, times, reals, key, name=name, loss=loss, statics=statics)
-    ys, result, steps, t_stop = _integrate(y0, args, padded_times, rtol, atol, count, name=name, loss=loss,
-                                           solver=solver, max_steps=max_steps)  # fmt: skip
+    # one program for the bucket, differentiated at this level (forward mode for a few perturbed entries, compiled
+    # as a top-level program of its own under a caller's un-jitted `jax.grad`); tolerances and the count are
+    # not differentiated
+    statics = (("name", name), ("loss", loss), ("solver", solver), ("max_steps", max_steps))
+    fixed = jax.lax.stop_gradient((rtol, atol, count))
+    ys, result, steps, t_stop = solve_program(_integration, statics, y0, args, padded_times, *fixed)
     return _finish(problem, v0, times, reals, key, ys, result, steps, t_stop, name=name, loss=loss, statics=statics,
                    label=solver_name(solver), method=name)  # fmt: skip
 

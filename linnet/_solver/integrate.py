@@ -19,6 +19,11 @@ two ways chosen when it is traced (`differentiable_solve`), both exact for that 
   of the checkpointed loop (`benchmarks/RESULTS.md`, latency);
 - otherwise diffrax's `RecursiveCheckpointAdjoint` (backpropagation through the steps with checkpointing).
 
+A route that compiles its integration as a program of its own (`linnet._run.padded`) makes the same choice one
+level up, around that program (`solve_program`): under a user's un-jitted `jax.grad` the forward-mode program is
+then compiled as a top-level program, with linnet's compiler options (`linnet._config.jit`), where inside the
+gradient's trace JAX would take none (first gradient on the latency benchmark: 5.4 s → 4.2 s).
+
 The first step Δt₀ is not differentiated (a different first step changes the path only at tolerance level).
 At t = ∞ this differentiates the event-stopped solution: the stop time depends on the inputs, but the state there
 is stationary to tolerance, so its contribution is of the order of the tolerance. Implicit differentiation of the
@@ -40,6 +45,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
+from jax.tree_util import tree_unflatten
+
+from .._config import jit
 
 # `jax.grad` through a solve goes by forward mode when the perturbed inputs have at most this many entries. Its
 # program compiles in about half the time of the checkpointed reverse pass, but its run time grows with the
@@ -50,8 +58,9 @@ FORWARD_MODE_MAX = 4
 
 
 def integrate(
-    field, y0, args, times, *, steady, solver, rtol, atol, max_steps: int, dt0=None, log_time=False, norm=None
-):
+    field, y0, args, times, *, steady, solver, rtol, atol, max_steps: int, dt0=None, log_time=False, norm=None,
+    adjoint=None,
+):  # fmt: skip
     """Integrate dy/dt = field(t, y, args) from y(0) = y0 and save at `times`.
 
     **Arguments:**
@@ -68,6 +77,8 @@ def integrate(
     - `norm`: the norm of the step controller's scaled error estimates (and of the Newton iteration's
       convergence test), default diffrax's RMS norm; a stack of instances (`linnet._run.stacked`) passes the largest
       RMS norm of its members, so every member meets the tolerance it would meet alone.
+    - `adjoint`: None (the default): `jax.grad` goes by `differentiable_solve`. A diffrax adjoint: the solve with
+      that adjoint alone, for a caller that chooses the mode of differentiation itself (`solve_program`).
 
     **Returns:** `(ys, result, num_steps, t_stop)`: `ys` the states at `times` (leading axis T), `result` a
     `linnet.RESULTS` code (diffrax's, `event_occurred` for a steady-state stop), `num_steps` the steps taken and
@@ -155,6 +166,8 @@ def integrate(
             t_stop = jnp.expm1(t_stop)
         return ys, sol.result, sol.stats["num_steps"], t_stop
 
+    if adjoint is not None:
+        return solve(y0, args, times, field_consts, fixed, adjoint)
     return differentiable_solve(solve)(y0, args, times, field_consts, fixed)
 
 
@@ -171,61 +184,142 @@ def differentiable_solve(solve):
         return solve(*inputs, dfx.RecursiveCheckpointAdjoint())
 
     def fwd(*inputs):
-        leaves, treedef = jax.tree_util.tree_flatten(inputs)
-        values = [x.value for x in leaves]
-        shapes = [(jnp.shape(v), jnp.result_type(v)) for v in values]
-        perturbed = [i for i, x in enumerate(leaves) if x.perturbed and jnp.issubdtype(shapes[i][1], jnp.inexact)]
-        primal = jax.tree_util.tree_unflatten(treedef, values)
-        sizes = [math.prod(shapes[i][0]) for i in perturbed]
+        values, treedef, shapes, perturbed = _split(inputs)
+        static = dict(treedef=treedef, perturbed=perturbed, inputs=shapes)
+        if not perturbed:
+            return solve(*tree_unflatten(treedef, values), dfx.RecursiveCheckpointAdjoint()), _Residual(**static)
 
         def of_perturbed(adjoint):
-            def f(*pert):
-                new = list(values)
-                for i, x in zip(perturbed, pert, strict=True):
-                    new[i] = x
-                return solve(*jax.tree_util.tree_unflatten(treedef, new), adjoint)
+            return lambda *pert: solve(*_with(values, treedef, perturbed, pert), adjoint)
 
-            return f
-
-        static = dict(treedef=treedef, perturbed=tuple(perturbed), inputs=tuple(shapes))
-        if not perturbed:
-            return solve(*primal, dfx.RecursiveCheckpointAdjoint()), _Residual(**static)
-        if sum(sizes) <= FORWARD_MODE_MAX:
-            f = of_perturbed(dfx.ForwardMode())
-            basis = jnp.eye(sum(sizes), dtype=shapes[perturbed[0]][1])
-            offsets = np.cumsum([0, *sizes])
-
-            def directional(e):
-                pieces = zip(perturbed, itertools.pairwise(offsets), strict=True)
-                tangent = [e[a:b].reshape(shapes[i][0]).astype(shapes[i][1]) for i, (a, b) in pieces]
-                out, dout = jax.jvp(f, [values[i] for i in perturbed], tangent)
-                return out, _inexact(dout)
-
-            out, jac = jax.vmap(directional, out_axes=(None, 0))(basis)
-            return out, _Residual(**static, sizes=tuple(sizes), jacobian=jac)
+        if _forward(shapes, perturbed):
+            out, jac = _forward_jacobian(of_perturbed(dfx.ForwardMode()), values, shapes, perturbed)
+            return out, _Residual(**static, sizes=_sizes(shapes, perturbed), jacobian=jac)
         out, pullback = jax.vjp(of_perturbed(dfx.RecursiveCheckpointAdjoint()), *[values[i] for i in perturbed])
         return out, _Residual(**static, pullback=pullback)
 
     def bwd(res, cotangent):
-        cots = [_instantiate(c) for c in jax.tree_util.tree_leaves(cotangent, is_leaf=_is_zero)]
-        if res.jacobian is not None:  # Jᵀ c over the inexact outputs, then split into the perturbed leaves
-            inexact = [c for c in cots if c.dtype != jax.dtypes.float0]
-            terms = [jnp.tensordot(j, c, axes=c.ndim) for j, c in zip(res.jacobian, inexact, strict=True)]
-            flat = functools.reduce(jnp.add, terms)
-            offsets = np.cumsum([0, *res.sizes])
-            grads = [flat[a:b] for a, b in itertools.pairwise(offsets)]
-        elif res.pullback is not None:
-            grads = res.pullback(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(cotangent,
-                                 is_leaf=_is_zero), cots))  # fmt: skip
-        else:
-            grads = []
-        out = [_zero(shape, dtype) for shape, dtype in res.inputs]
-        for i, g in zip(res.perturbed, grads, strict=True):
-            out[i] = jnp.reshape(g, res.inputs[i][0]).astype(res.inputs[i][1])
-        return jax.tree_util.tree_unflatten(res.treedef, out)
+        return _bwd(res, cotangent)
 
     run.defvjp(fwd, bwd, symbolic_zeros=True)
     return run
+
+
+def _bwd(res, cotangent):
+    """The backward pass of both custom derivatives: Jᵀc (forward mode) or the pullback (reverse mode), as
+    cotangents of every input (zeros for those not perturbed)."""
+    cots = [_instantiate(c) for c in jax.tree_util.tree_leaves(cotangent, is_leaf=_is_zero)]
+    if res.jacobian is not None:  # Jᵀ c over the inexact outputs, then split into the perturbed leaves
+        inexact = [c for c in cots if c.dtype != jax.dtypes.float0]
+        terms = [jnp.tensordot(j, c, axes=c.ndim) for j, c in zip(res.jacobian, inexact, strict=True)]
+        flat = functools.reduce(jnp.add, terms)
+        offsets = np.cumsum([0, *res.sizes])
+        grads = [flat[a:b] for a, b in itertools.pairwise(offsets)]
+    elif res.pullback is not None:
+        grads = res.pullback(tree_unflatten(jax.tree_util.tree_structure(cotangent, is_leaf=_is_zero), cots))
+    else:
+        grads = []
+    out = [_zero(shape, dtype) for shape, dtype in res.inputs]
+    for i, g in zip(res.perturbed, grads, strict=True):
+        out[i] = jnp.reshape(g, res.inputs[i][0]).astype(res.inputs[i][1])
+    return tree_unflatten(res.treedef, out)
+
+
+def _split(inputs):
+    """The leaves of the custom-derivative inputs: their values, tree, (shape, dtype) each, and the indices of the
+    perturbed inexact ones."""
+    leaves, treedef = jax.tree_util.tree_flatten(inputs)
+    values = [x.value for x in leaves]
+    shapes = tuple((jnp.shape(v), jnp.result_type(v)) for v in values)
+    perturbed = tuple(i for i, x in enumerate(leaves) if x.perturbed and jnp.issubdtype(shapes[i][1], jnp.inexact))
+    return values, treedef, shapes, perturbed
+
+
+def _with(values, treedef, perturbed, pert):
+    """The inputs with the perturbed leaves replaced by `pert`."""
+    new = list(values)
+    for i, x in zip(perturbed, pert, strict=True):
+        new[i] = x
+    return tree_unflatten(treedef, new)
+
+
+def _sizes(shapes, perturbed) -> tuple:
+    return tuple(math.prod(shapes[i][0]) for i in perturbed)
+
+
+def _forward(shapes, perturbed) -> bool:
+    """Whether the derivative goes by forward mode: few perturbed entries (`FORWARD_MODE_MAX`)."""
+    return sum(_sizes(shapes, perturbed)) <= FORWARD_MODE_MAX
+
+
+def _forward_jacobian(f, values, shapes, perturbed):
+    """`f(*perturbed leaves)` and its Jacobian in every perturbed entry: one solve carrying the tangents of the
+    unit directions (vmapped jvp). **Returns:** `(out, jac)`, `jac` the inexact outputs' Jacobians, each with the
+    directions on its leading axis."""
+    sizes = _sizes(shapes, perturbed)
+    basis = jnp.eye(sum(sizes), dtype=shapes[perturbed[0]][1])
+    offsets = np.cumsum([0, *sizes])
+
+    def directional(e):
+        pieces = zip(perturbed, itertools.pairwise(offsets), strict=True)
+        tangent = [e[a:b].reshape(shapes[i][0]).astype(shapes[i][1]) for i, (a, b) in pieces]
+        out, dout = jax.jvp(f, [values[i] for i in perturbed], tangent)
+        return out, _inexact(dout)
+
+    return jax.vmap(directional, out_axes=(None, 0))(basis)
+
+
+_ADJOINTS = {"default": None, "forward": dfx.ForwardMode(), "reverse": dfx.RecursiveCheckpointAdjoint()}
+
+
+@functools.partial(jit, static_argnames=("program", "mode", "statics"))
+def _program(inputs, *, program, mode, statics):
+    return program(*inputs, adjoint=_ADJOINTS[mode], **dict(statics))
+
+
+@functools.partial(jit, static_argnames=("program", "statics", "treedef", "perturbed"))
+def _program_forward(values, *, program, statics, treedef, perturbed):
+    shapes = tuple((jnp.shape(v), jnp.result_type(v)) for v in values)
+
+    def f(*pert):
+        return program(*_with(values, treedef, perturbed, pert), adjoint=dfx.ForwardMode(), **dict(statics))
+
+    return _forward_jacobian(f, values, shapes, perturbed)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def solve_program(program, statics: tuple, *inputs):
+    """`program(*inputs, adjoint=..., **dict(statics))`, a module-level function that ends in one `integrate(...,
+    adjoint=adjoint)`, as one compiled program, differentiated as `differentiable_solve` does but at the caller's
+    level: called outside any trace (a user's `jax.grad` of an un-jitted function), the forward-mode derivative
+    program is compiled at top level, with linnet's compiler options (`linnet._config.jit`), instead of inside
+    `jax.grad`'s trace, where JAX takes none. `statics`: hashable `(name, value)` pairs."""
+    return _program(inputs, program=program, mode="default", statics=statics)
+
+
+def _solve_program_fwd(program, statics, *inputs):
+    values, treedef, shapes, perturbed = _split(inputs)
+    static = dict(treedef=treedef, perturbed=perturbed, inputs=shapes)
+    if not perturbed:
+        out = _program(tree_unflatten(treedef, values), program=program, mode="default", statics=statics)
+        return out, _Residual(**static)
+    if _forward(shapes, perturbed):
+        out, jac = _program_forward(values, program=program, statics=statics, treedef=treedef, perturbed=perturbed)
+        return out, _Residual(**static, sizes=_sizes(shapes, perturbed), jacobian=jac)
+
+    def f(*pert):
+        return _program(_with(values, treedef, perturbed, pert), program=program, mode="reverse", statics=statics)
+
+    out, pullback = jax.vjp(f, *[values[i] for i in perturbed])
+    return out, _Residual(**static, pullback=pullback)
+
+
+def _solve_program_bwd(program, statics, res, cotangent):
+    del program, statics
+    return _bwd(res, cotangent)
+
+
+solve_program.defvjp(_solve_program_fwd, _solve_program_bwd, symbolic_zeros=True)
 
 
 class _Residual(eqx.Module):
