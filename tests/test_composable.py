@@ -238,6 +238,26 @@ def test_sweeps_of_methods_on_the_ft_flow_share_one_compiled_batch():
                 assert np.max(np.abs(got - want)) <= tol * np.max(np.abs(want)), (specs[j], metric, i, tol)
 
 
+def test_batched_predictors_run_lp_ft_by_fts_compiled_batch():
+    """`batched_predictors` plans a method as `sweep` does: LP-FT is FT's compiled batch started from the LP heads
+    (computed first), so on one shape the two compile one batch (counted by its cache), and each member's predictor
+    and head equal `simulate("lpft", ...)`'s to the rounding bound of two compiled programs."""
+    from linnet._run import predictors
+
+    probs = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(26), 3), 0.3, d=D + 3, k=K, n=N)
+    heads = jax.random.normal(jax.random.PRNGKey(27), (3, K))
+    before = predictors._predictor_batch.cache_info().misses
+    predictors.batched_predictors(probs, heads, TIMES, method="ft", workers=1)
+    v, w = predictors.batched_predictors(probs, heads, TIMES, method="lpft", workers=1)
+    assert predictors._predictor_batch.cache_info().misses - before == 1
+    for i in range(3):
+        p = jax.tree_util.tree_map(lambda a, i=i: a[i], probs)
+        ref = linnet.simulate("lpft", p, heads[i], TIMES)
+        tol = rounding_tol(p, ref)
+        assert _rel(np.asarray(w[i]), np.asarray(ref.predictor)) <= tol
+        assert _rel(np.asarray(v[i]), np.asarray(ref.v)) <= tol
+
+
 def test_a_literal_zero_rate_under_jit_is_still_the_other_method():
     """A Python number passed as a parameter stays concrete inside a caller's `jit`, so the delegation it selects
     is taken there too: two learning rates with η_B = 0 under `jit` is LP at time η_v t (reference: eager

@@ -1,9 +1,12 @@
-"""The solver plan of a batch, shared by `sweep` and `batched_predictors`: which members take the explicit solver
-(decided on the host from their concrete data, by `linnet._run.simulate.solver_plan`'s rule), how a batch runs under
-the fallback rule, and what a failure message advises."""
+"""The plan of a batch, shared by `sweep` and `batched_predictors`: which program runs a method (methods on one
+shared flow run its one compiled batch), which members take the explicit solver (decided on the host from their
+concrete data, by `linnet._run.simulate.solver_plan`'s rule), how a batch runs under the fallback rule, in parts on
+host threads, and what a failure message advises."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,9 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._closed_forms import lp_limit_head
 from .._config import jit, usable_cores
-from .._registry import Method
+from .._registry import Method, Param, get_method
 from .._solver import choice
+from .._validate import check_value
 
 
 def mode_options(mode: str, explicit, max_steps: int) -> dict:
@@ -118,3 +123,50 @@ def run_in_parts(fn, args: tuple, batched: tuple[bool, ...], workers: int, min_p
     with ThreadPoolExecutor(parts) as pool:
         outs = list(pool.map(part, take))
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:N], *outs)
+
+
+lp_heads = jit(jax.vmap(lp_limit_head))  # the LP limits v_lp^∞ of a batch: one small program
+
+
+@functools.cache
+def program_method(name: str, reals: tuple[str, ...]) -> Method:
+    """The registered method `name` as the runner of a shared program: its parameters are the program's reals
+    `reals` (already validated, so only finiteness is checked), and it starts from the head it is given."""
+    m = get_method(name)
+    params = tuple(Param(r, 0.0, lower=None, doc="a real of the shared program") for r in reals)
+    return dataclasses.replace(m, params=params, program=None, lp_head=False, checks=None, delegate=None)
+
+
+def plan_method(m: Method, opts: dict, times, dtype) -> tuple:
+    """How a batch (`sweep`, `batched_predictors`) runs method `m` with options `opts` (concrete): `(runner, reals,
+    static options, start from the LP head?, time scale)`; the batch runs `runner` with the real parameters `reals`
+    (arguments of the compiled function, so a sweep over η or λ compiles once) at the times scaled by `time scale`.
+
+    - The method's value checks run here, on the concrete parameters.
+    - A parameter choice that is another method (`Method.delegate`: two learning rates with a zero rate) runs that
+      method, on the host's decision (inside the batch every parameter is traced, so it could not be taken there).
+    - Methods that declare a shared `program` (FT, LP-FT, two learning rates and L2-SP all run FT's) are run by it,
+      so one compiled batch serves all of them; the LP head, where the method starts from it, is computed before
+      the batch.
+    - Any other method runs as itself, with its non-real options static."""
+    from .simulate import parse_params
+
+    lp_head = bool(opts.get("lp_head", False))
+    given = {a: b for a, b in opts.items() if a not in ("seed", "lp_head")}
+    reals, statics = parse_params(m, given, dtype)
+    p = {**reals, **dict(statics)}
+    for bad, message in m.checks(p, times) if m.checks is not None else ():
+        check_value(None, bad, message)
+    other = None if m.delegate is None else m.delegate(p)
+    if other is not None:
+        name, kw, scale = other
+        sub = {**kw, "lp_head": lp_head}
+        runner, r, key_opts, lp_first, s = plan_method(get_method(name, m.loss), sub, times * scale, dtype)
+        return runner, r, key_opts, lp_first, scale * s
+    if m.program is not None and m.loss == "squared":
+        name, prog = m.program(p, dtype)
+        return program_method(name, tuple(sorted(prog))), prog, (), bool(m.lp_head or lp_head), 1.0
+    real_names = {q.name for q in m.params if q.kind == "real"}
+    reals = {a: jnp.asarray(b, dtype) for a, b in opts.items() if a in real_names and b is not None}
+    statics = {a: b for a, b in opts.items() if a not in reals and not (a == "lp_head" and not b)}
+    return m.name, reals, tuple(sorted(statics.items())), False, 1.0

@@ -15,7 +15,16 @@ from .._registry import get_method
 from .._solver.choice import explicit_is_enough
 from .._trajectory import ConvergenceError, is_okay
 from .._validate import check_times
-from .plan import explicit_allowed, host_workers, mode_options, run_in_parts, run_planned, shard_batch
+from .plan import (
+    explicit_allowed,
+    host_workers,
+    lp_heads,
+    mode_options,
+    plan_method,
+    run_in_parts,
+    run_planned,
+    shard_batch,
+)
 from .simulate import simulate
 
 
@@ -33,17 +42,25 @@ def batched_predictors(
 ):
     """Predictors w(t) (N, T, d) and heads v(t) (N, T, k) of one registered method on a batched `Problem`: a thin
     alias of `lax.map(linnet.simulate)` over the batch, sharded over `devices` (default all) and run in parts on
-    `workers` host threads like `sweep`; the solver is chosen as in `fine_tune`, from the concrete data."""
+    `workers` host threads like `sweep`; the solver is chosen as in `fine_tune`, from the concrete data. As in
+    `sweep`, methods on one shared flow run its compiled batch (`plan.plan_method`): LP-FT is FT's batch from the
+    LP heads, computed first, so the two compile one program per shape."""
     devices = list(jax.devices() if devices is None else devices)
     workers = host_workers(devices, workers)
     t_all = check_times(times)
-    flags = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s))) & explicit_allowed(get_method(method), {})
-    inputs = (jnp.asarray(v0s, problems.X.dtype), jnp.asarray(flags))
+    m = get_method(method)
+    dtype = problems.X.dtype
+    runner, reals, statics, lp_first, scale = plan_method(m, {}, np.asarray(t_all), dtype)
+    flags = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s))) & explicit_allowed(m, {})
+    heads = jnp.asarray(v0s, dtype)
+    heads = lp_heads(problems, heads) if lp_first else heads
+    inputs = (heads, jnp.asarray(flags))
 
-    key = (method, tuple(float(t) for t in np.asarray(t_all)), float(rtol), float(atol), int(max_steps))
+    ts = tuple(float(t) for t in np.asarray(t_all) * scale)
+    key = (runner, ts, float(rtol), float(atol), int(max_steps), statics)
 
     def run(mode):
-        (v, w, ok) = _run_sharded(_predictor_batch(*key, mode), problems, inputs, devices, workers)
+        (v, w, ok) = _run_sharded(_predictor_batch(*key, mode), problems, inputs, reals, devices, workers)
         return (v, w), None, ok
 
     (v, w), _, ok = run_planned(run, flags)
@@ -57,26 +74,27 @@ def batched_predictors(
 
 
 @functools.lru_cache(maxsize=64)
-def _predictor_batch(method: str, times: tuple, rtol: float, atol: float, max_steps: int, mode: str):
-    """The compiled batch function of `batched_predictors` for one method, set of times, tolerances and solver
-    mode: (problems (N, …), (heads (N, k), explicit (N,))) → (v (N, T, k), w (N, T, d), ok (N,)). Cached, so
-    repeated calls on one shape (a search's batches, a figure's methods) compile once."""
+def _predictor_batch(runner, times: tuple, rtol: float, atol: float, max_steps: int, statics: tuple, mode: str):
+    """The compiled batch function of `batched_predictors` for one runner (a method's name, or the runner of a
+    shared program), set of times, tolerances, static options and solver mode: (problems (N, …), (heads (N, k),
+    explicit (N,)), reals) → (v (N, T, k), w (N, T, d), ok (N,)). Cached, so repeated calls on one shape (a
+    search's batches, a figure's methods) compile once; the real parameters are arguments."""
 
-    def one(p, v0, e):
-        tr = simulate(method, p, v0, jnp.asarray(times), rtol=rtol, atol=atol, throw=False,
-                      **mode_options(mode, e, max_steps))  # fmt: skip
+    def one(p, v0, e, reals):
+        tr = simulate(runner, p, v0, jnp.asarray(times), rtol=rtol, atol=atol, throw=False,
+                      **mode_options(mode, e, max_steps), **dict(statics), **reals)  # fmt: skip
         return tr.v, tr.predictor, is_okay(tr.result)
 
-    return jit(lambda P, xs: jax.lax.map(lambda a: one(a[0], *a[1]), (P, xs)))
+    return jit(lambda P, xs, reals: jax.lax.map(lambda a: one(a[0], *a[1], reals), (P, xs)))
 
 
-def _run_sharded(fn, problems, v0s, devices, workers):
-    """`fn(problems, v0s)` with the batch axis sharded over `devices` (a 1-D `Mesh` and `shard_map`; each device
-    runs its own compiled loop over its shard). The batch is padded to a multiple of the device count by repeating
-    the last instance, and the padding is dropped afterwards. One device runs `fn` in `workers` parts on host threads
-    (`run_in_parts`)."""
+def _run_sharded(fn, problems, v0s, reals, devices, workers):
+    """`fn(problems, v0s, reals)` with the batch axis sharded over `devices` (a 1-D `Mesh` and `shard_map`; each
+    device runs its own compiled loop over its shard). The batch is padded to a multiple of the device count by
+    repeating the last instance, and the padding is dropped afterwards. One device runs `fn` in `workers` parts on
+    host threads (`run_in_parts`)."""
     if len(devices) == 1:
-        return run_in_parts(fn, (problems, v0s), (True, True), workers)
+        return run_in_parts(fn, (problems, v0s, reals), (True, True, False), workers)
     n_dev = len(devices)
     N = jax.tree_util.tree_leaves(v0s)[0].shape[0]
     pad = (-N) % n_dev
@@ -84,5 +102,5 @@ def _run_sharded(fn, problems, v0s, devices, workers):
         problems, v0s = jax.tree_util.tree_map(
             lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), (problems, v0s)
         )
-    out = shard_batch(fn, devices, (True, True))(problems, v0s)
+    out = shard_batch(fn, devices, (True, True, False))(problems, v0s, reals)
     return jax.tree_util.tree_map(lambda a: a[:N], out)

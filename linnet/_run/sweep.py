@@ -20,19 +20,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._closed_forms import lp_limit_head
-from .._config import jit
 from .._numerics import scale_out_of_range, scale_range
 from .._problem import Problem
-from .._registry import REGISTRY, Method, Param, get_method, parse_spec
+from .._registry import REGISTRY, Method, get_method, parse_spec
 from .._solver.choice import explicit_is_enough
 from .._trajectory import ConvergenceError, is_okay
-from .._validate import check_times, check_value
+from .._validate import check_times
 from .plan import (
     budget_advice,
     explicit_allowed,
     host_workers,
+    lp_heads,
     mode_options,
+    plan_method,
     run_in_parts,
     run_planned,
     shard_batch,
@@ -47,7 +47,7 @@ def _batched(
     loss: str = "squared",
 ):  # fmt: skip
     """The compiled batch function of one method (a registered name, or the runner of a shared program, see
-    `_plan_method`): (problems (N, …), (heads (N, k), indices (N,), explicit (N,)),
+    `plan.plan_method`): (problems (N, …), (heads (N, k), indices (N,), explicit (N,)),
     times, reals) → ((train_loss, id_error, ood_error) (N, T), steps (N,), ok (N,)). `opts` holds the static
     options only; the method's real parameters (`reals`, a dict of scalars) are arguments of the compiled
     function, so a sweep over η or λ compiles once, not once per value. `explicit` is each member's
@@ -81,9 +81,6 @@ _BATCH_FUNCTIONS: list = []  # every batch function made, to count their compile
 def compiled_batches() -> int:
     """How many batch programs `sweep` has compiled in this process (one per batch function and input shape)."""
     return sum(f._cache_size() for f in _BATCH_FUNCTIONS)
-
-
-_lp_heads = jit(jax.vmap(lp_limit_head))  # the LP limits v_lp^∞ of a batch: one small program
 
 
 def _run_mapped(run, args, workers, mode):
@@ -129,50 +126,6 @@ class SweepResult:
         return {
             name: np.asarray(getattr(self, name)[i, j]) for name in ("train_loss", "id_error", "ood_error", "num_steps")
         }
-
-
-@functools.cache
-def _program_method(name: str, reals: tuple[str, ...]) -> Method:
-    """The registered method `name` as the runner of a shared program: its parameters are the program's reals
-    `reals` (already validated, so only finiteness is checked), and it starts from the head it is given."""
-    m = get_method(name)
-    params = tuple(Param(r, 0.0, lower=None, doc="a real of the shared program") for r in reals)
-    return dataclasses.replace(m, params=params, program=None, lp_head=False, checks=None, delegate=None)
-
-
-def _plan_method(m: Method, opts: dict, times, dtype) -> tuple:
-    """How a sweep runs method `m` with options `opts` (concrete): `(runner, reals, static options, start from the
-    LP head?, time scale)`; the batch runs `runner` with the real parameters `reals` (arguments of the compiled
-    function, so a sweep over η or λ compiles once) at the times scaled by `time scale`.
-
-    - The method's value checks run here, on the concrete parameters.
-    - A parameter choice that is another method (`Method.delegate`: two learning rates with a zero rate) runs that
-      method, on the host's decision (inside the batch every parameter is traced, so it could not be taken there).
-    - Methods that declare a shared `program` (FT, LP-FT, two learning rates and L2-SP all run FT's) are run by it,
-      so one compiled batch serves all of them; the LP head, where the method starts from it, is computed before
-      the batch.
-    - Any other method runs as itself, with its non-real options static."""
-    from .simulate import parse_params
-
-    lp_head = bool(opts.get("lp_head", False))
-    given = {a: b for a, b in opts.items() if a not in ("seed", "lp_head")}
-    reals, statics = parse_params(m, given, dtype)
-    p = {**reals, **dict(statics)}
-    for bad, message in m.checks(p, times) if m.checks is not None else ():
-        check_value(None, bad, message)
-    other = None if m.delegate is None else m.delegate(p)
-    if other is not None:
-        name, kw, scale = other
-        sub = {**kw, "lp_head": lp_head}
-        runner, r, key_opts, lp_first, s = _plan_method(get_method(name, m.loss), sub, times * scale, dtype)
-        return runner, r, key_opts, lp_first, scale * s
-    if m.program is not None and m.loss == "squared":
-        name, prog = m.program(p, dtype)
-        return _program_method(name, tuple(sorted(prog))), prog, (), bool(m.lp_head or lp_head), 1.0
-    real_names = {q.name for q in m.params if q.kind == "real"}
-    reals = {a: jnp.asarray(b, dtype) for a, b in opts.items() if a in real_names and b is not None}
-    statics = {a: b for a, b in opts.items() if a not in reals and not (a == "lp_head" and not b)}
-    return m.name, reals, tuple(sorted(statics.items())), False, 1.0
 
 
 def sweep(
@@ -286,7 +239,7 @@ def sweep(
     bar = tqdm(total=len(starts) * len(specs) * len(head_arrays), desc="sweep", unit="batch", disable=not progress)
     explicit_all = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s)))
     for i, (label, m, opts) in enumerate(specs):
-        runner, reals, key_opts, lp_first, scale = _plan_method(m, opts, np.asarray(t_all), dtype)
+        runner, reals, key_opts, lp_first, scale = plan_method(m, opts, np.asarray(t_all), dtype)
         runner_method = runner if isinstance(runner, Method) else get_method(runner, m.loss)
         stack = batching == "stacked" and can_stack(runner_method)
         ts = jnp.asarray(t_all * scale, dtype)
@@ -297,7 +250,7 @@ def sweep(
                 take = jnp.concatenate([jnp.arange(b, stop), jnp.full((pad,), stop - 1)])
                 batch = jax.tree_util.tree_map(lambda a, take=take: a[take], problems)
                 flags = explicit_all[np.asarray(take)] & explicit_allowed(m, opts)
-                start = _lp_heads(batch, h[take]) if lp_first else h[take]
+                start = lp_heads(batch, h[take]) if lp_first else h[take]
                 args = (batch, (start, take, jnp.asarray(flags)), ts, reals)
                 if stack:  # one ODE over the batch; "mixed" runs the implicit solver for all
                     run_batch = partial(_run_stacked, runner_method, args, int(max_steps), devices, rtol, atol, workers)
