@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from typing import Any
 
 import diffrax as dfx
 import jax
@@ -131,9 +132,10 @@ def padded_core(problem, v0, times, reals, key, rtol, atol, *, name, loss, stati
     # one program for the bucket, differentiated at this level (forward mode for a few perturbed entries, compiled
     # as a top-level program of its own under a caller's un-jitted `jax.grad`); tolerances and the count are
     # not differentiated
-    statics = (("name", name), ("loss", loss), ("solver", solver), ("max_steps", max_steps))
+    options = (("name", name), ("loss", loss), ("solver", solver), ("max_steps", max_steps))
     fixed = jax.lax.stop_gradient((rtol, atol, count))
-    ys, result, steps, t_stop = solve_program(_integration, statics, y0, args, padded_times, *fixed)
+    out: Any = solve_program(_integration, options, y0, args, padded_times, *fixed)
+    ys, result, steps, t_stop = out
     return _finish(problem, v0, times, reals, key, ys, result, steps, t_stop, name=name, loss=loss, statics=statics,
                    label=solver_name(solver), method=name)  # fmt: skip
 

@@ -85,7 +85,7 @@ def _predictor_batch(runner, times: tuple, rtol: float, atol: float, max_steps: 
                       **mode_options(mode, e, max_steps), **dict(statics), **reals)  # fmt: skip
         return tr.v, tr.predictor, is_okay(tr.result)
 
-    return jit(lambda P, xs, reals: jax.lax.map(lambda a: one(a[0], *a[1], reals), (P, xs)))
+    return jit(lambda P, xs, reals: jax.lax.map(lambda a: one(a[0], a[1][0], a[1][1], reals), (P, xs)))
 
 
 def _run_sharded(fn, problems, v0s, reals, devices, workers):
