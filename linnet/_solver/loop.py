@@ -155,13 +155,18 @@ def _decide_then_replay(cond, body, init, solver, term, args, times, save, max_s
             new = body(inner)
             keep = new[0] != inner[0]  # a kept step moves t (a step of length 0 is never tried)
             clipped = new[0] == times[jnp.minimum(inner[5], T - 1)]
+            # written at the next free slot whether kept or not: a rejected step's entry is overwritten by the next
+            # kept one, and the replay reads only the `kept` first
             slot = jnp.minimum(kept, max_steps - 1)
-            ends = ends.at[slot].set(jnp.where(keep, new[0], ends[slot]))
-            at = at.at[slot].set(jnp.where(keep, jnp.where(clipped, inner[5], -1), at[slot]))
+            ends = ends.at[slot].set(new[0])
+            at = at.at[slot].set(jnp.where(clipped, inner[5], -1))
             return new, ends, at, kept + keep.astype(kept.dtype)
 
         marks = (jnp.zeros((max_steps,), dtype), jnp.full((max_steps,), -1, jnp.int32), jnp.asarray(0))
-        return jax.lax.while_loop(lambda c: cond(c[0]), record, (start, *marks))
+        # the record as equinox's loop buffers: written in place, also under vmap (a batched scatter into a
+        # loop-carried array would copy it every step)
+        return eqxi.while_loop(lambda c: cond(c[0]), record, (start, *marks), buffers=lambda c: (c[1], c[2]),
+                               kind="lax")  # fmt: skip
 
     # every value the loop closes over (the field's and the rule's constants, the times) enters without derivative
     decide_c, consts = jax.closure_convert(decide, init)
