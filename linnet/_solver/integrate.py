@@ -157,7 +157,7 @@ def integrate(
             stepsize_controller=dfx.ClipStepSizeController(controller, step_ts=ts if ts.shape[0] > 0 else None),
             event=event,
             max_steps=max_steps,
-            adjoint=adjoint,
+            adjoint=dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
             throw=False,
         )
         # diffrax packs saves contiguously: the requested times reached before a steady-state stop come first, then
@@ -188,7 +188,8 @@ def integrate(
 
 
 def differentiable_solve(solve):
-    """`solve(*inputs, adjoint)` → outputs, as a function of `inputs` (pytrees) whose reverse-mode derivative
+    """`solve(*inputs, adjoint)` → outputs (`adjoint` None for a solve that is not differentiated, else the diffrax
+    adjoint of the mode), as a function of `inputs` (pytrees) whose reverse-mode derivative
     goes by forward mode when the perturbed inputs (the leaves `jax.grad` differentiates, known when it traces)
     have at most `FORWARD_MODE_MAX` entries, else by diffrax's `RecursiveCheckpointAdjoint` (module docstring).
     Both differentiate the same discrete solution; `tests/test_gradients.py` checks them against each other and
@@ -197,13 +198,13 @@ def differentiable_solve(solve):
 
     @jax.custom_vjp
     def run(*inputs):
-        return solve(*inputs, dfx.RecursiveCheckpointAdjoint())
+        return solve(*inputs, None)  # not differentiated
 
     def fwd(*inputs):
         values, treedef, shapes, perturbed = _split(inputs)
         static = dict(treedef=treedef, perturbed=perturbed, inputs=shapes)
         if not perturbed:
-            return solve(*tree_unflatten(treedef, values), dfx.RecursiveCheckpointAdjoint()), _Residual(**static)
+            return solve(*tree_unflatten(treedef, values), None), _Residual(**static)
 
         def of_perturbed(adjoint):
             return lambda *pert: solve(*_with(values, treedef, perturbed, pert), adjoint)

@@ -48,7 +48,8 @@ def rosenbrock_loop(field, solver, y0, args, times, *, steady, rtol, atol, norm,
 
     **Arguments:** as `linnet._solver.integrate.integrate` (`times` (T,) increasing from ≥ 0, the last possibly
     `inf`; `steady(t, y, args)` → bool or None; `norm` a function of a pytree like `y0`), and `pcoeff`, `icoeff`
-    (the PI controller's coefficients), `adjoint` (`diffrax.ForwardMode` or `RecursiveCheckpointAdjoint`), `dt0`
+    (the PI controller's coefficients), `adjoint` (None: not differentiated; `diffrax.ForwardMode`;
+    `RecursiveCheckpointAdjoint`: reverse mode, by the replay below, about twice the work of a solve), `dt0`
     (the first step; None: chosen as below).
 
     **Returns:** `(ys, result, num_steps, t_stop)` as `integrate`: the states at `times` (leading axis T), a
