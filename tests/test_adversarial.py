@@ -440,22 +440,45 @@ def test_cli_method_defaults_come_from_the_declarations(capsys):
     assert last[0] == "inf" and float(last[-1]) == pytest.approx(float(ft.ood_error[-1]), rel=1e-3)
 
 
+_FLOAT32_SCRIPT = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+import linnet
+d, k, n, seed = (int(a) for a in sys.argv[1:5])
+p = linnet.subspace_shift(jax.random.PRNGKey(seed), d=d, k=k, n=n, eps=0.1)
+v0 = linnet.random_head(jax.random.PRNGKey(100 + seed), k, 1.0)
+a = linnet.fine_tune(p, v0, [1.0, np.inf])
+p32 = linnet.Problem(*(getattr(p, f).astype(jnp.float32) for f in ("X", "B0", "B_star", "v_star")))
+b = linnet.fine_tune(p32, v0.astype(jnp.float32), [1.0, np.inf], rtol=1e-4, atol=1e-4)
+s = np.asarray(p.reduced.s)
+wa, wb = np.asarray(a.predictor), np.asarray(b.predictor, np.float64)
+err = np.linalg.norm(wb - wa, axis=-1) / np.linalg.norm(wa, axis=-1)
+print(json.dumps(dict(err=err.tolist(), cond2=float((s.max() / s[s > 0].min()) ** 2))))
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("shape", "seed"), [((200, 3, 40), 3), ((50, 3, 12), 2)])
 def test_float32_accuracy_is_what_the_readme_says(shape, seed):
-    """The README's float32 statement, on the two instances where the measured ratio was largest (2.8 and 1.7):
-    FT at rtol = atol = 1e-4 agrees with float64 to 1e-4 relative at t = 1 and to 4 cond(X)² eps at the limit
-    (the README's 'a few cond(X)² eps', with the measured worst case 2.8 below it). The README once said
-    cond(X)² · 6e-8, which these instances exceed by 5×."""
-    d, k, n = shape
-    p = linnet.subspace_shift(jax.random.PRNGKey(seed), d=d, k=k, n=n, eps=0.1)
-    v0 = linnet.random_head(jax.random.PRNGKey(100 + seed), k, 1.0)
-    a = linnet.fine_tune(p, v0, [1.0, np.inf])
-    b = linnet.fine_tune(_f32(p), v0.astype(jnp.float32), [1.0, np.inf], rtol=1e-4, atol=1e-4)
-    s = np.asarray(p.reduced.s)
-    cond2 = (s.max() / s[s > 0].min()) ** 2
-    wa, wb = np.asarray(a.predictor), np.asarray(b.predictor, np.float64)
-    err = np.linalg.norm(wb - wa, axis=-1) / np.linalg.norm(wa, axis=-1)
+    """The README's float32 statement, on two instances where the measured ratio was large (2.8 and 1.7 when it
+    was written): FT at rtol = atol = 1e-4 agrees with float64 to 1e-4 relative at t = 1 and to 4 cond(X)² eps at
+    the limit (the README's 'a few cond(X)² eps'). The README once said cond(X)² · 6e-8, which these instances
+    exceed by 5×.
+
+    Run in a fresh process with XLA's default optimisation, as users run it, not the suite's level 0: in float32
+    at rtol 1e-4 the stiff flows' error estimates sit at rounding level, so the steps (and where the limit stops)
+    follow the rounding of the compiled program; at level 0 the limit's error reached 10.5 cond(X)² eps on one of
+    12 instances (5.5 on the first case here), at the default level at most 2.8 on the same 12."""
+    import os
+    import subprocess
+    import sys
+
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "optimization_level" not in f)
+    proc = subprocess.run([sys.executable, "-c", _FLOAT32_SCRIPT, *map(str, shape), str(seed)], capture_output=True,
+                          text=True, env={**os.environ, "XLA_FLAGS": flags}, check=True)  # fmt: skip
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    err, cond2 = out["err"], out["cond2"]
     assert err[0] <= 1e-4
     assert err[1] <= 4 * cond2 * float(np.finfo(np.float32).eps), err[1] / (cond2 * np.finfo(np.float32).eps)
 

@@ -233,9 +233,16 @@ def test_sweeps_of_methods_on_the_ft_flow_share_one_compiled_batch():
         ]
         for j, ref in enumerate(refs):
             tol = rounding_tol(p, ref)
+            finite = np.isfinite(np.asarray(TIMES))
             for metric in ("train_loss", "id_error", "ood_error"):
                 want, got = np.asarray(getattr(ref, metric)), np.asarray(getattr(res, metric)[j, 0, i])
-                assert np.max(np.abs(got - want)) <= tol * np.max(np.abs(want)), (specs[j], metric, i, tol)
+                scale = np.max(np.abs(want))
+                assert np.max(np.abs(got - want)[finite]) <= tol * scale, (specs[j], metric, i, tol)
+                # t = ∞: where the steady-state stop falls follows the rounding of the last, long steps, and on the
+                # stiffest member (cond(X)² ≈ 1e6) the batch and the single program stop 56 steps apart at XLA's
+                # optimisation level 0 (the suite's), 1.4e-7 apart in L_ood; both are within the rule's tolerance
+                # of the limit, so the limit is compared to 1e-6 relative, linnet's accuracy promise for limits
+                assert np.max(np.abs(got - want)[~finite]) <= max(tol, 1e-6) * scale, (specs[j], metric, i)
 
 
 def test_batched_predictors_run_lp_ft_by_fts_compiled_batch():
