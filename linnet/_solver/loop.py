@@ -32,7 +32,7 @@ backpropagates through the steps taken with recursive checkpointing, as diffrax 
 from __future__ import annotations
 
 import diffrax as dfx
-import equinox.internal as eqxi
+import equinox.internal as eqxi  # its while loop: the one diffrax's RecursiveCheckpointAdjoint runs on
 import jax
 import jax.numpy as jnp
 import optimistix as optx
