@@ -24,9 +24,11 @@ first step both drivers take the same steps (`tests/test_loop.py`).
 - `max_steps` counts every step tried, kept or rejected (diffrax's `num_steps`); a solve that runs out of them
   fails with `max_steps_reached`, and the saved times it did not reach hold NaN.
 
-Differentiation: forward mode (`diffrax.ForwardMode`) differentiates the loop as it runs (`lax.while_loop`);
-reverse mode (`diffrax.RecursiveCheckpointAdjoint`) runs it as equinox's checkpointed while loop, which
-backpropagates through the steps taken with recursive checkpointing, as diffrax does.
+Differentiation: forward mode (`diffrax.ForwardMode`) differentiates the loop as it runs (`lax.while_loop`).
+Reverse mode (`diffrax.RecursiveCheckpointAdjoint`) first runs the loop without derivatives, recording the steps
+it keeps, then replays exactly those steps in equinox's checkpointed while loop, which backpropagates through them
+with recursive checkpointing (`_decide_then_replay`): the derivative is that of the solution returned. The
+step-size decisions are not differentiated, as in diffrax. An undifferentiated solve runs the plain loop.
 """
 
 from __future__ import annotations
