@@ -45,7 +45,7 @@ if "calls" in kinds:
     out["first_fine_tune"] = clock(lambda: linnet.fine_tune(p, v0, times).ood_error)
     out["warm_fine_tune"] = clock(lambda: linnet.fine_tune(p, v0, times).ood_error)
     out["first_grad"] = clock(lambda: jax.grad(lambda v: linnet.fine_tune(p, v, [np.inf]).ood_error[-1])(v0))
-    for label, (dd, nn) in {"new_shape_same_bucket": (d + 60, n + 5), "new_shape_new_bucket": (d + 60, n + 10)}.items():
+    for label, (dd, nn) in {"new_shape_same_bucket": (d + 60, n - 4), "new_shape_new_bucket": (d + 60, n + 5)}.items():
         q = linnet.subspace_shift(jax.random.PRNGKey(2), d=dd, k=k, n=nn, eps=0.1)
         jax.block_until_ready(q.reduced.s)
         out[label] = clock(lambda: linnet.fine_tune(q, v0, times).ood_error)
@@ -71,7 +71,7 @@ if "session" in kinds:  # a typical first session: FT, its gradient, LP, LP-FT, 
         linnet.lp_ft(p, v0, times).ood_error.block_until_ready()
         heads = jax.random.normal(jax.random.PRNGKey(3), (3, k))
         jax.vmap(lambda v: linnet.fine_tune(p, v, times).ood_error)(heads).block_until_ready()
-        q = linnet.subspace_shift(jax.random.PRNGKey(2), d=d + 60, k=k, n=n + 5, eps=0.1)
+        q = linnet.subspace_shift(jax.random.PRNGKey(2), d=d + 60, k=k, n=n - 4, eps=0.1)
         return linnet.fine_tune(q, v0, times).ood_error
     out["session"] = clock(session)
 print(json.dumps(out))
@@ -89,9 +89,9 @@ def _fresh(kind: str, shape) -> dict:
 def latency(shape=(200, 3, 40), smoke: bool = False) -> dict:
     """The latency measurements (seconds) of two fresh processes on `subspace_shift(d, k, n)`: first `fine_tune`
     (times 0, 0.1, 1, ∞), its warm repeat, the first `jax.grad` of the OOD error at t = ∞, the same call on a new
-    shape (d + 60, n + 5: r in the same bucket; d + 60, n + 10: r in the next bucket), and a typical first session;
-    each process's own Robertson yardstick. `smoke=True` runs the three in one process (to check the script, in a
-    third of the time; its numbers are not fresh-process latencies)."""
+    shape (d + 60, n − 4: r in the same bucket, for n = 40; d + 60, n + 5: r in the next bucket), and a typical
+    first session; each process's own Robertson yardstick. `smoke=True` runs the three in one process (to check
+    the script, in a third of the time; its numbers are not fresh-process latencies)."""
     if smoke:
         calls = session = prof = _fresh("calls,session,profile", shape)
     else:
