@@ -260,7 +260,7 @@ def _batched_generator(d, k, n, m, inputs, labels="linear", flip=0.0):
     # lax.map (one instance at a time inside one compiled loop), not vmap: on this project's 2-core CPU machines a
     # vmapped generator hung inside XLA with no CPU use (reproducibly: 16 problems at d = 500, 64 at d = 200;
     # never with one instance per iteration). Generation is a small part of a sweep's cost either way.
-    return jit(lambda keys, eps, scale: jax.lax.map(one, (keys, eps, scale)))
+    return jit(lambda keys, eps, scale: jax.lax.map(one, (keys, eps, scale)), setup=True)
 
 
 def figure2_toy(

@@ -155,7 +155,7 @@ def predictor_path(B0, basis, v, dG):
 
 
 # the property's form: one compiled program per shape, where eager calls would dispatch each operation (~0.5 ms)
-_predictor_path = jit(predictor_path)
+_predictor_path = jit(predictor_path, setup=True)
 
 
 def make_trajectory(

@@ -129,7 +129,7 @@ def replay(instance: dict) -> tuple[Problem, jax.Array]:
     raise ValueError(f"unknown instance kind {instance.get('kind')!r}")
 
 
-@partial(jit, static_argnames=("size", "shape"))
+@partial(jit, setup=True, static_argnames=("size", "shape"))
 def _draw_batch(key, size, shape):
     """A random batch of `size` instances of `shape` (d, k, n, dim S), one compiled program per shape."""
     d, k, n, m = shape
@@ -145,7 +145,7 @@ def _draw_batch(key, size, shape):
     return probs, heads, keys, eps, vs_scale, shift
 
 
-@jit
+@partial(jit, setup=True)
 def _batch_slacks(probs, heads, w, shift) -> dict:
     """Each statement's slack on every member of a random batch (its minimum over the saved times), from the FT
     predictors `w` (N, T, d): one compiled program per shape, instead of one small program per operation.

@@ -82,7 +82,7 @@ def _count_norm(count):
     return norm
 
 
-@partial(jit, static_argnames=("name", "loss", "statics"))
+@partial(jit, setup=True, static_argnames=("name", "loss", "statics"))
 def _prepare(problem, v0, times, reals, key, *, name, loss, statics):
     m = get_method(name, loss)
     assert m.init is not None and m.pad is not None
@@ -109,7 +109,7 @@ def _integration(y0, args, times, rtol, atol, count, *, name, loss, solver, max_
 _integrate = partial(jit, static_argnames=("name", "loss", "solver", "max_steps"))(_integration)
 
 
-@partial(jit, static_argnames=("name", "loss", "statics", "label", "method"))
+@partial(jit, setup=True, static_argnames=("name", "loss", "statics", "label", "method"))
 def _finish(problem, v0, times, reals, key, ys, result, steps, t_stop, *, name, loss, statics, label, method):
     m = get_method(name, loss)
     assert m.init is not None and m.decode is not None

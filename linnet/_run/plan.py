@@ -67,18 +67,26 @@ def explicit_allowed(m, opts) -> bool:
     return m.kind == "flow" and m.explicit_ok is not None and bool(m.explicit_ok(opts))
 
 
-def shard_batch(fn, devices, batched: tuple[bool, ...]):
+def shard_batch(fn, devices, batched: tuple[bool, ...], setup: bool = False):
     """`jax.jit(fn)` with its batch axis sharded over `devices` (a 1-D mesh named "batch" and `jax.shard_map`; each
     device runs its own compiled loop over its share). `batched[i]` says whether argument i has the batch axis
-    (else it is replicated); every output has it. One device: plain `jax.jit(fn)`."""
+    (else it is replicated); every output has it. One device: plain `jax.jit(fn)`. `setup`: compiled as a set-up
+    program (`linnet._config.SETUP_OPTIONS`; for a closed form's batch)."""
     if len(devices) == 1:
-        return jit(fn)
+        return jit(fn, setup=setup)
     from jax.sharding import Mesh
     from jax.sharding import PartitionSpec as P
 
     mesh = Mesh(np.asarray(devices), ("batch",))
     specs = tuple(P("batch") if b else P() for b in batched)
-    return jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P("batch"), check_vma=False))
+    return jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P("batch"), check_vma=False), setup=setup)
+
+
+def is_closed_form(runner, loss: str = "squared") -> bool:
+    """Whether a batch's runner (a registered name or a `Method`) evaluates a closed form: its batch is compiled as
+    a set-up program (a short run next to its compilation; no integration in it)."""
+    m = get_method(runner, loss) if isinstance(runner, str) else runner
+    return m.kind == "closed_form"
 
 
 # the most host threads a batch is cut into by default
@@ -125,7 +133,7 @@ def run_in_parts(fn, args: tuple, batched: tuple[bool, ...], workers: int, min_p
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:N], *outs)
 
 
-lp_heads = jit(jax.vmap(lp_limit_head))  # the LP limits v_lp^∞ of a batch: one small program
+lp_heads = jit(jax.vmap(lp_limit_head), setup=True)  # the LP limits v_lp^∞ of a batch: one small program
 
 
 @functools.cache

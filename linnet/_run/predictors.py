@@ -18,6 +18,7 @@ from .._validate import check_times
 from .plan import (
     explicit_allowed,
     host_workers,
+    is_closed_form,
     lp_heads,
     mode_options,
     plan_method,
@@ -85,7 +86,8 @@ def _predictor_batch(runner, times: tuple, rtol: float, atol: float, max_steps: 
                       **mode_options(mode, e, max_steps), **dict(statics), **reals)  # fmt: skip
         return tr.v, tr.predictor, is_okay(tr.result)
 
-    return jit(lambda P, xs, reals: jax.lax.map(lambda a: one(a[0], a[1][0], a[1][1], reals), (P, xs)))
+    return jit(lambda P, xs, reals: jax.lax.map(lambda a: one(a[0], a[1][0], a[1][1], reals), (P, xs)),
+               setup=is_closed_form(runner))  # fmt: skip
 
 
 def _run_sharded(fn, problems, v0s, reals, devices, workers):

@@ -158,7 +158,7 @@ def _with_inputs(tr: Trajectory, problem) -> Trajectory:
     return dataclasses.replace(tr, B0=problem.B0, basis=problem.reduced.V if tr.basis is None else tr.basis)
 
 
-_lp_limit_head = jit(lp_limit_head)  # one small program, not a dispatch per operation on eager calls
+_lp_limit_head = jit(lp_limit_head, setup=True)  # one small program, not a dispatch per operation on eager calls
 
 
 def simulate(

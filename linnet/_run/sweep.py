@@ -30,6 +30,7 @@ from .plan import (
     budget_advice,
     explicit_allowed,
     host_workers,
+    is_closed_form,
     lp_heads,
     mode_options,
     plan_method,
@@ -70,7 +71,7 @@ def _batched(
         return jax.lax.map(lambda a: one(a, times, reals), (problems, v0s, idx, explicit),
                            batch_size=None if chunk == 1 else chunk)  # fmt: skip
 
-    fn = shard_batch(batch, devices, (True, True, False, False))
+    fn = shard_batch(batch, devices, (True, True, False, False), setup=is_closed_form(name, loss))
     _BATCH_FUNCTIONS.append(fn)
     return fn
 
