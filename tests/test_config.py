@@ -153,3 +153,44 @@ def test_linnet_jit_with_its_compiler_options_composes_like_jax_jit():
     }  # fmt: skip
     for name, (got, want) in cases.items():
         np.testing.assert_allclose(np.asarray(got()), np.asarray(want()), rtol=1e-15, err_msg=name)
+
+
+_SETUP_SCRIPT = """
+import json
+from functools import partial
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+from linnet._config import COMPILER_OPTIONS, SETUP_OPTIONS, jit
+f = lambda x, *, p: jnp.sin(x) ** p + jnp.cumsum(x) @ jnp.outer(x, x)
+ours, ref = partial(jit, setup=True, static_argnames=("p",))(f), jax.jit(f, static_argnames=("p",))
+x = jnp.linspace(0.1, 1.0, 40)
+pairs = [(ours(x, p=2), ref(x, p=2)), (jax.jit(lambda y: ours(y, p=3))(x), ref(x, p=3)),
+         (jax.grad(lambda y: ours(y, p=2).sum())(x), jax.grad(lambda y: ref(y, p=2).sum())(x)),
+         (jax.vmap(lambda y: ours(y, p=2))(jnp.stack([x, 2 * x])), jnp.stack([ref(x, p=2), ref(2 * x, p=2)]))]
+err = max(float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300))) for a, b in pairs)
+print(json.dumps(dict(setup=SETUP_OPTIONS, default=COMPILER_OPTIONS, err=err)))
+"""
+
+
+@pytest.mark.parametrize("level", [None, "2"])
+def test_set_up_programs_compile_at_level_0_unless_the_caller_chose_a_level(level):
+    """`jit(..., setup=True)` (the programs whose run is short next to their compilation) adds XLA's backend
+    optimisation level 0 to linnet's compiler options, except when the caller's XLA_FLAGS set a level (which then
+    applies). Top level, nested in `jax.jit`, under `grad` and `vmap`, it returns what a plain `jax.jit` returns
+    (the reference) to 1e-14 relative: the level changes the machine code's rounding (the order of a vectorised
+    sum), not the computation. Run in a fresh process: the suite itself sets a level in XLA_FLAGS."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "optimization_level" not in f)
+    if level is not None:
+        flags = f"{flags} --xla_backend_optimization_level={level}".strip()
+    proc = subprocess.run([sys.executable, "-c", _SETUP_SCRIPT], capture_output=True, text=True,
+                          env={**os.environ, "XLA_FLAGS": flags}, check=True)  # fmt: skip
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out["default"]:  # a verified jaxlib: linnet sets options at all
+        want = out["default"] if level is not None else {**out["default"], "xla_backend_optimization_level": 0}
+        assert out["setup"] == want
+    assert out["err"] <= 1e-14, out["err"]
