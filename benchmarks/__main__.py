@@ -67,7 +67,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
             if r.size == size:
                 print(f"  {r.method:45s} {r.seconds:10.3f} s  rel err {r.rel_error:.2e}  {r.note}", flush=True)
         write(out, rows, extra, None, None, budget)  # partial results survive a later failure
-    from . import accuracy, latency, setup_profile, step_profile, testing_search
+    from . import accuracy, latency, reproduce_profile, setup_profile, step_profile, testing_search
 
     # with --keep-sections, the sections after the sizes are taken from RESULTS.json where it has them
     kept = old if keep_sections else {}
@@ -83,6 +83,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
         "latency": latency.latency,
         "accuracy": accuracy.accuracy,
         "testing_search": testing_search.measure,
+        "reproduce": reproduce_profile.measure,
     }
     if smoke:
         sections = {
@@ -96,6 +97,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
             "latency": lambda: latency.latency((40, 2, 10), smoke=True),
             "accuracy": lambda: accuracy.accuracy(1, accuracy.TINY),
             "testing_search": lambda: testing_search.measure(8, default_search=False),
+            "reproduce": lambda: reproduce_profile.measure(quick=True, only=("toy",)),
         }
     for name, compute in sections.items():
         have = kept.get(name, kept.get("extra", {}).get(name))
@@ -204,6 +206,9 @@ def write(out: Path, rows, extra, thr, dsc, budget):
     from .accuracy import table as accuracy_table
 
     lines += accuracy_table(extra.get("accuracy"))
+    from .reproduce_profile import table as reproduce_table
+
+    lines += reproduce_table(extra.get("reproduce"))
     from .testing_search import table as search_table
 
     lines += search_table(extra.get("testing_search"), "## linnet.testing.search")
@@ -280,12 +285,12 @@ def _setup(rows, total):
 
 
 def _targets(rows, thr, dsc, extra):
-    """Issues #5's and #12's targets, each marked met or missed from the numbers above."""
+    """Issues #5's, #12's and #33's targets, each marked met or missed from the numbers above."""
 
     def t(size, method):
         return next((r.seconds for r in rows if r.size == size and r.method == method), None)
 
-    out = ["## Targets (issues #5 and #12)", "", "| target | measured | met |", "|---|---|---|"]
+    out = ["## Targets (issues #5, #12 and #33)", "", "| target | measured | met |", "|---|---|---|"]
     warm = t("small", "linnet.fine_tune (warm)")
     for comp, factor in (("scipy solve_ivp LSODA (full state)", 50), ("diffrax Tsit5 (full state, warm)", 100)):
         c = t("small", comp)
@@ -360,6 +365,24 @@ def _targets(rows, thr, dsc, extra):
             ratio = value / rb
             out.append(f"| {label} ÷ diffrax's first Robertson solve ≤ {goal:g}× | {ratio:.2f}× | "
                        f"{'yes' if ratio <= goal else 'no'} |")  # fmt: skip
+    for r in thr[:1]:  # issue #33's sweep target, on the stiff inputs
+        ratio = r["sweep_per_s"] / r["loop_per_s"]
+        ok = r["sweep_per_s"] >= 150 and ratio >= 4
+        out.append(f"| sweep of small stiff problems ≥ 150/s and ≥ 4× a loop (issue #33) | {r['sweep_per_s']:.0f}/s, "
+                   f"{ratio:.1f}× | {'yes' if ok else 'no'} |")  # fmt: skip
+    batched = extra.get("batched_step")
+    if batched:
+        worst = max(r["batched_s"] / r["floor_s"] for r in batched)
+        out.append(f"| batched step per member ≤ 1.5× its arithmetic floor (issue #33) | {worst:.2f}× | "
+                   f"{'yes' if worst <= 1.5 else 'no'} |")  # fmt: skip
+    if warm:
+        out.append(f"| small stiff, warm, to t = ∞ ≤ 12 ms (issue #33) | {1e3 * warm:.1f} ms | "
+                   f"{'yes' if warm <= 0.012 else 'no'} |")  # fmt: skip
+    rep = extra.get("reproduce")
+    if rep:
+        wall = rep["cli"]["wall_s"]
+        ok = "yes" if wall <= 60 else "no"
+        out.append(f"| `linnet reproduce`, figures, ≤ 60 s (issue #33) | {wall:.0f} s | {ok} |")
     acc = extra.get("accuracy")
     if acc:
         worst = max(r["worst"] for r in acc)

@@ -18,8 +18,8 @@ def test_every_benchmark_section_runs_at_a_tiny_size(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     for heading in ("## tiny", "## Sweep throughput", "## Batch size", "## Per-step profile", "## Setup profile",
-                    "## Scaling in d", "## Latency", "## Accuracy per tolerance", "## linnet.testing.search",
-                    "## Targets"):  # fmt: skip
+                    "## Scaling in d", "## Latency", "## Accuracy per tolerance", "## `linnet reproduce`",
+                    "## linnet.testing.search", "## Targets"):  # fmt: skip
         assert heading in text, heading
     assert "scipy solve_ivp LSODA" in text and "NumPy gradient descent" in text and "diffrax Tsit5" in text
 

@@ -1,0 +1,133 @@
+"""Where `linnet reproduce` spends its time: the main job as a new user runs it, and each figure's cost split into
+tracing, lowering, XLA compilation and the rest (running and drawing).
+
+    python -m benchmarks.reproduce_profile          # prints the JSON of both measurements
+
+Two fresh processes, no persistent compilation cache:
+
+- `linnet --no-cache reproduce --out <temporary folder>`, the command as the README runs it (its default worker
+  processes), timed by wall clock and by the CPU time of the processes it starts;
+- one process that computes and draws the figures one after the other, as the CLI's workers do (float64,
+  `linnet.fast_compile()`), with JAX's own compile-time events (`jax.monitoring`: tracing, lowering to MLIR,
+  backend compilation) summed per figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+_SCRIPT = r"""
+import collections, json, sys, time, warnings
+import jax
+from linnet._config import fast_compile
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    fast_compile()
+jax.config.update("jax_enable_x64", True)
+events = collections.Counter()
+counts = collections.Counter()
+
+def listen(event, duration, **kwargs):
+    events[event] += duration
+    counts[event] += 1
+
+jax.monitoring.register_event_duration_secs_listener(listen)
+from linnet.figures import FIGURES, compute, draw
+quick = sys.argv[1] == "quick"
+names = sys.argv[2:] or FIGURES
+out = []
+for name in names:
+    events.clear(); counts.clear()
+    t0 = time.perf_counter(); data = compute(name, quick=quick); t1 = time.perf_counter()
+    draw(name, data); t2 = time.perf_counter()
+    out.append(dict(figure=name, compute_s=t1 - t0, draw_s=t2 - t1,
+                    trace_s=events["/jax/core/compile/jaxpr_trace_duration"],
+                    lower_s=events["/jax/core/compile/jaxpr_to_mlir_module_duration"],
+                    compile_s=events["/jax/core/compile/backend_compile_duration"],
+                    programs=counts["/jax/core/compile/backend_compile_duration"]))
+print(json.dumps(out))
+"""
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # the caller's flags (e.g. the test suite's) are not a new user's
+    return env
+
+
+def cli_run(quick: bool = False, only=()) -> dict:
+    """`linnet --no-cache reproduce` into a temporary folder: {wall_s, cpu_s (user + system of the processes it
+    started), jobs}."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with tempfile.TemporaryDirectory() as out:
+        args = [sys.executable, "-m", "linnet", "--no-cache", "reproduce", "--out", out]
+        args += (["--quick"] if quick else []) + (["--only", *only] if only else [])
+        t0 = time.perf_counter()
+        proc = subprocess.run(args, capture_output=True, text=True, env=_env(), check=True)
+        wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    last = proc.stdout.strip().splitlines()[-1]  # "wrote 18 figures ... in 91 s (2 processes)"
+    jobs = int(last.rsplit("(", 1)[1].split()[0]) if last.endswith(")") else 1
+    return dict(wall_s=wall, cpu_s=cpu, jobs=jobs)
+
+
+def per_figure(quick: bool = False, only=()) -> list[dict]:
+    """Each figure computed and drawn in one fresh process, in `FIGURES` order: [{figure, compute_s, draw_s,
+    trace_s, lower_s, compile_s, programs}]."""
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, "quick" if quick else "full", *only], capture_output=True,
+                          text=True, env=_env(), check=True)  # fmt: skip
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(quick: bool = False, only=()) -> dict:
+    """Both measurements (see the module docstring): {"cli": cli_run(...), "figures": per_figure(...)}."""
+    return {"cli": cli_run(quick, only), "figures": per_figure(quick, only)}
+
+
+def table(prof: dict | None) -> list[str]:
+    """The reproduce section of RESULTS.md."""
+    if not prof:
+        return []
+    cli, figs = prof["cli"], prof["figures"]
+    keys = ("compute_s", "draw_s", "trace_s", "lower_s", "compile_s", "programs")
+    total = {k: sum(f[k] for f in figs) for k in keys}
+    rows = [
+        f"| {f['figure']} | {f['compute_s']:.1f} | {f['draw_s']:.1f} | {f['trace_s']:.1f} | {f['lower_s']:.1f} | "
+        f"{f['compile_s']:.1f} | {f['programs']} |"
+        for f in sorted(figs, key=lambda f: -f["compute_s"])
+    ]
+    run_s = total["compute_s"] - total["trace_s"] - total["lower_s"] - total["compile_s"]
+    return [
+        "## `linnet reproduce`: where the time goes",
+        "",
+        f"The main job as the README runs it (`linnet --no-cache reproduce`, fresh process, {cli['jobs']} worker "
+        f"processes): **{cli['wall_s']:.0f} s** wall, {cli['cpu_s']:.0f} s of CPU time in all. The same figures "
+        f"computed one after the other in one fresh process: {total['compute_s']:.0f} s computing, of which "
+        f"{total['trace_s']:.0f} s tracing, {total['lower_s']:.0f} s lowering and {total['compile_s']:.0f} s XLA "
+        f"compilation of {total['programs']} programs, {run_s:.0f} s running (and the Python around it); drawing "
+        f"{total['draw_s']:.0f} s.",
+        "",
+        "| figure | compute (s) | draw (s) | trace (s) | lower (s) | XLA compile (s) | programs |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        f"| all | {total['compute_s']:.1f} | {total['draw_s']:.1f} | {total['trace_s']:.1f} | "
+        f"{total['lower_s']:.1f} | {total['compile_s']:.1f} | {total['programs']} |",
+        "",
+        "Compilation is most of the work: each figure's problems have their own shapes, so its batches compile their "
+        "own programs (the stress search: six shapes, each a batch draw, a batched FT solve in one or two solver "
+        "plans, and the slack program; the n/d sweep: six shapes, FT and LP each). A process's solves already use "
+        "more than one core (XLA's threads and the batches' host threads), so the worker processes share the two "
+        "cores rather than halving the wall time. The 60 s target needs the CPU time near 120 s on 2 cores.",
+        "",
+    ]
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(), indent=1))
