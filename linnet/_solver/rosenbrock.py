@@ -143,7 +143,7 @@ class Rodas5P(dfx.AbstractAdaptiveSolver):
         _, a, c, alpha, d, m, _ = (jnp.asarray(x, dtype) for x in _TABLEAU)
 
         def combine(row, buf):  # Σⱼ row[j] uⱼ over the stage buffer
-            return _tmap(lambda x: jnp.tensordot(row, x, axes=1), buf)
+            return _tmap(lambda x: sum(row[j] * x[j] for j in range(_STAGES)), buf)
 
         # the eight stages as one scan: its body (one field evaluation, one solve) is traced and compiled once
         def stage(buf, xs):
