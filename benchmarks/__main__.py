@@ -77,6 +77,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
         "batch_curve": suite.batch_curve,
         "step_profile": step_profile.profile,
         "batched_step": step_profile.batched,
+        "operations": step_profile.operations,
         "step_profile_medium": lambda: step_profile.profile(5_000, 20, 1_000, dense=False),
         "setup_profile": setup_profile.profile,
         "d_scaling": suite.d_scaling,
@@ -91,6 +92,7 @@ def run(sizes, budget, out: Path, keep: bool = False, keep_sections: bool = Fals
             "batch_curve": lambda: suite.batch_curve(4, (1, 2, 4), tiny),
             "step_profile": lambda: step_profile.profile(*tiny),
             "batched_step": lambda: step_profile.batched(*tiny, sizes=(2,)),
+            "operations": lambda: step_profile.operations(*tiny),
             "step_profile_medium": lambda: step_profile.profile(60, 2, 12, dense=False),
             "setup_profile": lambda: setup_profile.profile(60, 20),
             "d_scaling": lambda: suite.d_scaling((100, 200), n=20, k=2),
@@ -183,6 +185,7 @@ def write(out: Path, rows, extra, thr, dsc, budget):
         *_curve(extra.get("batch_curve")),
         *_profile(extra.get("step_profile"), "small stiff problem"),
         *_batched(extra.get("batched_step")),
+        *_operations(extra.get("operations")),
         *_profile(extra.get("step_profile_medium"), "medium problem, d = 5 000, k = 20, n = 1 000"),
         *_setup(extra.get("setup_profile"), extra.get("paper-subspace_setup_s")),
         f"## Scaling in d (n = 200, k = 10: one problem at d = {dsc[0]['d']}, embedded isometrically in R^d)",
@@ -268,6 +271,12 @@ def _batched(rows):
     from . import step_profile
 
     return step_profile.batched_table(rows)
+
+
+def _operations(ops):
+    from . import step_profile
+
+    return step_profile.operations_lines(ops)
 
 
 def _setup(rows, total):

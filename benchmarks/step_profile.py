@@ -171,11 +171,11 @@ def batched_table(rows) -> list[str]:
     ]
 
 
-def operations(d: int = 500, k: int = 5, n: int = 100, c: int = 32) -> dict | None:
-    """What XLA's CPU runtime executes per step of the warm solve to t = ∞ (single, and vmapped over c heads), from
-    JAX's profiler (`jax.profiler.trace`, its Perfetto trace): the operations (thunks: fusions, dots, LAPACK
-    calls) run per step and per Rodas5P stage, and the profiled time per step. {"single": {...}, "batched": {...}}
-    with {steps, per_step, per_stage, seconds_per_step}; None where the profiler's trace cannot be read."""
+def operations(d: int = 500, k: int = 5, n: int = 100) -> dict | None:
+    """What XLA's CPU runtime executes per step of the warm solve to t = ∞, from JAX's profiler
+    (`jax.profiler.trace`, its Perfetto trace): the operations (thunks: fusions, dots, LAPACK calls) run per step
+    and per Rodas5P stage, and the profiled time per step (the profiler's own cost included). {steps, per_step,
+    per_stage, seconds_per_step}; None where the profiler's trace cannot be read."""
     import collections
     import glob
     import gzip
@@ -183,61 +183,47 @@ def operations(d: int = 500, k: int = 5, n: int = 100, c: int = 32) -> dict | No
     import tempfile
 
     p = linnet.subspace_shift(jax.random.PRNGKey(0), d=d, k=k, n=n, eps=0.1)
-    heads = jax.random.normal(jax.random.PRNGKey(2), (c, k))
-    runs = {
-        "single": (jax.jit(lambda v: linnet.fine_tune(p, v, [np.inf]).ood_error), heads[0]),
-        "batched": (jax.jit(jax.vmap(lambda v: linnet.fine_tune(p, v, [np.inf]).ood_error)), heads),
-    }
-    steps = {
-        "single": int(linnet.fine_tune(p, heads[0], [np.inf]).num_steps),
-        "batched": int(np.max(np.asarray(jax.vmap(lambda v: linnet.fine_tune(p, v, [np.inf]).num_steps)(heads)))),
-    }
-    out = {}
-    for label, (f, x) in runs.items():
-        jax.block_until_ready(f(x))
-        with tempfile.TemporaryDirectory() as folder:
-            try:
-                with jax.profiler.trace(folder, create_perfetto_trace=True):
-                    jax.block_until_ready(f(x))
-                (name,) = glob.glob(f"{folder}/**/*.trace.json.gz", recursive=True)
-                with gzip.open(name) as fh:
-                    trace = json.load(fh)
-            except Exception:  # a profiler build without the trace: no section rather than a failed run
-                return None
-        events = trace["traceEvents"] if isinstance(trace, dict) else trace
-        count = collections.Counter(e["name"] for e in events if e.get("ph") == "X" and "dur" in e)
-        loop = max((e for e in events if e.get("ph") == "X" and str(e.get("name", "")).startswith("while")),
-                   key=lambda e: e["dur"], default=None)  # fmt: skip
-        if loop is None:
+    v0 = linnet.random_head(jax.random.PRNGKey(1), k, 1.0)
+    f = jax.jit(lambda v: linnet.fine_tune(p, v, [np.inf]).ood_error)
+    steps = int(linnet.fine_tune(p, v0, [np.inf]).num_steps)
+    jax.block_until_ready(f(v0))
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            with jax.profiler.trace(folder, create_perfetto_trace=True):
+                jax.block_until_ready(f(v0))
+            (name,) = glob.glob(f"{folder}/**/*.trace.json.gz", recursive=True)
+            with gzip.open(name) as fh:
+                trace = json.load(fh)
+        except Exception:  # a profiler build without the trace: no paragraph rather than a failed run
             return None
-        n_steps = count[loop["name"]] if count[loop["name"]] > 1 else steps[label]
-        # an operation run once per step (or per stage) appears as often as the loop's iterations (× 8)
-        per_step = sum(1 for nm, m in count.items() if m == n_steps and not nm.startswith(("while", "end:")))
-        per_stage = sum(1 for nm, m in count.items() if m == 8 * n_steps and not nm.startswith("end:"))
-        # the loop's events are its iterations (one per step)
-        total = sum(e["dur"] for e in events if e.get("ph") == "X" and e.get("name") == loop["name"])
-        out[label] = dict(steps=n_steps, per_step=per_step + 8 * per_stage, per_stage=per_stage,
-                          seconds_per_step=total * 1e-6 / max(n_steps, 1))  # fmt: skip
-    out["c"] = c
-    return out
+    events = [e for e in (trace["traceEvents"] if isinstance(trace, dict) else trace) if e.get("ph") == "X"]
+    count = collections.Counter(e["name"] for e in events)
+    loops = [nm for nm in count if nm.startswith("while")]
+    if not loops:
+        return None
+    # the solve's loop: the while whose iterations (its events) take the most time; one event per step
+    loop = max(loops, key=lambda nm: sum(e["dur"] for e in events if e["name"] == nm))
+    n_steps = count[loop]
+    per_step = sum(1 for nm, m in count.items() if m == n_steps and not nm.startswith(("while", "end:")))
+    per_stage = sum(1 for nm, m in count.items() if m == 8 * n_steps and not nm.startswith("end:"))
+    total = sum(e["dur"] for e in events if e["name"] == loop)
+    return dict(steps=n_steps, solve_steps=steps, per_step=per_step + 8 * per_stage, per_stage=per_stage,
+                seconds_per_step=total * 1e-6 / max(n_steps, 1))  # fmt: skip
 
 
 def operations_lines(ops) -> list[str]:
     """The operations-per-step paragraph, as Markdown lines; `ops` from `operations()`."""
     if not ops:
         return []
-    s, b = ops["single"], ops["batched"]
     return [
-        f"What XLA's CPU runtime executes (JAX's profiler, one warm solve): a step of the single solve is "
-        f"{s['per_step']} operations (fusions, small dots, LAPACK calls), {s['per_stage']} in each of Rodas5P's "
-        f"eight stages; with the profiler on it took {1e6 * s['seconds_per_step']:.0f} µs a step. Vmapped over "
-        f"{ops['c']} heads the step is {b['per_step']} operations taking {1e6 * b['seconds_per_step']:.0f} µs, "
-        f"{1e6 * b['seconds_per_step'] / ops['c']:.0f} µs per member. At this size (r = 100 columns, k = 5) an "
-        "operation does little arithmetic, so a step costs its launches; vmapped, each launch carries the members' "
-        "work, but the small batched dots and the k × k triangular solves run member by member, so the "
-        "per-member cost stays near the single solve's and a batch gains over a loop of calls only the host "
-        "threads (two cores) and the Python around each call: this is why the sweep stays near 2.4× a loop "
-        "(target 4×).",
+        f"What XLA's CPU runtime executes (JAX's profiler, one warm solve under `jit`, {ops['steps']} steps): a "
+        f"step is {ops['per_step']} operations (fusions, small dots, LAPACK calls), {ops['per_stage']} in each of "
+        "Rodas5P's eight stages. At this size (r = 100 columns, k = 5) an operation does little arithmetic, so a "
+        "step costs about its operations' launches (with the profiler on, "
+        f"{1e6 * ops['seconds_per_step']:.0f} µs a step). A vmapped batch does c members' work per launch, but its "
+        "floor above stays near the single step's cost: its small batched dots and k × k triangular solves run "
+        "member by member. So a sweep gains over a loop of calls mostly the host threads (two cores) and the "
+        "Python around each call, and stays near 2.5× a loop (target 4×).",
         "",
     ]
 
