@@ -366,8 +366,7 @@ def batch_curve(n_instances=96, sizes=(1, 8, 32, 96), shape=(500, 5, 100)):
     for route in ("map", "vmap", "stacked"):
         for c in sizes:
             kw = dict(methods=("ft",), batch_size=c, progress=False)
-            if route == "vmap":
-                kw["chunk"] = c
+            kw["chunk"] = c if route == "vmap" else 1
             if route == "stacked":
                 kw["batching"] = "stacked"
             first = jax.tree_util.tree_map(lambda a, c=c: a[:c], problems)

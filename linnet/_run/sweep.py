@@ -27,6 +27,7 @@ from .._solver.choice import explicit_is_enough
 from .._trajectory import ConvergenceError, is_okay
 from .._validate import check_times
 from .plan import (
+    batch_chunk,
     budget_advice,
     explicit_allowed,
     host_workers,
@@ -84,6 +85,11 @@ def compiled_batches() -> int:
     return sum(f._cache_size() for f in _BATCH_FUNCTIONS)
 
 
+def _batched_chunked(name, opts, rtol, atol, max_steps, chunk, devices, stackable, mode, loss="squared"):
+    """`_batched` with the chunk `plan.batch_chunk` chooses for the batch's solver plan `mode`."""
+    return _batched(name, opts, rtol, atol, max_steps, batch_chunk(chunk, stackable, mode), devices, mode, loss)
+
+
 def _run_mapped(run, args, workers, mode):
     return run_in_parts(run(mode), args, (True, True, False, False), workers)
 
@@ -139,7 +145,7 @@ def sweep(
     rtol: float = 1e-8,
     atol: float = 1e-10,
     max_steps: int = 100_000,
-    chunk: int = 1,
+    chunk: int | None = None,
     batching: str = "map",
     devices=None,
     progress: bool = True,
@@ -162,7 +168,9 @@ def sweep(
       (W0 drawn from fold_in(PRNGKey(seed), instance index)), {"name": "deep", "depth": 2}; each also takes
       "lp_head": True.
     - `batch_size`: instances per compiled call (progress is reported per batch; the last batch is padded);
-      `chunk`: instances vmapped together inside a call (1 is fastest on CPU; larger suits accelerators);
+      `chunk`: instances vmapped together inside a call (default: 8 for the FT-flow methods when every member
+      of the batch takes the implicit solver, as stiff problems do: their vmapped step costs a member about what
+      a single step costs, so the batch gains; else 1);
       `batching`: "map" (default: each instance its own solve, `chunk` of them vmapped) or "stacked" (each batch of
       `batch_size` instances, or each device's or host thread's share of it, is one ODE with one step-size
       controller, which holds every member to its own tolerance: `linnet._run.stacked`; for the methods on the
@@ -213,7 +221,7 @@ def sweep(
                 f"method {label!r} draws its initialisation: in a sweep give it a 'seed' entry (each instance then "
                 f"draws from fold_in(PRNGKey(seed), index)), e.g. {{'name': {m.name!r}, 'seed': 0, ...}}"
             )
-    if int(chunk) != chunk or chunk < 1:
+    if chunk is not None and (isinstance(chunk, bool) or int(chunk) != chunk or chunk < 1):
         raise ValueError(f"`chunk` must be a positive integer (instances vmapped together), got {chunk}")
     if devices is not None and len(devices) == 0:
         raise ValueError("`devices` is empty: pass None (all devices) or a non-empty list of jax devices")
@@ -256,8 +264,8 @@ def sweep(
                 if stack:  # one ODE over the batch; "mixed" runs the implicit solver for all
                     run_batch = partial(_run_stacked, runner_method, args, int(max_steps), devices, rtol, atol, workers)
                 else:
-                    run = partial(_batched, runner, key_opts, float(rtol), float(atol), int(max_steps), int(chunk),
-                                  devices, loss=m.loss)  # fmt: skip
+                    run = partial(_batched_chunked, runner, key_opts, float(rtol), float(atol), int(max_steps), chunk,
+                                  devices, can_stack(runner_method), loss=m.loss)  # fmt: skip
                     run_batch = partial(_run_mapped, run, args, workers)
                 # the fallback is decided on the host where the whole batch has one plan, so the implicit program is
                 # compiled only if some member needs it, and only those members take its results

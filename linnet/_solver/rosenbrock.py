@@ -143,6 +143,8 @@ class Rodas5P(dfx.AbstractAdaptiveSolver):
         _, a, c, alpha, d, m, _ = (jnp.asarray(x, dtype) for x in _TABLEAU)
 
         def combine(row, buf):  # Σⱼ row[j] uⱼ over the stage buffer
+            # an elementwise sum of its eight slices, not a dot over the stage axis: under vmap the buffer is
+            # (members, 8, …) and the dot transposed it every stage (a vmapped solve over 32 heads: 0.43 → 0.27 s)
             return _tmap(lambda x: sum(row[j] * x[j] for j in range(_STAGES)), buf)
 
         # the eight stages as one scan: its body (one field evaluation, one solve) is traced and compiled once
