@@ -48,6 +48,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jax.custom_derivatives import SymbolicZero
 from jax.tree_util import tree_unflatten
 
@@ -310,7 +311,7 @@ def solve_program(program, statics: tuple, *inputs):
     level: called outside any trace (a user's `jax.grad` of an un-jitted function), the forward-mode derivative
     program is compiled at top level, with linnet's compiler options (`linnet._config.jit`), instead of inside
     `jax.grad`'s trace, where JAX takes none. `statics`: hashable `(name, value)` pairs."""
-    if not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(inputs)):
+    if not any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(inputs)):
         # concrete inputs: nothing is differentiated or traced, so the program is called directly; JAX's
         # custom-derivative call costs about 1 ms of Python per solve (8 % of a warm small solve)
         return _program(inputs, program=program, mode="default", statics=statics)
