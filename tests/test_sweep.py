@@ -149,3 +149,43 @@ def test_stiff_ft_batches_vmap_eight_members_by_default_and_agree_with_one_at_a_
         got, want = np.asarray(getattr(auto, metric)), np.asarray(getattr(one, metric))
         np.testing.assert_allclose(got[..., :-1], want[..., :-1], rtol=1e-9, atol=1e-14, err_msg=metric)
         np.testing.assert_allclose(got[..., -1], want[..., -1], rtol=1e-6, atol=1e-14, err_msg=metric)
+
+
+def test_a_mixed_batch_runs_each_members_solver_and_falls_back(monkeypatch):
+    """A batch whose members choose different solvers runs in one program that holds one explicit and one implicit
+    solve, chosen per member by `lax.cond`. The explicit choices are forced here (members 0, 1 explicit; 2, 3 not):
+    member 1 is stiff, so its Tsit5 attempt runs out of its step budget and must fall back; member 3 is well
+    conditioned but told to take the implicit solver. Reference: each member's single `simulate` with the solver it
+    should end on (Tsit5 for member 0, Rodas5P for the others), and with the other solver. The two solvers' paths
+    differ at the tolerance level (measured 9e-10 to 1e-8), a solver's batched and single paths only by rounding
+    (measured ≤ 3e-16): at the finite times t > 0 each member must be within `rounding_tol` of its own solver's
+    path and 10× closer to it than to the other's, which says which solver it ended on; t = ∞ to the 1e-6 limit
+    promise (the stop follows rounding)."""
+    from helpers import rounding_tol
+
+    from linnet._run import predictors
+    from linnet._solver import choice
+
+    iso = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(11), 2), 0.2, d=80, k=2, n=30, inputs="isotropic")
+    stiff = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(12), 2), 0.2, d=80, k=2, n=30)
+    probs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[:1], b, a[1:]]), iso, stiff)
+    assert list(np.asarray(choice.explicit_is_enough(np.asarray(probs.reduced.s)))) == [True, False, False, True]
+    forced = np.array([True, True, False, False])
+    monkeypatch.setattr(predictors, "explicit_is_enough", lambda s: forced)
+    heads = jax.random.normal(jax.random.PRNGKey(13), (4, 2))
+    times = [0.0, 0.5, 3.0, np.inf]
+    _, w = predictors.batched_predictors(probs, heads, times, workers=1)
+    tsit5, rodas = choice.explicit_solver(), linnet.get_method("ft").solver(2)
+
+    def rel(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        return np.abs(a - b).max(-1) / np.abs(b).max(-1)
+
+    for i, (own, other) in enumerate([(tsit5, rodas), (rodas, tsit5), (rodas, tsit5), (rodas, tsit5)]):
+        p = jax.tree_util.tree_map(lambda a, i=i: a[i], probs)
+        mine = linnet.simulate("ft", p, heads[i], times, solver=own)
+        theirs = linnet.simulate("ft", p, heads[i], times[:3], solver=other)
+        err, apart = rel(w[i], mine.predictor), rel(w[i, :3], theirs.predictor)
+        assert np.all(err[1:3] <= rounding_tol(p, mine)), (i, err, rounding_tol(p, mine))
+        assert np.all(err[1:3] <= 0.1 * apart[1:3]), (i, err, apart)
+        assert err[-1] <= 1e-6, (i, err)

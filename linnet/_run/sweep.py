@@ -1,9 +1,10 @@
 """`sweep`: many instances × methods × heads, as a transform of the registry's single-instance function.
 
 Each (method, head) is `linnet.simulate` with `throw=False`, mapped over a batch of problems by `lax.map`
-(`chunk` members vmapped together: on CPU one at a time is fastest, since a vmapped adaptive solve runs every
-member for the slowest member's steps and turns branches into selects — measured 11 s against 6 s for 16
-instances), sharded over devices by `shard_map` and, on one CPU device, cut into parts that host threads run at once
+(`chunk` members vmapped together: by default 8 for a flow with a closed-form Newton solve when every member
+takes the implicit solver, whose vmapped step costs per member about what a single step does; otherwise one at a
+time, since a vmapped adaptive solve runs every member for the slowest member's steps and turns branches into
+selects), sharded over devices by `shard_map` and, on one CPU device, cut into parts that host threads run at once
 (`linnet._run.plan.run_in_parts`); `batching="stacked"` runs each batch (part) as one ODE instead
 (`linnet._run.stacked`). Batches are padded to one size, so each method compiles once per shape, not once per batch.
 Methods that run one shared program (FT, LP-FT, two learning rates, L2-SP: see `Method.program`) share one
