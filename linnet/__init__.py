@@ -9,7 +9,7 @@ conjectures searched, replayed and pinned with `linnet.testing`.
 
 from . import figures, stress, testing, theory
 from ._classification import is_separable, logistic_loss, max_margin, normalised_margin, zero_one_error
-from ._config import enable_x64, fast_compile, use_compilation_cache
+from ._config import enable_x64, fast_compile, sequential_runtime, use_compilation_cache
 from ._errors import id_error, ood_error, predictor, train_loss
 from ._generators import (
     figure2_ood_point,
@@ -97,6 +97,7 @@ __all__ = [
     "random_head",
     "random_orthogonal",
     "register",
+    "sequential_runtime",
     "simulate",
     "stress",
     "subspace_shift",

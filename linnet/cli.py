@@ -353,13 +353,14 @@ def main(argv=None) -> int:
 
     import jax
 
-    from ._config import fast_compile
+    from ._config import fast_compile, sequential_runtime
 
-    # before any JAX computation: the CLI's runs are dominated by compiling (see fast_compile). Called from Python
-    # after JAX has started (`cli.main([...])` in a session), it cannot take effect, and that is no reason to warn
+    # before any JAX computation (see both): compiling dominates the CLI's runs; its figure workers share the cores.
+    # Called after JAX has started (`cli.main([...])` in a session) they cannot take effect: no reason to warn
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         fast_compile()
+        sequential_runtime()
     # the CLI is an application, so it makes the precision choice a library must not: float64, unless the user
     # set JAX_ENABLE_X64 themselves (e.g. JAX_ENABLE_X64=0 on a TPU)
     if "JAX_ENABLE_X64" not in os.environ:
@@ -376,8 +377,7 @@ def main(argv=None) -> int:
     if not args.no_cache:
         from ._config import use_compilation_cache
 
-        # an application may make this process-wide choice (cold start): a second `linnet` run on the
-        # same shapes loads its programs instead of compiling them
+        # an application's process-wide choice (cold start): a second run on the same shapes loads its programs
         use_compilation_cache()
     try:
         return args.func(args)

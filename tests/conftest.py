@@ -28,6 +28,8 @@ os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_opti
 # before any JAX computation, and inherited by the processes the tests start: XLA's classic CPU emitters, which
 # compile linnet's solver programs about twice as fast (compiling is most of the suite's time; see fast_compile)
 linnet.fast_compile()  # False (with a warning) on a jaxlib it is not verified for: the suite runs either way
+# and XLA's runtime one operation after another: the two xdist workers share the two cores (see sequential_runtime)
+linnet.sequential_runtime()
 jax.config.update("jax_enable_x64", True)
 
 # One persistent compilation cache per test run, shared by both xdist workers and by the processes the tests start

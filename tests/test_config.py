@@ -43,48 +43,60 @@ def test_compilation_cache_is_written_and_reused(tmp_path):
 
 
 FAST = """
-import os, warnings, jax
+import os, sys, warnings, jax
 import linnet
-assert linnet.fast_compile() is True
-assert os.environ["XLA_FLAGS"].split()[-1] == "--xla_cpu_use_fusion_emitters=false"
+name, flag = sys.argv[1], sys.argv[2]
+assert getattr(linnet, name)() is True
+assert os.environ["XLA_FLAGS"].split()[-1] == flag
+assert getattr(linnet, name)() is True  # a second call: the flag is there already
+assert os.environ["XLA_FLAGS"].split().count(flag) == 1
 jax.numpy.ones(2).block_until_ready()  # starts the CPU backend
 os.environ.pop("XLA_FLAGS")
 with warnings.catch_warnings(record=True) as w:
     warnings.simplefilter("always")
-    assert linnet.fast_compile() is False
-assert any("already running" in str(x.message) for x in w), [str(x.message) for x in w]
+    assert getattr(linnet, name)() is False
+assert any("already running" in str(x.message) and name in str(x.message) for x in w), [str(x.message) for x in w]
 print("OK")
 """
 
+_FLAGS = {
+    "fast_compile": "--xla_cpu_use_fusion_emitters=false",
+    "sequential_runtime": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+}
 
-def test_fast_compile_sets_the_flag_before_the_backend_starts_and_warns_after():
-    """`fast_compile` appends its flag to XLA_FLAGS and reports it in effect when called first; once JAX's backend
-    is running it warns and returns False (XLA would not read the flag any more). In a subprocess, without the
-    suite's own XLA_FLAGS."""
+
+@pytest.mark.parametrize("name", sorted(_FLAGS))
+def test_process_flags_are_set_before_the_backend_starts_and_warn_after(name):
+    """`fast_compile` and `sequential_runtime` append their flag to XLA_FLAGS (once) and report it in effect when
+    called first; once JAX's backend is running they warn and return False (XLA would not read the flag any more).
+    In a subprocess, without the suite's own XLA_FLAGS."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, "-c", FAST], capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run([sys.executable, "-c", FAST, name, _FLAGS[name]], capture_output=True, text=True,
+                          timeout=120, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "OK"
 
 
 UNVERIFIED = """
-import os, warnings, jaxlib
-jaxlib.__version__ = "0.99.0"  # a release the flag was not checked in
+import os, sys, warnings, jaxlib
+jaxlib.__version__ = "0.99.0"  # a release the flags were not checked in
 import linnet
 with warnings.catch_warnings(record=True) as w:
     warnings.simplefilter("always")
-    assert linnet.fast_compile() is False
+    assert getattr(linnet, sys.argv[1])() is False
 assert "XLA_FLAGS" not in os.environ
 assert any("not verified for jaxlib 0.99.0" in str(x.message) for x in w), [str(x.message) for x in w]
 print("OK")
 """
 
 
-def test_fast_compile_leaves_xla_flags_alone_on_an_unverified_jaxlib():
-    """XLA aborts the process on a flag it does not know, so on a jaxlib the flag was not verified in
-    `fast_compile` warns, returns False and does not touch XLA_FLAGS."""
+@pytest.mark.parametrize("name", sorted(_FLAGS))
+def test_process_flags_leave_xla_flags_alone_on_an_unverified_jaxlib(name):
+    """XLA aborts the process on a flag it does not know, so on a jaxlib the flags were not verified in,
+    `fast_compile` and `sequential_runtime` warn, return False and do not touch XLA_FLAGS."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, "-c", UNVERIFIED], capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run([sys.executable, "-c", UNVERIFIED, name], capture_output=True, text=True, timeout=120,
+                          env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "OK"
 
