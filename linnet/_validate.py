@@ -64,7 +64,10 @@ def check_head(problem, v0, name: str = "v0") -> jax.Array:
     v0 = as_float_array(v0, name, 1)
     check_shape(v0, name, (problem.k,), "one entry per feature, k = problem.k")
     v0 = v0.astype(problem.X.dtype)
-    return check_value(v0, ~jnp.all(jnp.isfinite(v0)), f"`{name}` contains NaN or inf; every entry must be finite")
+    message = f"`{name}` contains NaN or inf; every entry must be finite"
+    if not is_traced(v0):  # on the host: the cast may have overflowed (float64 → float32)
+        return check_value(v0, ~np.all(np.isfinite(np.asarray(v0))), message)
+    return check_value(v0, ~jnp.all(jnp.isfinite(v0)), message)
 
 
 def check_real(x, name: str, *, lower: float | None = None, strict: bool = False) -> float:

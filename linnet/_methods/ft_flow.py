@@ -156,7 +156,10 @@ def default_solver(k: int | None = None):
     interleaved runs its program compiled in 2.2–2.6 s against 2.9–3.5 s, the gradient's in 6.0–7.1 s against
     8.0–9.4 s."""
     del k
-    return Rodas5P(newton=FTNewton())
+    return _DEFAULT_SOLVER
+
+
+_DEFAULT_SOLVER = Rodas5P(newton=FTNewton())  # one instance (immutable): built once, not on every call
 
 
 def stacked_solver():

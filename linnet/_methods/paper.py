@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import diffrax as dfx
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from .._closed_forms import lp_limit_head, lp_path
@@ -12,6 +13,7 @@ from .._problem import Problem
 from .._registry import ClosedFormMethod, FlowMethod, Param, register
 from .._run.simulate import simulate
 from .._trajectory import Trajectory
+from .._validate import is_traced
 from . import ft_flow as _flow
 
 # ------------------------------------------------------------------------------------------------------
@@ -29,10 +31,13 @@ LAM = (
 
 
 def _ft_params(p, dtype):
-    one, zero = jnp.asarray(1.0, dtype), jnp.asarray(0.0, dtype)
-    lam_B = p.get("lam_B", zero)
+    """(η_v, η_B, λ_v, λ_B) from the parameters `p` (defaults 1, 1, λ_B, 0) as one (4,) array of `dtype`."""
+    lam_B = p.get("lam_B", 0.0)
     lam_v = p.get("lam_v") if p.get("lam_v") is not None else lam_B
-    return jnp.stack([p.get("eta_v", one), p.get("eta_B", one), lam_v, lam_B])
+    values = [p.get("eta_v", 1.0), p.get("eta_B", 1.0), lam_v, lam_B]
+    if not is_traced(values):  # a host array: four eager device operations cost more than the solve's set-up
+        return np.asarray([np.asarray(x) for x in values], dtype)
+    return jnp.stack([jnp.asarray(x, dtype) for x in values])
 
 
 def ft_program(p, dtype):
