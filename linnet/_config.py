@@ -93,8 +93,8 @@ def sequential_runtime() -> bool:
     solve of the small stiff benchmark problem takes about a quarter less time and half the CPU time, and processes
     sharing the cores (the CLI's figure workers, the test suite's) stop taking time from each other. Problems whose
     single operations are large (n, d in the thousands) run at about the same speed (up to 7 % slower measured);
-    a large operation's own threads are unaffected. The CLI and the test suite turn it on; it changes no other
-    setting, and GPUs and TPUs ignore it.
+    a large operation's own threads are unaffected. The CLI, the notebooks and the test suite turn it on; it
+    changes no other setting, and GPUs and TPUs ignore it.
 
     Verified jaxlib releases, timing and the return value as for `fast_compile`: call it before any JAX
     computation. **Returns:** whether the flag is in effect for this process.
