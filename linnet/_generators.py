@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import functools
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _geometry
 from ._config import jit
 from ._problem import Problem
-from ._validate import is_traced
+from ._validate import is_traced, warn_regime
 
 # ------------------------------------------------------------------------------------------------------
 # Generators
@@ -135,7 +137,23 @@ def subspace_shift(
     if not is_traced(v_star_scale) and not (np.isfinite(v_star_scale) and v_star_scale >= 0):
         raise ValueError(f"`v_star_scale` (the standard deviation of v_star) must be a finite number >= 0, got "
                          f"{v_star_scale}")  # fmt: skip
-    dtype = dtype or jnp.result_type(float)
+    dtype = jnp.dtype(dtype or jnp.result_type(float))
+    if isinstance(ood, str) and ood not in _OOD_KINDS:
+        raise ValueError(f"`ood` must be one of {_OOD_KINDS} or a (d, d) PSD array, got {ood!r}")
+    options = dict(d=d, k=k, n=n, m=m, ood=ood, rotate=bool(rotate), inputs=inputs, labels=labels, dtype=dtype)
+    if isinstance(ood, str) and n * d < _geometry.GRAM_MIN_SIZE:
+        # one compiled set-up program per shape and options, instead of some forty eager operations each compiled
+        # for its shape (a first draw with its Problem, d = 200, k = 3, n = 40, in a new process: 2.4 s eagerly).
+        # A given Σ_ood array keeps the eager route, whose checks raise at once; so do large problems, whose
+        # factorisation takes the host's BLAS (`linnet._geometry.thin_svd`)
+        if not is_traced((key, eps, shift, v_star_scale, flip)):
+            warn_regime(n, d, k)  # the Problem built inside the program is traced, so it cannot say so itself
+        return _draw_compiled(key, eps, shift, v_star_scale, flip, **options)
+    return _draw(key, eps, shift, v_star_scale, flip, **options)
+
+
+def _draw(key, eps, shift, v_star_scale, flip, *, d, k, n, m, ood, rotate, inputs, labels, dtype) -> Problem:
+    """The draw of `subspace_shift` (its arguments checked): see there."""
     kS, kB, kE, kU, kv, kZ = jax.random.split(key, 6)
     Bs = _orthonormal_columns(kB, d, k, dtype).T
     E = _orthonormal_columns(kE, d, k, dtype, against=Bs.T).T
@@ -155,8 +173,6 @@ def subspace_shift(
     else:
         raise ValueError(f"`inputs` must be 'subspace' or 'isotropic', got {inputs!r}")
     if isinstance(ood, str):
-        if ood not in _OOD_KINDS:
-            raise ValueError(f"`ood` must be one of {_OOD_KINDS} or a (d, d) PSD array, got {ood!r}")
         if ood == "isotropic":
             sigma = None  # Problem's default Σ_ood = I, stored without a (d, d) matrix
         else:
@@ -176,6 +192,11 @@ def subspace_shift(
         flips = jax.random.bernoulli(jax.random.fold_in(key, 7), jnp.asarray(flip, dtype), (n,))
         y = jnp.where(flips, -y, y)
     return Problem(X, B0, Bs, v_star, y=y, sigma_ood=sigma)
+
+
+_draw_compiled = partial(
+    jit, setup=True, static_argnames=("d", "k", "n", "m", "ood", "rotate", "inputs", "labels", "dtype")
+)(_draw)
 
 
 def subspace_shifts(
