@@ -27,11 +27,11 @@ _FLAT_DRAW_MAX = 1 << 22  # above this a draw's own cost outweighs compiling it 
 def _normal(key, shape: tuple[int, ...], dtype) -> jax.Array:
     """`jax.random.normal(key, shape, dtype)`, bit for bit, compiled once per power of two rather than per shape.
 
-    Eager calls compile one XLA program per output shape, about 0.35 s each on CPU (most of a first
-    `subspace_shift`). With JAX's partitionable threefry (its default) each entry depends only on the key and its
-    flat index, so the draw equals the first prod(shape) entries of a flat draw of any greater length; lengths
-    are rounded up to a power of two, so many shapes share a program. Traced keys, very large draws and other
-    PRNG settings take the plain call."""
+    Eager calls compile one XLA program per output shape, about 0.35 s each on CPU (`random_head`,
+    `random_orthogonal` and the eager route of `subspace_shift`). With JAX's partitionable threefry (its default)
+    each entry depends only on the key and its flat index, so the draw equals the first prod(shape) entries of a
+    flat draw of any greater length; lengths are rounded up to a power of two, so many shapes share a program.
+    Traced keys, very large draws and other PRNG settings take the plain call."""
     size = math.prod(shape)
     typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
     # getattr: JAX's config options are not declared attributes for type checkers
