@@ -147,8 +147,9 @@ print(times[0], min(times[1:], default=float("nan")))
 """
 
 
-def _cold_in_new_process(size: str, setting: str) -> float:
-    """Seconds of the first `fine_tune` in a fresh subprocess (without the caller's XLA_FLAGS), see `_COLD`."""
+def _in_new_process(size: str, setting: str) -> tuple[float, float]:
+    """(first `fine_tune` seconds, best warm seconds or NaN) in a fresh subprocess (without the caller's
+    XLA_FLAGS), see `_COLD`."""
     import os
     import subprocess
     import sys
@@ -158,21 +159,19 @@ def _cold_in_new_process(size: str, setting: str) -> float:
     proc = subprocess.run(
         [sys.executable, "-c", _COLD, size, setting], capture_output=True, text=True, cwd=root, check=True, env=env
     )
-    return float(proc.stdout.strip().splitlines()[-1].split()[0])
+    cold, warm = (float(x) for x in proc.stdout.strip().splitlines()[-1].split())
+    return cold, warm
+
+
+def _cold_in_new_process(size: str, setting: str) -> float:
+    """Seconds of the first `fine_tune` in a fresh subprocess, see `_in_new_process`."""
+    return _in_new_process(size, setting)[0]
 
 
 def sequential_rows(size):
     """A new process that turned on `linnet.sequential_runtime()` (XLA's runtime one operation after another)
     before its first computation: the first `fine_tune` (no compilation cache) and the best of 10 warm calls."""
-    import os
-    import subprocess
-    import sys
-
-    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, "-c", _COLD, size, "sequential"], capture_output=True, text=True,
-                          cwd=root, check=True, env=env)  # fmt: skip
-    cold, warm = (float(x) for x in proc.stdout.strip().splitlines()[-1].split())
+    cold, warm = _in_new_process(size, "sequential")
     note = "`linnet.sequential_runtime()`"
     return [Row(size, "linnet.fine_tune (warm, new process, sequential_runtime)", warm, np.nan, note),
             Row(size, "linnet.fine_tune (cold, new process, sequential_runtime)", cold, np.nan, note)]  # fmt: skip
