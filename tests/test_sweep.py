@@ -92,6 +92,46 @@ def test_run_in_parts_runs_each_part_on_its_own_thread_and_keeps_the_order():
         assert [s for _, s in seen] == [(7, 2)]
 
 
+def test_a_batch_of_rows_is_cut_from_the_whole_arrays_and_padding_only_parts_are_not_run():
+    """`take_rows` against NumPy indexing (rows 3..8 of 10, and 7..10 padded to 5 by repeating row 9), on a pytree
+    of leaves of different shapes. `run_in_parts(..., rows=(start, stop, size))`: the batch is rows start..stop of
+    the whole arrays padded to `size`; each part takes its rows from the whole arrays; a part that would hold
+    padding only is not called; the output has `size` rows, of which those of the batch's members are the function's
+    (what the padding rows hold is not specified: the caller drops them)."""
+    from linnet._run.plan import run_in_parts, take_rows
+
+    a = np.arange(40.0).reshape(10, 4)
+    tree = {"a": jnp.asarray(a), "b": jnp.arange(10)}
+    got = take_rows(tree, 3, 8, 5)
+    np.testing.assert_array_equal(got["a"], a[3:8])
+    np.testing.assert_array_equal(got["b"], np.arange(3, 8))
+    got = take_rows(tree, 7, 10, 5)
+    np.testing.assert_array_equal(got["a"], a[[7, 8, 9, 9, 9]])
+    np.testing.assert_array_equal(got["b"], [7, 8, 9, 9, 9])
+
+    seen = []
+
+    def fn(x, scale):
+        seen.append((None, np.asarray(x[:, 0]).tolist()))
+        return x * scale
+
+    # the last batch of a sweep of 10 in batches of 8: rows 8, 9, padded to 8; 4 parts of 2 → parts 1–3 are padding
+    out = run_in_parts(fn, (jnp.asarray(a), 2.0), (True, False), 4, min_part=2, rows=(8, 10, 8))
+    assert out.shape == (8, 4)
+    np.testing.assert_array_equal(out[:2], 2 * a[8:10])
+    assert [s for _, s in seen] == [[32.0, 36.0]]
+    # a full batch (rows 0..8) in 4 parts of 2 (threads: the test above)
+    seen.clear()
+    out = run_in_parts(fn, (jnp.asarray(a), 1.0), (True, False), 4, min_part=2, rows=(0, 8, 8))
+    np.testing.assert_array_equal(out, a[:8])
+    assert sorted(s for _, s in seen) == [[0.0, 4.0], [8.0, 12.0], [16.0, 20.0], [24.0, 28.0]]
+    # one part (one worker): the batch's rows in one call
+    seen.clear()
+    out = run_in_parts(fn, (jnp.asarray(a), 1.0), (True, False), 1, rows=(6, 10, 5))
+    np.testing.assert_array_equal(out[:4], a[6:10])
+    assert len(seen) == 1
+
+
 def test_sweep_workers_do_not_change_the_numbers():
     """FT (t = ∞ included) and LP-FT with 1 worker and with 2 (9 instances: parts of 5, the last padded): the members
     are independent solves, each part's program another compilation of the same per-member solve, so the metrics

@@ -39,6 +39,7 @@ from .plan import (
     run_in_parts,
     run_planned,
     shard_batch,
+    take_rows,
 )
 from .simulate import simulate
 from .stacked import can_stack, stacked_batch
@@ -91,15 +92,15 @@ def _batched_chunked(name, opts, rtol, atol, max_steps, chunk, devices, stackabl
     return _batched(name, opts, rtol, atol, max_steps, batch_chunk(chunk, stackable, mode), devices, mode, loss)
 
 
-def _run_mapped(run, args, workers, mode):
-    return run_in_parts(run(mode), args, (True, True, False, False), workers)
+def _run_mapped(run, args, workers, rows, mode):
+    return run_in_parts(run(mode), args, (True, True, False, False), workers, rows=rows)
 
 
-def _run_stacked(m, args, max_steps, devices, rtol, atol, workers, mode):
+def _run_stacked(m, args, max_steps, devices, rtol, atol, workers, rows, mode):
     problems, (start, _, _), times, reals = args
     fn = stacked_batch(m, mode == "explicit", max_steps, devices)
     return run_in_parts(fn, (problems, start, times, reals, float(rtol), float(atol)), (True, True) + (False,) * 4,
-                        workers)  # fmt: skip
+                        workers, rows=rows)  # fmt: skip
 
 
 @partial(
@@ -248,26 +249,34 @@ def sweep(
     starts = range(0, N, size)
     bar = tqdm(total=len(starts) * len(specs) * len(head_arrays), desc="sweep", unit="batch", disable=not progress)
     explicit_all = np.asarray(explicit_is_enough(np.asarray(problems.reduced.s)))
+    index = jnp.arange(N)  # each member's index in the sweep (a method that draws its start folds it into `seed`)
     for i, (label, m, opts) in enumerate(specs):
         runner, reals, key_opts, lp_first, scale = plan_method(m, opts, np.asarray(t_all), dtype)
         runner_method = runner if isinstance(runner, Method) else get_method(runner, m.loss)
         stack = batching == "stacked" and can_stack(runner_method)
         ts = jnp.asarray(t_all * scale, dtype)
+        explicit = explicit_all & explicit_allowed(m, opts)
+        explicit_dev = jnp.asarray(explicit)
         for j, h in enumerate(head_arrays.values()):
+            heads = jnp.asarray(h, dtype)
             for b in starts:
                 stop = min(b + size, N)
-                pad = size - (stop - b)
-                take = jnp.concatenate([jnp.arange(b, stop), jnp.full((pad,), stop - 1)])
-                batch = jax.tree_util.tree_map(lambda a, take=take: a[take], problems)
-                flags = explicit_all[np.asarray(take)] & explicit_allowed(m, opts)
-                start = lp_heads(batch, h[take]) if lp_first else h[take]
-                args = (batch, (start, take, jnp.asarray(flags)), ts, reals)
+                rows = (b, stop, size)  # the batch: these rows of the whole arrays, padded; its parts cut from them
+                flags = explicit[np.minimum(np.arange(b, b + size), stop - 1)]
+                start = heads
+                if lp_first:  # the batch's LP heads, computed on the batch (one program per batch shape)
+                    lp = lp_heads(take_rows(problems, b, stop, size), take_rows(heads, b, stop, size))
+                    start = np.array(heads)
+                    start[b:stop] = np.asarray(lp)[: stop - b]
+                    start = jnp.asarray(start)
+                args = (problems, (start, index, explicit_dev), ts, reals)
                 if stack:  # one ODE over the batch; "mixed" runs the implicit solver for all
-                    run_batch = partial(_run_stacked, runner_method, args, int(max_steps), devices, rtol, atol, workers)
+                    run_batch = partial(_run_stacked, runner_method, args, int(max_steps), devices, rtol, atol, workers,
+                                        rows)  # fmt: skip
                 else:
                     run = partial(_batched_chunked, runner, key_opts, float(rtol), float(atol), int(max_steps), chunk,
                                   devices, can_stack(runner_method), loss=m.loss)  # fmt: skip
-                    run_batch = partial(_run_mapped, run, args, workers)
+                    run_batch = partial(_run_mapped, run, args, workers, rows)
                 # the fallback is decided on the host where the whole batch has one plan, so the implicit program is
                 # compiled only if some member needs it, and only those members take its results
                 metrics, st, ok = run_planned(run_batch, flags)
