@@ -105,6 +105,7 @@ def test_a_batch_of_rows_is_cut_from_the_whole_arrays_and_padding_only_parts_are
     got = take_rows(tree, 3, 8, 5)
     np.testing.assert_array_equal(got["a"], a[3:8])
     np.testing.assert_array_equal(got["b"], np.arange(3, 8))
+    assert take_rows(tree, 0, 10, 10) is tree  # every row: the tree itself, not a copy
     got = take_rows(tree, 7, 10, 5)
     np.testing.assert_array_equal(got["a"], a[[7, 8, 9, 9, 9]])
     np.testing.assert_array_equal(got["b"], [7, 8, 9, 9, 9])
