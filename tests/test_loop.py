@@ -1,6 +1,7 @@
-"""linnet's own adaptive loop for Rodas5P (`linnet._solver.loop`): against closed forms (a stiff linear ODE,
-scipy.linalg.expm), against diffrax's `diffeqsolve` with the same solver, controller and first step (the same steps
-to rounding), and its edge cases: saved times at 0 and repeated, a steady state at the start, a spent step budget.
+"""linnet's own adaptive loop for Rodas5P and Tsit5 (`linnet._solver.loop`): against closed forms (a stiff linear
+ODE for Rodas5P, a non-stiff one for Tsit5, scipy.linalg.expm, and its derivative in y0), against diffrax's
+`diffeqsolve` with the same solver, controller and first step (the same steps to rounding), and its edge cases:
+saved times at 0 and repeated, a steady state at the start, a spent step budget.
 
 Tolerances: rtol = 1e-10 and atol = 1e-12 against the closed form; a fifth-order method's global error is a few
 times rtol (1e-8 relative, 100 × rtol, is the check). The two drivers make the same decisions from the same
@@ -19,7 +20,7 @@ import scipy.linalg
 from helpers import rounding_tol, stiff_ft_instance
 
 from linnet._methods import ft_flow
-from linnet._solver.loop import rosenbrock_loop
+from linnet._solver.loop import adaptive_loop
 from linnet._solver.rosenbrock import Rodas5P
 
 # a stiff, non-normal linear system: eigenvalues −1, −30, −1e4 (a rate ratio of 1e4) mixed by a triangular factor
@@ -32,8 +33,10 @@ def _linear(t, y, args):
     return args @ y
 
 
-def _run(times, *, steady=None, max_steps=10_000, rtol=1e-10, atol=1e-12, dt0=None, adjoint=None, y0=Y0):
-    return rosenbrock_loop(_linear, Rodas5P(), jnp.asarray(y0), jnp.asarray(A), jnp.asarray(times), steady=steady,
+def _run(times, *, steady=None, max_steps=10_000, rtol=1e-10, atol=1e-12, dt0=None, adjoint=None, y0=Y0, A=A,
+         solver=None):  # fmt: skip
+    solver = Rodas5P() if solver is None else solver
+    return adaptive_loop(_linear, solver, jnp.asarray(y0), jnp.asarray(A), jnp.asarray(times), steady=steady,
                            rtol=rtol, atol=atol, norm=None, max_steps=max_steps, pcoeff=0.3, icoeff=0.4,
                            adjoint=dfx.ForwardMode() if adjoint is None else adjoint, dt0=dt0)  # fmt: skip
 
@@ -52,6 +55,69 @@ def test_saved_states_match_the_matrix_exponential():
         np.testing.assert_array_equal(np.asarray(ys[0]), Y0)  # time 0 is the initial state itself
 
 
+# a non-stiff linear system for Tsit5: eigenvalues −0.5, −1.5, −4, mixed by the same factor
+A_MILD = -_Q @ np.diag([0.5, 1.5, 4.0]) @ np.linalg.inv(_Q)
+
+
+def test_tsit5_matches_the_matrix_exponential_and_its_derivative():
+    """Tsit5 in the loop (its first-same-as-last state carried between steps): the saved states against
+    expm(A t) y0 (1e-8 relative: a fifth-order method at rtol = 1e-10), and the derivative of the last state in y0
+    against expm(A t), by forward mode (the loop differentiated as it runs) and by reverse mode (the kept steps
+    replayed in the checkpointed loop, each evaluating its first stage afresh): both within 1e-8 of the closed
+    form, and within 1e-12 of each other (they differentiate the same discrete steps)."""
+    times = np.array([0.0, 0.3, 0.3, 2.0, 5.0])
+    want = np.stack([scipy.linalg.expm(A_MILD * t) @ Y0 for t in times])
+    jacobians = []
+    for adjoint in (dfx.ForwardMode(), dfx.RecursiveCheckpointAdjoint()):
+        ys, result, steps, t_stop = _run(times, adjoint=adjoint, A=A_MILD, solver=dfx.Tsit5())
+        assert result == dfx.RESULTS.successful and float(t_stop) == 5.0 and 10 < int(steps) < 2_000
+        err = np.max(np.abs(np.asarray(ys) - want), axis=1) / np.max(np.abs(want), axis=1)
+        assert np.all(err < 1e-8), err
+
+        def last(y0, adjoint=adjoint):
+            return _run(times, adjoint=adjoint, A=A_MILD, solver=dfx.Tsit5(), y0=y0)[0][-1]
+
+        diff = jax.jacfwd if isinstance(adjoint, dfx.ForwardMode) else jax.jacrev
+        jac = np.asarray(diff(last)(jnp.asarray(Y0)))
+        ref = scipy.linalg.expm(A_MILD * 5.0)
+        assert np.max(np.abs(jac - ref)) < 1e-8 * np.max(np.abs(ref))
+        jacobians.append(jac)
+    assert np.max(np.abs(jacobians[0] - jacobians[1])) < 1e-12 * np.max(np.abs(jacobians[0]))
+
+
+def test_tsit5_takes_diffraxs_steps_from_the_same_first_step():
+    """On a non-stiff FT flow (isotropic inputs, n = 10 of d = 40; t = ∞ by the steady-state rule, saves at 0.1 and
+    1): diffrax's `diffeqsolve` with Tsit5 (its own first-same-as-last state), the same PI controller clipped to the
+    saved times and the rule as an event, from the same first step, takes as many steps and saves the same states
+    (1e-12 relative at 0.1 and 1; the rounding bound at the stop)."""
+    import linnet
+
+    p = linnet.subspace_shift(jax.random.PRNGKey(3), d=40, k=2, n=10, eps=0.2, inputs="isotropic")
+    v0 = jax.random.normal(jax.random.PRNGKey(4), (2,))
+    y0, args = ft_flow.initial_state(p.reduced, v0, jnp.asarray(ft_flow.FT_PARAMS))
+    rtol, atol, dt0 = 1e-8, 1e-10, 1e-3
+    steady = ft_flow.steady_state(rtol, atol)
+    times = jnp.asarray([0.1, 1.0, jnp.inf])
+    ys, result, steps, t_stop = adaptive_loop(
+        ft_flow.general_field, dfx.Tsit5(), y0, args, times, steady=steady, rtol=rtol, atol=atol, norm=None,
+        max_steps=10_000, pcoeff=0.3, icoeff=0.4, adjoint=dfx.ForwardMode(), dt0=dt0,
+    )  # fmt: skip
+    controller = dfx.ClipStepSizeController(dfx.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4),
+                                            step_ts=times[:-1])  # fmt: skip
+    sol = dfx.diffeqsolve(dfx.ODETerm(ft_flow.general_field), dfx.Tsit5(), 0.0, jnp.inf, dt0, y0, args,
+                          saveat=dfx.SaveAt(ts=times[:-1], t1=True), stepsize_controller=controller,
+                          event=dfx.Event(steady), max_steps=10_000, throw=False)  # fmt: skip
+    assert result == dfx.RESULTS.event_occurred and sol.result == dfx.RESULTS.event_occurred
+    assert sol.stats is not None and sol.ys is not None and sol.ts is not None
+    assert int(steps) == int(sol.stats["num_steps"]) and 10 < int(steps) < 5_000
+    assert abs(float(t_stop) - float(sol.ts[-1])) <= 1e-6 * float(sol.ts[-1])
+    for mine, theirs in zip(ys, sol.ys, strict=True):
+        mine, theirs = np.asarray(mine), np.asarray(theirs)
+        scale = np.max(np.abs(theirs))
+        assert np.max(np.abs(mine[:2] - theirs[:2])) <= 1e-12 * scale
+        assert np.max(np.abs(mine[2] - theirs[2])) <= rounding_tol(p, SimpleNamespace(num_steps=steps)) * scale
+
+
 def test_same_steps_as_diffrax_from_the_same_first_step():
     """On the stiff FT flow (t = ∞ by the steady-state rule, saves at 0.1 and 1): diffrax's `diffeqsolve` with
     Rodas5P, its PID controller (pcoeff 0.3, icoeff 0.4) clipped to the saved times and the rule as an event,
@@ -65,7 +131,7 @@ def test_same_steps_as_diffrax_from_the_same_first_step():
     steady = ft_flow.steady_state(rtol, atol)
     solver = ft_flow.default_solver()
     times = jnp.asarray([0.1, 1.0, jnp.inf])
-    ys, result, steps, t_stop = rosenbrock_loop(
+    ys, result, steps, t_stop = adaptive_loop(
         ft_flow.general_field, solver, y0, args, times, steady=steady, rtol=rtol, atol=atol, norm=None,
         max_steps=10_000, pcoeff=0.3, icoeff=0.4, adjoint=dfx.ForwardMode(), dt0=dt0,
     )  # fmt: skip

@@ -160,10 +160,11 @@ def run_in_parts(fn, args: tuple, batched: tuple[bool, ...], workers: int, min_p
     arrays at once (`take_rows`), so the batch is never copied as a whole, and a part that would hold padding only
     is not run. The output has the batch's `size` rows; those past its `stop − start` members are not specified (the
     caller drops them)."""
-    start, stop, N = (0, None, None) if rows is None else rows
     if rows is None:
         N = jax.tree_util.tree_leaves([a for a, b in zip(args, batched, strict=True) if b])[0].shape[0]
-        stop = N
+        start, stop = 0, N
+    else:
+        start, stop, N = (int(x) for x in rows)
     parts = max(1, min(int(workers), N // max(1, int(min_part))))
     part_size = math.ceil(N / parts)
     lead = [a for a, b in zip(args, batched, strict=True) if b]

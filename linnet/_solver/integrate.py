@@ -9,9 +9,9 @@ steady-state rule is a diffrax `Event`: when it fires, the solve ends there (for
 reached; for a finite t1 past the steady state it saves work), and every requested time after the stop gets the
 stopped state, which is the limit to tolerance.
 
-Rodas5P (the default stiff solver) runs in linnet's own loop (`linnet._solver.loop`), which makes the same
-step-size decisions as the diffrax controller below in a program that compiles in about half the time; every other
-solver runs through `diffrax.diffeqsolve`.
+Rodas5P (the default stiff solver) and Tsit5 (the explicit one) run in linnet's own loop (`linnet._solver.loop`),
+which makes the same step-size decisions as the diffrax controller below in a program that compiles in about half
+the time; every other solver runs through `diffrax.diffeqsolve`.
 
 Differentiation. `jax.grad` differentiates the steps actually taken (discretise, then differentiate), in one of
 two ways chosen when it is traced (`differentiable_solve`), both exact for that discrete solution:
@@ -53,7 +53,7 @@ from jax.custom_derivatives import SymbolicZero
 from jax.tree_util import tree_unflatten
 
 from .._config import jit
-from .loop import rosenbrock_loop
+from .loop import adaptive_loop
 from .rosenbrock import Rodas5P
 
 # `jax.grad` through a solve goes by forward mode when the perturbed inputs have at most this many entries. Its
@@ -62,7 +62,7 @@ from .rosenbrock import Rodas5P
 # cores, warm: 42, 130, 630 ms against 38, 49, 84 ms; first call 4.8–5.5 s against 8.3–9.0 s), so only a few
 # directions go forward: a gradient in the head of a small k, or in a few scalar parameters
 FORWARD_MODE_MAX = 4
-# the PI step-size controller of every solve (diffrax's PIDController, and linnet's own loop for Rodas5P)
+# the PI step-size controller of every solve (diffrax's PIDController, and linnet's own loop)
 PCOEFF, ICOEFF = 0.3, 0.4
 
 
@@ -131,8 +131,8 @@ def integrate(
             norm_of = norm_c
             norm_fn = lambda tree: norm_of(tree, *norm_consts)  # noqa: E731
 
-        if isinstance(solver, Rodas5P):  # linnet's own loop: the same steps, a smaller program (`loop`)
-            ys, result, num_steps, t_stop = rosenbrock_loop(
+        if isinstance(solver, Rodas5P | dfx.Tsit5):  # linnet's own loop: the same steps, a smaller program (`loop`)
+            ys, result, num_steps, t_stop = adaptive_loop(
                 vf, solver, y0, args, times, steady=None if event is None else event.cond_fn, rtol=rtol, atol=atol,
                 norm=norm_fn, max_steps=max_steps, pcoeff=PCOEFF, icoeff=ICOEFF, adjoint=adjoint, dt0=dt0,
             )  # fmt: skip
