@@ -135,8 +135,8 @@ def _rows(tree, start, size: int):
 def take_rows(tree, start: int, stop: int, size: int):
     """Rows `start` to `stop` (exclusive) of every leaf of `tree` (its leading axis), padded to `size` rows by
     repeating row `stop − 1`. A range without padding is cut by one compiled slice of every leaf at once, which
-    copies the rows (a gather by index, as `a[idx]` does, costs twice as much and compiles per leaf: on a sweep of
-    1 000 small stiff instances it was 15 % of the time); only a padded range gathers."""
+    copies the rows (a gather by index, as `a[idx]` does, costs twice as much and compiles per leaf: in a first sweep
+    of 1 000 small stiff instances the gathers took 0.7 of its 5.0 s); only a padded range gathers."""
     if start == 0 and stop == size == jax.tree_util.tree_leaves(tree)[0].shape[0]:
         return tree  # every row, unpadded: nothing to copy
     if stop - start == size:
