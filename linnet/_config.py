@@ -55,7 +55,7 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> str:
 _FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
 # XLA aborts the process on a flag it does not know, so the flag is only set for jaxlib releases known to have it:
 # checked in the binaries of jaxlib 0.7.0 (linnet's oldest supported) and 0.10.2 (the newest at the time of writing),
-# for this flag and for `_SEQUENTIAL_FLAG` below
+# for this flag and for `_SEQUENTIAL_FLAG` and `_SERIAL_CODEGEN_FLAG` below
 _FLAG_VERIFIED = ((0, 7), (0, 10))
 
 
@@ -100,6 +100,23 @@ def sequential_runtime() -> bool:
     computation. **Returns:** whether the flag is in effect for this process.
     """
     return _add_xla_flag(_SEQUENTIAL_FLAG, "sequential_runtime")
+
+
+# XLA splits the machine code of a large program into parts that LLVM compiles on several threads. Processes that
+# already share the cores (the CLI's figure workers, the test suite's) gain nothing from the threads and pay for the
+# split: with one part, `linnet reproduce` took 60 s against 63–65 s (114 s of CPU time against 120–123 s, 2 cores),
+# while a single process compiles its first `fine_tune` slower (1.34–1.38 s against 1.20–1.31 s), so this is for
+# the CLI and the test suite, not a library default. Code generated whole or in parts may round differently.
+_SERIAL_CODEGEN_FLAG = "--xla_cpu_parallel_codegen_split_count=1"
+
+
+def shared_cores_flags() -> None:
+    """The XLA settings of linnet's own applications (the CLI and the test suite), whose processes share the cores:
+    `fast_compile()`, `sequential_runtime()` and one code-generation thread per program (`_SERIAL_CODEGEN_FLAG`),
+    each before the first JAX computation and only on a jaxlib it was verified for (as `fast_compile`)."""
+    fast_compile()
+    sequential_runtime()
+    _add_xla_flag(_SERIAL_CODEGEN_FLAG, "shared_cores_flags")
 
 
 def _add_xla_flag(flag: str, caller: str) -> bool:

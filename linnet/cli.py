@@ -353,14 +353,13 @@ def main(argv=None) -> int:
 
     import jax
 
-    from ._config import fast_compile, sequential_runtime
+    from ._config import shared_cores_flags
 
-    # before any JAX computation (see both): compiling dominates the CLI's runs; its figure workers share the cores.
+    # before any JAX computation (see each): compiling dominates the CLI's runs; its figure workers share the cores.
     # Called after JAX has started (`cli.main([...])` in a session) they cannot take effect: no reason to warn
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        fast_compile()
-        sequential_runtime()
+        shared_cores_flags()
     # the CLI is an application, so it makes the precision choice a library must not: float64, unless the user
     # set JAX_ENABLE_X64 themselves (e.g. JAX_ENABLE_X64=0 on a TPU)
     if "JAX_ENABLE_X64" not in os.environ:

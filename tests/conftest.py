@@ -10,6 +10,7 @@ import scipy.linalg  # noqa: F401  (loads scipy's own OpenBLAS before the limit 
 from threadpoolctl import threadpool_limits
 
 import linnet
+from linnet._config import shared_cores_flags
 
 # One BLAS thread per process. The suite runs two xdist workers on two cores, and each worker's scipy references
 # (Radau on the full state, Nelder-Mead, SLSQP) call OpenBLAS on small matrices: with OpenBLAS's own threads the
@@ -25,11 +26,12 @@ threadpool_limits(1)
 # 68 s). The operations are the same; XLA's CPU backend keeps fast-math off, so code generated without LLVM's
 # optimisations may differ from the optimised code only in rounding (such as fused multiply-adds).
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
-# before any JAX computation, and inherited by the processes the tests start: XLA's classic CPU emitters, which
-# compile linnet's solver programs about twice as fast (compiling is most of the suite's time; see fast_compile)
-linnet.fast_compile()  # False (with a warning) on a jaxlib it is not verified for: the suite runs either way
-# and XLA's runtime one operation after another: the two xdist workers share the two cores (see sequential_runtime)
-linnet.sequential_runtime()
+# before any JAX computation, and inherited by the processes the tests start, the CLI's settings
+# (`linnet._config.shared_cores_flags`): XLA's classic CPU emitters, which compile linnet's solver programs about twice
+# as fast (compiling is most of the suite's time; see fast_compile); XLA's runtime one operation after another and
+# one code-generation thread per program, since the two xdist workers share the two cores. On a jaxlib the flags are
+# not verified for it warns and sets none: the suite runs either way
+shared_cores_flags()
 jax.config.update("jax_enable_x64", True)
 
 # One persistent compilation cache per test run, shared by both xdist workers and by the processes the tests start

@@ -77,6 +77,30 @@ def test_process_flags_are_set_before_the_backend_starts_and_warn_after(name):
     assert proc.stdout.strip() == "OK"
 
 
+SHARED = """
+import os, sys
+from linnet._config import shared_cores_flags
+shared_cores_flags()
+print(os.environ["XLA_FLAGS"])
+"""
+
+
+def test_the_clis_settings_set_three_flags_and_keep_a_callers_choice():
+    """`shared_cores_flags` (the CLI's and the suite's settings) appends the two public flags and one
+    code-generation thread per program, each once; a split count the caller already set in XLA_FLAGS stands. In a
+    subprocess, without the suite's own XLA_FLAGS."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", SHARED], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    flags = out.stdout.split()
+    assert sorted(flags) == sorted([*_FLAGS.values(), "--xla_cpu_parallel_codegen_split_count=1"])
+    env["XLA_FLAGS"] = "--xla_cpu_parallel_codegen_split_count=4"
+    out = subprocess.run([sys.executable, "-c", SHARED], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    flags = out.stdout.split()
+    assert "--xla_cpu_parallel_codegen_split_count=4" in flags and len(flags) == 3
+
+
 UNVERIFIED = """
 import os, sys, warnings, jaxlib
 jaxlib.__version__ = "0.99.0"  # a release the flags were not checked in
