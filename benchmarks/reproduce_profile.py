@@ -8,8 +8,8 @@ Fresh processes:
 - `linnet reproduce --out <temporary folder>`, the command as the README runs it (its default worker processes,
   the persistent compilation cache on, in a new empty folder, as in a fresh clone: the workers share it), and the
   same with `--no-cache`, each timed by wall clock and by the CPU time of the processes it starts;
-- one process that computes and draws the figures one after the other, as the CLI's workers do (float64,
-  `linnet.fast_compile()`, `linnet.sequential_runtime()`), with JAX's own compile-time events
+- one process that computes and draws the figures one after the other, as the CLI's workers do (float64, the CLI's
+  XLA settings `linnet._config.shared_cores_flags`), with JAX's own compile-time events
   (`jax.monitoring`: tracing, lowering to MLIR, backend compilation) summed per figure.
 """
 
@@ -26,11 +26,10 @@ import time
 _SCRIPT = r"""
 import collections, json, sys, time, warnings
 import jax
-from linnet._config import fast_compile, sequential_runtime
+from linnet._config import shared_cores_flags
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
-    fast_compile()
-    sequential_runtime()
+    shared_cores_flags()
 jax.config.update("jax_enable_x64", True)
 events = collections.Counter()
 counts = collections.Counter()
