@@ -141,8 +141,13 @@ def take_rows(tree, start: int, stop: int, size: int):
         return tree  # every row, unpadded: nothing to copy
     if stop - start == size:
         return _rows(tree, jnp.asarray(start), size=size)
-    idx = np.minimum(np.arange(start, start + size), stop - 1)
+    idx = padded_rows(start, stop, size)
     return jax.tree_util.tree_map(lambda a: a[idx], tree)
+
+
+def padded_rows(start: int, stop: int, size: int) -> np.ndarray:
+    """The row indices `take_rows` takes: `start` … `stop − 1`, then `stop − 1` repeated up to `size` entries."""
+    return np.minimum(np.arange(start, start + size), stop - 1)
 
 
 def run_in_parts(fn, args: tuple, batched: tuple[bool, ...], workers: int, min_part: int = 4, rows=None):

@@ -35,6 +35,7 @@ from .plan import (
     is_closed_form,
     lp_heads,
     mode_options,
+    padded_rows,
     plan_method,
     run_in_parts,
     run_planned,
@@ -257,12 +258,11 @@ def sweep(
         ts = jnp.asarray(t_all * scale, dtype)
         explicit = explicit_all & explicit_allowed(m, opts)
         explicit_dev = jnp.asarray(explicit)
-        for j, h in enumerate(head_arrays.values()):
-            heads = jnp.asarray(h, dtype)
+        for j, heads in enumerate(head_arrays.values()):
             for b in starts:
                 stop = min(b + size, N)
                 rows = (b, stop, size)  # the batch: these rows of the whole arrays, padded; its parts cut from them
-                flags = explicit[np.minimum(np.arange(b, b + size), stop - 1)]
+                flags = explicit[padded_rows(b, stop, size)]
                 start = heads
                 if lp_first:  # the batch's LP heads, computed on the batch (one program per batch shape)
                     lp = lp_heads(take_rows(problems, b, stop, size), take_rows(heads, b, stop, size))
