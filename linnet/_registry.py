@@ -68,6 +68,13 @@ class Method:
     # () -> the solver for a stack of instances integrated as one ODE (`sweep(batching="stacked")`), whose Newton
     # solve is applied member by member; None: the method cannot be stacked
     stacked_solver: Callable | None = None
+    # () -> the implicit solver of this method's members in a sweep's batch (vmapped `chunk` at a time), with its
+    # linear algebra written to vectorise across the vmapped members; None: the default `solver`
+    batch_solver: Callable | None = None
+    # (problems, v0s) -> (N,) a key by which a sweep's batch orders its members before vmapping them `chunk` at a
+    # time, so that a chunk, which runs for its slowest member's steps, holds members of like step counts; None:
+    # the members in their given order
+    batch_order: Callable | None = None
     # (y0, args, bucket) -> (y0, args): the state and arguments with the reduced dimension r padded to bucket(r)
     # by columns that do not move (exact), so that shapes in one bucket share the compiled integration
     # (`linnet._run.padded`); None: the method's program is per shape

@@ -192,6 +192,49 @@ def test_stiff_ft_batches_vmap_eight_members_by_default_and_agree_with_one_at_a_
         np.testing.assert_allclose(got[..., -1], want[..., -1], rtol=1e-6, atol=1e-14, err_msg=metric)
 
 
+def test_stiff_ft_batches_take_the_methods_batch_solver(monkeypatch):
+    """Where every member of a batch takes the implicit solver, its members run the method's `batch_solver` (for
+    the FT flow, Rodas5P with the k × k LU unrolled: `FTNewton(unrolled=True)`), seen by a spy on the solver
+    `simulate` is given while the batch is traced; a batch on the explicit solver is given none. The members are
+    vmapped 8 at a time in the order of the method's `batch_order` (here not the instances' order) and their
+    results put back in place. Reference: each member's `fine_tune` with that solver, to rounding at finite times
+    (1e-9 relative, as the chunks above) and within the steady-state tolerance at t = ∞ (1e-6, linnet's limit
+    promise)."""
+    from linnet._methods.ft_jacobian import FTNewton
+    from linnet._run import sweep as _sweep
+
+    solver = linnet.get_method("ft").batch_solver()
+    assert isinstance(solver.newton, FTNewton) and solver.newton.unrolled
+    given = []
+    real = _sweep.simulate
+
+    def spy(*args, **kwargs):
+        given.append(kwargs.get("solver"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_sweep, "simulate", spy)
+    _sweep._batched.cache_clear()  # traced afresh, so the spy sees the calls
+    N = 11  # one chunk of 8 and a remainder of 3
+    probs = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(3), N), 0.2, d=60, k=2, n=20)
+    heads = jax.random.normal(jax.random.PRNGKey(4), (N, 2))
+    times = [0.0, 0.3, np.inf]
+    order = np.argsort(np.asarray(linnet.get_method("ft").batch_order(probs, heads)))
+    assert not np.array_equal(order, np.arange(N))  # the batch is reordered
+    res = linnet.sweep(probs, heads, times, methods=("ft",), batch_size=N, progress=False, workers=1)
+    assert given and all(g is solver for g in given), given
+    for i in range(N):
+        p = jax.tree_util.tree_map(lambda a, i=i: a[i], probs)
+        ref = linnet.fine_tune(p, heads[i], times, solver=solver)
+        got = np.asarray(res.ood_error[0, 0, i])
+        np.testing.assert_allclose(got[:-1], ref.ood_error[:-1], rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose(got[-1], ref.ood_error[-1], rtol=1e-6)
+    given.clear()
+    gauss = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(5), 2), 0.2, d=60, k=2, n=5, inputs="isotropic")
+    linnet.sweep(gauss, jnp.ones(2), times, methods=("ft",), progress=False, workers=1)
+    assert given and all(g is None or not isinstance(getattr(g, "newton", None), FTNewton) for g in given), given
+    _sweep._batched.cache_clear()  # the spy's programs are not left for other tests
+
+
 def test_a_mixed_batch_runs_each_members_solver_and_falls_back(monkeypatch):
     """A batch whose members choose different solvers runs in one program that holds one explicit and one implicit
     solve, chosen per member by `lax.cond`. The explicit choices are forced here (members 0, 1 explicit; 2, 3 not):
@@ -230,3 +273,14 @@ def test_a_mixed_batch_runs_each_members_solver_and_falls_back(monkeypatch):
         assert np.all(err[1:3] <= rounding_tol(p, mine)), (i, err, rounding_tol(p, mine))
         assert np.all(err[1:3] <= 0.1 * apart[1:3]), (i, err, apart)
         assert err[-1] <= 1e-6, (i, err)
+
+
+def test_ft_batch_order_is_s_min_times_the_head_norm():
+    """The FT flow's `batch_order` key: s_min ‖v0‖ per member, against NumPy's singular values of each X and norms
+    of each head (1e-12 relative; the zero singular values a batch pads with are not the minimum)."""
+    N = 4
+    probs = linnet.subspace_shifts(jax.random.split(jax.random.PRNGKey(9), N), 0.1, d=30, k=2, n=10)
+    heads = jax.random.normal(jax.random.PRNGKey(10), (N, 2))
+    want = [np.linalg.svd(np.asarray(probs.X[i]), compute_uv=False).min() * np.linalg.norm(heads[i]) for i in range(N)]
+    got = linnet.get_method("ft").batch_order(probs, heads)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)

@@ -169,6 +169,32 @@ def stacked_solver():
     return Rodas5P(newton=FTNewton(unrolled=True), batched=True)
 
 
+def batch_solver():
+    """The default solver with the k × k LU of its Newton matrix unrolled into elementwise operations
+    (`FTNewton(unrolled=True)`): the same method and the same closed-form solve, for the members of a sweep's batch,
+    which are vmapped 8 at a time. Vmapped, LAPACK's LU and triangular solves run one call per member; the unrolled
+    ones are one vectorised computation over the members (a sweep of 1 000 small stiff problems, d = 500, k = 5,
+    n = 100, 2 CPU cores: 240–262 trajectories/s against 226–243 in alternating runs). A single solve keeps
+    LAPACK's, whose program compiles faster (`linnet._solver.newton.lu_factor`)."""
+    return _BATCH_SOLVER
+
+
+_BATCH_SOLVER = Rodas5P(newton=FTNewton(unrolled=True))
+
+
+def batch_order(problems, v0s):
+    """The key by which a sweep's batch groups its members (`Method.batch_order`): s_min ‖v0‖ per member, the root
+    of the slowest relaxation rate 2 s_min² ‖v‖² near a fit (the steady-state rule's rate; the batch's η and λ are
+    the same for every member). On 1 000 small stiff problems (d = 500, k = 5, n = 100, v0 ~ N(0, I)) the log of
+    this key correlates with the steps to t = ∞ at −0.70; chunks of 8 in its order waste 9 % of their member-steps
+    on members already done, against 15 % in the instances' order, and the sweep ran 254–282 trajectories/s
+    against 236–250 (alternating runs, 2 CPU cores). **Arguments:** a batched `Problem` (N instances), `v0s`
+    (N, k). **Returns:** (N,)."""
+    s = problems.reduced.s
+    s_min = jnp.min(jnp.where(s > 0, s, jnp.inf), axis=-1)
+    return s_min * jnp.linalg.norm(v0s, axis=-1)
+
+
 def kvaerno5_solver():
     """`FusedKvaerno5`: Kvaerno5 (L-stable ESDIRK, 5th order) with its stages as one scan and its chord iterations
     written out, its Newton systems factored in closed form (`linnet._solver.fused`). It uses only diffrax's public

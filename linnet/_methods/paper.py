@@ -76,6 +76,8 @@ def ft_flow(name: str, summary: str, params=(), **kw) -> FlowMethod:
         dt0=_flow.explicit_dt0,
         program=ft_program,
         stacked_solver=_flow.stacked_solver,
+        batch_solver=_flow.batch_solver,
+        batch_order=_flow.batch_order,
         pad=_flow.pad,
         **kw,
     )

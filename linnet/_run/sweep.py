@@ -1,14 +1,17 @@
 """`sweep`: many instances × methods × heads, as a transform of the registry's single-instance function.
 
-Each (method, head) is `linnet.simulate` with `throw=False`, mapped over a batch of problems by `lax.map`
-(`chunk` members vmapped together: by default 8 for a flow with a closed-form Newton solve when every member
-takes the implicit solver, whose vmapped step costs per member about what a single step does; otherwise one at a
-time, since a vmapped adaptive solve runs every member for the slowest member's steps and turns branches into
-selects), sharded over devices by `shard_map` and, on one CPU device, cut into parts that host threads run at once
+Each (method, head) is `linnet.simulate` with `throw=False`, mapped over a batch of problems by `lax.map` (`chunk`
+members vmapped together: by default 8 for a flow with a closed-form Newton solve when every member takes the
+implicit solver, whose vmapped step costs per member about what a single step does; otherwise one at a time, since a
+vmapped adaptive solve runs every member for the slowest member's steps and turns branches into selects). A batch
+whose members all take the implicit solver runs the method's `batch_solver` (its linear algebra vectorised across
+vmapped members), its chunks in the order of the method's `batch_order` (like step counts together). The batch is
+sharded over devices by `shard_map` and, on one CPU device, cut into parts that host threads run at once
 (`linnet._run.plan.run_in_parts`); `batching="stacked"` runs each batch (part) as one ODE instead
 (`linnet._run.stacked`). Batches are padded to one size, so each method compiles once per shape, not once per batch.
-Methods that run one shared program (FT, LP-FT, two learning rates, L2-SP: see `Method.program`) share one
-compiled batch per shape and solver plan. Only L̂, L_id and L_ood are kept.
+Methods that run one shared program (FT, LP-FT, two learning rates, L2-SP: see `Method.program`) share one compiled
+batch per shape and solver plan.
+Only L̂, L_id and L_ood are kept.
 """
 
 from __future__ import annotations
@@ -58,22 +61,33 @@ def _batched(
     function, so a sweep over η or λ compiles once, not once per value. `explicit` is each member's
     solver choice, made from its concrete data by the same rule as `fine_tune` (`choice.explicit_is_enough`).
     `mode`: "mixed" (each member's choice by `lax.cond`), "explicit" (Tsit5 for all, with its step budget) or
-    "default" (the method's default solver for all)."""
+    "default" (the implicit solver for all: the method's `batch_solver` where it declares one, else its default)."""
     kw = dict(opts)
     seed = kw.pop("seed", None)
+    m = name if isinstance(name, Method) else get_method(name, loss)
+    # every member on the implicit solver: the method's batch solver (vectorised across vmapped members), whatever
+    # the chunk, so that chunks of any size take the same steps to rounding
+    solver = m.batch_solver() if mode == "default" and m.batch_solver is not None else None
 
     def one(args, times, reals):
         p, v0, idx, explicit = args
         key = None if seed is None else jax.random.fold_in(jax.random.PRNGKey(seed), idx)
-        extra = mode_options(mode, explicit, max_steps)
+        extra = mode_options(mode, explicit, max_steps) | ({} if solver is None else {"solver": solver})
         tr = simulate(name, p, v0, times, rtol=rtol, atol=atol, throw=False, key=key, loss=loss, **extra, **kw, **reals)
         return (tr.train_loss, tr.id_error, tr.ood_error), tr.num_steps, is_okay(tr.result)
 
     def batch(problems, inputs, times, reals):
         v0s, idx, explicit = inputs
-        # lax.map runs one member per iteration, so each member's solver branch (`lax.cond`) really branches
-        return jax.lax.map(lambda a: one(a, times, reals), (problems, v0s, idx, explicit),
-                           batch_size=None if chunk == 1 else chunk)  # fmt: skip
+        members = (problems, v0s, idx, explicit)
+        if chunk == 1 or m.batch_order is None:
+            # lax.map runs one member per iteration, so each member's solver branch (`lax.cond`) really branches
+            return jax.lax.map(lambda a: one(a, times, reals), members, batch_size=None if chunk == 1 else chunk)
+        # vmapped chunks run for their slowest member: members of like cost are put together (the method's
+        # `batch_order`), each chunk gathers its own, and the results go back to the members' places
+        order = jnp.argsort(m.batch_order(problems, v0s))
+        out = jax.lax.map(lambda i: one(jax.tree_util.tree_map(lambda a: a[i], members), times, reals), order,
+                          batch_size=chunk)  # fmt: skip
+        return jax.tree_util.tree_map(lambda o: jnp.zeros_like(o).at[order].set(o), out)
 
     fn = shard_batch(batch, devices, (True, True, False, False), setup=is_closed_form(name, loss))
     _BATCH_FUNCTIONS.append(fn)
