@@ -264,8 +264,8 @@ def _sweep_budget(t, rows) -> list[str]:
     return [
         f"Against the loop a sweep gains three factors, whose product is the ratio: two host threads (2×), the "
         f"Python around each call (a call in the loop took {1e3 * call:.1f} ms against the warm solve's "
-        f"{1e3 * warm[0]:.1f} ms in the small table above: {call / warm[0]:.2f}×), and vmapping 8 members a step (a member's share of the "
-        f"sweep's CPU time, {1e3 * member:.2f} ms, against the warm solve: {warm[0] / member:.2f}×). The last is "
+        f"{1e3 * warm[0]:.1f} ms in the small table above: {call / warm[0]:.2f}×), and vmapping 8 members a step "
+        f"(a member's share of the sweep's CPU time, {1e3 * member:.2f} ms, against the warm solve: {warm[0] / member:.2f}×). The last is "
         "what a batched step gains per member (the batched-step table below) less the member-steps a chunk spends on "
         "members already done (9 % with the members in `batch_order`, 15 % in their given order) and each member's "
         "set-up and metrics. The vmapped chunks use the method's `batch_solver`, whose k × k LU is vectorised across "
