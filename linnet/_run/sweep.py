@@ -10,8 +10,7 @@ sharded over devices by `shard_map` and, on one CPU device, cut into parts that 
 (`linnet._run.plan.run_in_parts`); `batching="stacked"` runs each batch (part) as one ODE instead
 (`linnet._run.stacked`). Batches are padded to one size, so each method compiles once per shape, not once per batch.
 Methods that run one shared program (FT, LP-FT, two learning rates, L2-SP: see `Method.program`) share one compiled
-batch per shape and solver plan.
-Only L̂, L_id and L_ood are kept.
+batch per shape and solver plan. Only L̂, L_id and L_ood are kept.
 """
 
 from __future__ import annotations
