@@ -176,6 +176,7 @@ def simulate(
     lp_head: bool = False,
     loss: str = "squared",
     _explicit=None,
+    _pad: bool = True,
     **params,
 ) -> Trajectory:
     """Run the registered method `method` on `problem` from the head `v0`, saving at `times`.
@@ -194,6 +195,9 @@ def simulate(
     - `**params`: the method's parameters (`linnet.get_method(name).params`).
     - `_explicit` (internal, for batched callers such as `sweep`): a per-member boolean, decided from the concrete
       data of each member before tracing, that selects the explicit plan with its fallback by `lax.cond`.
+    - `_pad` (internal): whether a flow that declares `pad` takes its padded route (`linnet._run.padded`: one
+      integration program per bucket of r). A caller whose own program is compiled per shape anyway (`sweep`'s
+      batch) passes False: there padding buys no reuse and costs arithmetic on up to 1.25 r columns.
 
     **Returns:** a `Trajectory` (its `method`, `solver`, `result`, `num_steps` and `t_stop` say how it was
     obtained).
@@ -268,6 +272,7 @@ def simulate(
                 throw=throw,
                 key=key,
                 lp_head=lp_head,
+                _pad=_pad,
                 **kw,
             )
             return dataclasses.replace(traj, times=jnp.asarray(times, dtype), method=m.name)
@@ -295,7 +300,7 @@ def simulate(
 
     def run(i):
         solver_i, budget = plan[i]
-        tr = (padded_core if pads and paddable(solver_i) else _core)(
+        tr = (padded_core if _pad and pads and paddable(solver_i) else _core)(
             *args,
             name=name,
             loss=m.loss,

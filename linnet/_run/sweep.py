@@ -8,7 +8,8 @@ whose members all take the implicit solver runs the method's `batch_solver` (its
 vmapped members), its chunks in the order of the method's `batch_order` (like step counts together). The batch is
 sharded over devices by `shard_map` and, on one CPU device, cut into parts that host threads run at once
 (`linnet._run.plan.run_in_parts`); `batching="stacked"` runs each batch (part) as one ODE instead
-(`linnet._run.stacked`). Batches are padded to one size, so each method compiles once per shape, not once per batch.
+(`linnet._run.stacked`). Batches are padded to one size, so each method compiles once per shape, not once per batch;
+since the batch program is per shape anyway, its members run the unpadded flow (no bucket of r, `linnet._run.padded`).
 Methods that run one shared program (FT, LP-FT, two learning rates, L2-SP: see `Method.program`) share one compiled
 batch per shape and solver plan. Only L̂, L_id and L_ood are kept.
 """
@@ -72,7 +73,9 @@ def _batched(
         p, v0, idx, explicit = args
         key = None if seed is None else jax.random.fold_in(jax.random.PRNGKey(seed), idx)
         extra = mode_options(mode, explicit, max_steps) | ({} if solver is None else {"solver": solver})
-        tr = simulate(name, p, v0, times, rtol=rtol, atol=atol, throw=False, key=key, loss=loss, **extra, **kw, **reals)
+        # this program is compiled per shape: padding r to a bucket (for reuse across shapes) would only cost
+        tr = simulate(name, p, v0, times, rtol=rtol, atol=atol, throw=False, key=key, loss=loss, _pad=False, **extra,
+                      **kw, **reals)  # fmt: skip
         return (tr.train_loss, tr.id_error, tr.ood_error), tr.num_steps, is_okay(tr.result)
 
     def batch(problems, inputs, times, reals):
