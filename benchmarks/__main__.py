@@ -258,19 +258,24 @@ def _curve(curve):
 def _sweep_budget(t, rows) -> list[str]:
     """Where the sweep's ratio to a loop of calls comes from (issue #33's 4× target), from this run's numbers."""
     warm = [r.seconds for r in rows if r.size == "small" and r.method == "linnet.fine_tune (warm)"]
+    where = "in the small table above"
+    if "warm_s" in t:  # measured with the sweep, in the same run
+        warm, where = [t["warm_s"]], "of the sweep's first instance"
     if t["inputs"] != "subspace" or not warm:
         return []
     call, member = 1 / t["loop_per_s"], 2 / t["sweep_per_s"]  # a member's CPU time on the sweep's two threads
     return [
         f"Against the loop a sweep gains three factors, whose product is the ratio: two host threads (2×), the "
         f"Python around each call (a call in the loop took {1e3 * call:.1f} ms against the warm solve's "
-        f"{1e3 * warm[0]:.1f} ms in the small table above: {call / warm[0]:.2f}×), and vmapping 8 members a step "
+        f"{1e3 * warm[0]:.1f} ms {where}: {call / warm[0]:.2f}×), and vmapping 8 members a step "
         f"(a member's share of the sweep's CPU time, {1e3 * member:.2f} ms, against the warm solve: "
         f"{warm[0] / member:.2f}×). The last is "
         "what a batched step gains per member (the batched-step table below) less the member-steps a chunk spends on "
         "members already done (9 % with the members in `batch_order`, 15 % in their given order) and each member's "
         "set-up and metrics. The vmapped chunks use the method's `batch_solver`, whose k × k LU is vectorised across "
-        "them. Measured and left: chunks of 4, 12 or 16 (slower), Rodas5P's stages unrolled (slower: 180–205/s), "
+        "them, on the unpadded flow (the batch program is compiled per shape, so r = 100 is not padded to its "
+        "bucket, 112, as a single call's is: 8–16 % more trajectories/s in alternating runs). Measured and left: "
+        "chunks of 4, 12 or 16 (slower), Rodas5P's stages unrolled (slower: 180–205/s), "
         "a fitted predictor of the step count (from log s_min, log ‖v0‖ and log ‖ρ0/s‖; by the step counts it would "
         "waste 7 % instead of 9 %).",
         "",
