@@ -257,14 +257,23 @@ def _curve(curve):
 
 def _sweep_budget(t, rows) -> list[str]:
     """Where the sweep's ratio to a loop of calls comes from (issue #33's 4× target), from this run's numbers."""
-    warm = [r.seconds for r in rows if r.size == "small" and r.method == "linnet.fine_tune (warm)"]
-    where = "in the small table above"
+    table = [r.seconds for r in rows if r.size == "small" and r.method == "linnet.fine_tune (warm)"]
+    warm, where, later = table, "in the small table above", []
     if "warm_s" in t:  # measured with the sweep, in the same run
         warm, where = [t["warm_s"]], "of the sweep's first instance"
+        if table and not 0.8 < t["warm_s"] / table[0] < 1.25:  # a section re-measured on a faster or slower day
+            later = [
+                f"This section and the batch-size table below come from another run than the tables above, on a "
+                "machine that ran the warm solve "
+                f"at {1e3 * t['warm_s']:.1f} ms against the small table's {1e3 * table[0]:.1f} ms: their ratios "
+                "compare with each other, their absolute rates not with the other sections.",
+                "",
+            ]
     if t["inputs"] != "subspace" or not warm:
         return []
     call, member = 1 / t["loop_per_s"], 2 / t["sweep_per_s"]  # a member's CPU time on the sweep's two threads
     return [
+        *later,
         f"Against the loop a sweep gains three factors, whose product is the ratio: two host threads (2×), the "
         f"Python around each call (a call in the loop took {1e3 * call:.1f} ms against the warm solve's "
         f"{1e3 * warm[0]:.1f} ms {where}: {call / warm[0]:.2f}×), and vmapping 8 members a step "
@@ -364,9 +373,12 @@ def _targets(rows, thr, dsc, extra):
         out.append(
             f"| paper scale, default generator, setup ≤ 30 s (issue #12; see its profile) | {setup:.0f} s | {ok} |"
         )
+    # the sweep section may come from a run on a faster or slower day (`_sweep_budget`): its rates say so
+    pace = thr[0]["warm_s"] / warm if (thr and warm and "warm_s" in thr[0]) else 1.0
+    run_note = "" if 0.8 < pace < 1.25 else f" (in a run whose warm solve took {pace:.1f}× the small table's)"
     for r in thr:
         out.append(
-            f"| sweep ≥ 200 trajectories/s ({r['inputs']} inputs) | {r['sweep_per_s']:.0f}/s | "
+            f"| sweep ≥ 200 trajectories/s ({r['inputs']} inputs) | {r['sweep_per_s']:.0f}/s{run_note} | "
             f"{'yes' if r['sweep_per_s'] >= 200 else 'no'} |"
         )
         ratio = r["sweep_per_s"] / r["loop_per_s"]
@@ -407,7 +419,7 @@ def _targets(rows, thr, dsc, extra):
         ratio = r["sweep_per_s"] / r["loop_per_s"]
         ok = r["sweep_per_s"] >= 150 and ratio >= 4
         out.append(f"| sweep of small stiff problems ≥ 150/s and ≥ 4× a loop (issue #33) | {r['sweep_per_s']:.0f}/s, "
-                   f"{ratio:.1f}× | {'yes' if ok else 'no'} |")  # fmt: skip
+                   f"{ratio:.1f}×{run_note} | {'yes' if ok else 'no'} |")  # fmt: skip
     batched = extra.get("batched_step")
     if batched:
         worst = max(r["batched_s"] / r["floor_s"] for r in batched)
