@@ -287,10 +287,11 @@ def test_ft_batch_order_is_s_min_times_the_head_norm():
 
 
 def test_sweep_batches_run_the_unpadded_flow(monkeypatch):
-    """A sweep's batch program is compiled per shape, so padding the reduced dimension to a bucket would buy no
-    reuse: its members run the unpadded core, while a single `fine_tune` of the same member takes the padded route
-    (one integration program per bucket). Seen by a spy on `padded_core`; the two agree to rounding at finite times
-    (1e-9 relative) and within the steady-state tolerance at t = ∞ (1e-6), as above."""
+    """A sweep's batch program (and `batched_predictors`') is compiled per shape, so padding the reduced dimension
+    to a bucket would buy no reuse: its members run the unpadded core, while a single `fine_tune` of the same member
+    takes the padded route (one integration program per bucket). Seen by a spy on `padded_core`; the two agree to
+    rounding at finite times (1e-9 relative) and within the steady-state tolerance at t = ∞ (1e-6), as above."""
+    from linnet._run import predictors
     from linnet._run import simulate as _simulate
     from linnet._run import sweep as _sweep
 
@@ -308,6 +309,8 @@ def test_sweep_batches_run_the_unpadded_flow(monkeypatch):
     heads = jax.random.normal(jax.random.PRNGKey(7), (N, 2))
     times = [0.0, 0.5, np.inf]
     res = linnet.sweep(probs, heads, times, methods=("ft", "lpft"), progress=False, workers=1)
+    predictors._predictor_batch.cache_clear()
+    _, w = predictors.batched_predictors(probs, heads, times, workers=1)
     assert calls == [], calls
     for i in range(N):
         p = jax.tree_util.tree_map(lambda a, i=i: a[i], probs)
@@ -316,5 +319,9 @@ def test_sweep_batches_run_the_unpadded_flow(monkeypatch):
             got = np.asarray(res.ood_error[j, 0, i])
             np.testing.assert_allclose(got[:-1], ref.ood_error[:-1], rtol=1e-9, atol=1e-14)
             np.testing.assert_allclose(got[-1], ref.ood_error[-1], rtol=1e-6)
+            if method == "ft":
+                np.testing.assert_allclose(w[i, :-1], ref.predictor[:-1], rtol=1e-9, atol=1e-14)
+                np.testing.assert_allclose(w[i, -1], ref.predictor[-1], rtol=1e-6, atol=1e-12)
     assert calls and set(calls) == {"ft"}, calls  # the single calls padded (LP-FT runs FT's program)
     _sweep._batched.cache_clear()
+    predictors._predictor_batch.cache_clear()

@@ -82,7 +82,8 @@ def _predictor_batch(runner, times: tuple, rtol: float, atol: float, max_steps: 
     search's batches, a figure's methods) compile once; the real parameters are arguments."""
 
     def one(p, v0, e, reals):
-        tr = simulate(runner, p, v0, jnp.asarray(times), rtol=rtol, atol=atol, throw=False,
+        # compiled per shape, as `sweep`'s batch: the members run the unpadded flow (a bucket of r would only cost)
+        tr = simulate(runner, p, v0, jnp.asarray(times), rtol=rtol, atol=atol, throw=False, _pad=False,
                       **mode_options(mode, e, max_steps), **dict(statics), **reals)  # fmt: skip
         return tr.v, tr.predictor, is_okay(tr.result)
 
