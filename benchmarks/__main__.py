@@ -260,7 +260,7 @@ def _sweep_budget(t, rows) -> list[str]:
     table = [r.seconds for r in rows if r.size == "small" and r.method == "linnet.fine_tune (warm)"]
     warm, where, later = table, "in the small table above", []
     if "warm_s" in t:  # measured with the sweep, in the same run
-        warm, where = [t["warm_s"]], "of the sweep's first instance"
+        warm, where = [t["warm_s"]], "of the same instances (each one's best of 3, averaged)"
         if table and not 0.8 < t["warm_s"] / table[0] < 1.25:  # a section re-measured on a faster or slower day
             later = [
                 f"This section and the batch-size table below come from another run than the tables above, on a "
@@ -275,10 +275,12 @@ def _sweep_budget(t, rows) -> list[str]:
     return [
         *later,
         f"Against the loop a sweep gains three factors, whose product is the ratio: two host threads (2×), the "
-        f"Python around each call (a call in the loop took {1e3 * call:.1f} ms against the warm solve's "
+        f"Python around each call (a call in the loop, on an instance taken out of the batch beforehand, took "
+        f"{1e3 * call:.1f} ms against the warm solve's "
         f"{1e3 * warm[0]:.1f} ms {where}: {call / warm[0]:.2f}×), and vmapping 8 members a step "
         f"(a member's share of the sweep's CPU time, {1e3 * member:.2f} ms, against the warm solve: "
-        f"{warm[0] / member:.2f}×). The last is "
+        f"{warm[0] / member:.2f}×). Earlier runs timed the loop with each instance sliced out of the batched "
+        "Problem inside it (2–3 ms an instance), which raised the ratio by about 8 %. The vmapping factor is "
         "what a batched step gains per member (the batched-step table below) less the member-steps a chunk spends on "
         "members already done (9 % with the members in `batch_order`, 15 % in their given order) and each member's "
         "set-up and metrics. The vmapped chunks use the method's `batch_solver`, whose k × k LU is vectorised across "
