@@ -197,8 +197,8 @@ def simulate(
       data of each member before tracing, that selects the explicit plan with its fallback by `lax.cond`.
     - `_pad` (internal): whether a flow that declares `pad` takes its padded route (`linnet._run.padded`: one
       integration program per bucket of r). A caller whose own program is compiled per shape anyway (the batches
-      of `sweep` and `batched_predictors`) passes False: there padding buys no reuse and costs arithmetic on up
-      to 1.25 r columns.
+      of `sweep` and `batched_predictors`) passes False: there padding buys no reuse and costs arithmetic on
+      bucket(r) columns (up to 1.25 r; 8 for r < 8).
 
     **Returns:** a `Trajectory` (its `method`, `solver`, `result`, `num_steps` and `t_stop` say how it was
     obtained).
