@@ -369,14 +369,10 @@ def sweep_throughput(n_instances=1000, loop_instances=50, inputs="subspace", sha
     for i, p in enumerate(singles):
         jax.block_until_ready(linnet.fine_tune(p, heads[i], [np.inf]).ood_error)
     loop_s = (time.perf_counter() - t) / loop_instances
-    warm = []
-    for i, p in enumerate(singles):
-        best = np.inf
-        for _ in range(3):
-            t = time.perf_counter()
-            jax.block_until_ready(linnet.fine_tune(p, heads[i], [np.inf]).ood_error)
-            best = min(best, time.perf_counter() - t)
-        warm.append(best)
+    warm = [
+        min(_timed(lambda p=p, v=v: linnet.fine_tune(p, v, [np.inf]))[0] for _ in range(3))
+        for p, v in zip(singles, heads, strict=False)
+    ]
     return {
         "inputs": inputs,
         "sweep_per_s": n_instances / sweep_s,
