@@ -9,7 +9,7 @@ conjectures searched, replayed and pinned with `linnet.testing`.
 
 from . import figures, stress, testing, theory
 from ._classification import is_separable, logistic_loss, max_margin, normalised_margin, zero_one_error
-from ._config import enable_x64, fast_compile, sequential_runtime, use_compilation_cache
+from ._config import enable_x64, fast_compile, light_compile, sequential_runtime, use_compilation_cache
 from ._errors import id_error, ood_error, predictor, train_loss
 from ._generators import (
     figure2_ood_point,
@@ -83,6 +83,7 @@ __all__ = [
     "is_okay",
     "is_separable",
     "l2_sp",
+    "light_compile",
     "linear_probe",
     "logistic_loss",
     "lora",

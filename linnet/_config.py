@@ -6,13 +6,16 @@ and tighter needs float64, which the caller turns on before first use, as with a
 the same call).
 """
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 from jax.core import Tracer
+
+from ._context import LIGHT
 
 
 def enable_x64() -> None:
@@ -197,26 +200,51 @@ SETUP_OPTIONS = (
 )
 
 
+@contextlib.contextmanager
+def light_compile(on: bool = True) -> Iterator[None]:
+    """A context in which linnet's programs first compiled here are compiled as set-up programs (`SETUP_OPTIONS`:
+    XLA's backend optimisation level 0), for work that runs each program once or a few times, where compiling
+    is most of the wait: a figure, a first look at a new shape. Compilation takes about half as long, and the
+    compiled integrations run slower (by up to ~2× on large or long solves), so a program that is run many times
+    or on large problems is better compiled outside it. `light_compile(False)` restores the default inside an
+    outer `light_compile()`.
+
+    It changes no JAX or XLA setting: each of linnet's programs keeps one compiled form per choice, and a
+    program compiled in the context is reused there (and stored under its own key in a persistent compilation
+    cache). The choice is a context variable, so it holds in this thread and in the host threads linnet's batches
+    start from it (`linnet.sweep`'s parts); results agree with the default's to rounding. Where the caller's
+    `XLA_FLAGS` fix an optimisation level, or on a jaxlib linnet sets no compiler options for, it changes nothing.
+    """
+    token = LIGHT.set(bool(on))
+    try:
+        yield
+    finally:
+        LIGHT.reset(token)
+
+
 def jit(fun: Callable | None = None, *, setup: bool = False, **kwargs) -> Any:
-    """`jax.jit`, compiled with linnet's `COMPILER_OPTIONS` (`SETUP_OPTIONS` if `setup`) when called at top level;
-    as a decorator, plain or through `functools.partial` with `static_argnames`. JAX takes compiler options only
-    on a program it compiles itself: inside a caller's `jax.jit` (or a loop or branch being traced) the function
-    runs as a plain `jax.jit`, part of the caller's program."""
+    """`jax.jit`, compiled with linnet's `COMPILER_OPTIONS` (`SETUP_OPTIONS` if `setup` or inside
+    `light_compile()`) when called at top level; as a decorator, plain or through `functools.partial` with
+    `static_argnames`. JAX takes compiler options only on a program it compiles itself: inside a caller's `jax.jit`
+    (or a loop or branch being traced) the function runs as a plain `jax.jit`, part of the caller's program."""
     if fun is None:
         return lambda f: jit(f, setup=setup, **kwargs)
     options = SETUP_OPTIONS if setup else COMPILER_OPTIONS
     if not options:
         return jax.jit(fun, **kwargs)
-    return _Jit(fun, kwargs, options)
+    return _Jit(fun, kwargs, options, SETUP_OPTIONS)
 
 
 class _Jit:
-    """A jitted function in two forms: with compiler options (top level) and plain (nested in another trace, where
-    JAX refuses options). Attribute access (`trace`, `lower`, `_cache_size`, …) goes to the top-level form."""
+    """A jitted function in three forms: with compiler options (top level), with the light options (top level,
+    inside `light_compile()`; the same form where both option sets agree) and plain (nested in another trace,
+    where JAX refuses options). Attribute access (`trace`, `lower`, …) goes to the default top-level form;
+    `_cache_size` counts the programs of both top-level forms."""
 
-    def __init__(self, fun, kwargs, options):
+    def __init__(self, fun, kwargs, options, light_options):
         functools.update_wrapper(self, fun)
         self._top = jax.jit(fun, compiler_options=options, **kwargs)
+        self._light = self._top if light_options == options else jax.jit(fun, compiler_options=light_options, **kwargs)
         self._nested = jax.jit(fun, **kwargs)
 
     def __call__(self, *args, **kwargs):
@@ -226,11 +254,16 @@ class _Jit:
         if any(isinstance(x, Tracer) and not hasattr(x, "batch_dim") for x in leaves):
             return self._nested(*args, **kwargs)
         try:
-            return self._top(*args, **kwargs)
+            return (self._light if LIGHT.get() else self._top)(*args, **kwargs)
         except ValueError as e:  # staged with concrete arguments only: JAX refuses before anything runs
             if "can only be passed to top-level" not in str(e):
                 raise
         return self._nested(*args, **kwargs)
+
+    def _cache_size(self) -> int:
+        # JAX's private counter of a jitted function's compiled programs (its stubs do not declare it)
+        forms = (self._top,) if self._light is self._top else (self._top, self._light)
+        return sum(f._cache_size() for f in forms)  # pyright: ignore[reportAttributeAccessIssue]
 
     def __getattr__(self, name):
         return getattr(self._top, name)

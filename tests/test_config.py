@@ -230,3 +230,64 @@ def test_set_up_programs_compile_at_level_0_unless_the_caller_chose_a_level(leve
         want = out["default"] if level is not None else {**out["default"], "xla_backend_optimization_level": 0}
         assert out["setup"] == want
     assert out["err"] <= 1e-14, out["err"]
+
+
+_LIGHT_SCRIPT = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+import linnet
+from linnet._config import COMPILER_OPTIONS, SETUP_OPTIONS, jit
+from linnet._context import LIGHT
+from linnet._run.plan import run_in_parts
+f = lambda x: jnp.sin(x) ** 2 + jnp.cumsum(x) @ jnp.outer(x, x)
+ours, ref = jit(f), jax.jit(f)
+x = jnp.linspace(0.1, 1.0, 40)
+sizes = lambda: [ours._top._cache_size(), ours._light._cache_size(), ours._cache_size()]
+out = dict(distinct=ours._light is not ours._top, before=sizes())
+with linnet.light_compile():
+    a = ours(x)
+    out["inside"] = sizes()
+    with linnet.light_compile(False):
+        b = ours(x)
+        out["nested_off"] = sizes()
+    ours(x)
+    out["again"] = sizes()
+    seen = []
+    def g(y):
+        seen.append(LIGHT.get())
+        return y * 2
+    run_in_parts(g, (jnp.arange(16.0),), (True,), workers=2)
+    out["threads"] = seen
+out["after"] = LIGHT.get()
+out["err"] = max(float(np.max(np.abs(c - ref(x)) / np.abs(ref(x)))) for c in (a, b))
+out["light_options"] = SETUP_OPTIONS != COMPILER_OPTIONS
+print(json.dumps(out))
+"""
+
+
+def test_light_compile_routes_programs_to_their_light_form_in_its_context_and_threads():
+    """`linnet.light_compile()`: a `linnet._config.jit` program first called inside it compiles its light form
+    (set-up options) and not its default one; `light_compile(False)` inside it compiles the default; calling again
+    compiles nothing; the batches' host threads (`run_in_parts`) see the context; on leaving, it is off. Values
+    agree with a plain `jax.jit` (the reference) to 1e-14 relative (machine code's rounding). A fresh process
+    without the suite's optimisation level in XLA_FLAGS, where the two forms differ."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "optimization_level" not in f)
+    proc = subprocess.run([sys.executable, "-c", _LIGHT_SCRIPT], capture_output=True, text=True,
+                          env={**os.environ, "XLA_FLAGS": flags}, check=True)  # fmt: skip
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not out["light_options"]:
+        pytest.skip("no compiler options on this jaxlib: light_compile changes nothing")
+    assert out["distinct"]
+    assert out["before"] == [0, 0, 0]
+    assert out["inside"] == [0, 1, 1]
+    assert out["nested_off"] == [1, 1, 2]
+    assert out["again"] == [1, 1, 2]
+    assert out["threads"] == [True, True]
+    assert out["after"] is False
+    assert out["err"] <= 1e-14, out["err"]

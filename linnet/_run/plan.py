@@ -5,6 +5,7 @@ host threads, and what a failure message advises."""
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import math
@@ -183,8 +184,11 @@ def run_in_parts(fn, args: tuple, batched: tuple[bool, ...], workers: int, min_p
     if parts <= 1:
         return call(0)
     real = [i for i in range(parts) if start + i * part_size < stop]  # parts holding at least one member of the batch
+    # each thread runs in a copy of the caller's context, so that its switches (`linnet.light_compile`, the
+    # reference simulator of `linnet.testing.reference`) hold there too
+    contexts = [contextvars.copy_context() for _ in real]
     with ThreadPoolExecutor(len(real)) as pool:
-        outs = list(pool.map(call, real))
+        outs = list(pool.map(lambda c, i: c.run(call, i), contexts, real))
     outs += [outs[-1]] * (parts - len(real))  # fillers for parts of padding only, dropped below
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:N], *outs)
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import stress as _stress
 from .. import theory as th
+from .._config import light_compile
 from .._errors import id_error_of_predictor
 from .._generators import figure2_ood_point, figure2_toy, random_head, subspace_shift, subspace_shifts
 from .._methods.paper import fine_tune, linear_probe, lp_ft
@@ -43,6 +44,14 @@ def _eps_grid(quick: bool) -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def _limits(d: int, k: int, n: int, quick: bool, seed: int) -> dict:
     """`eps_sweep` at the shape (d, k, n)."""
+    # Each shape's batch (144 instances) is compiled light where it runs briefly. Measured on 2 cores at d = 200,
+    # k = 3 (light against default, s): n = 10, 20, 40: 4.5/5.9, 3.0/4.0, 4.0/5.1; n = 70: 5.8/5.2; n = 100, 140,
+    # where the near-square inputs make the solves long and stiff: 7.8/6.1, 19.6/10.8
+    with light_compile(n <= 40):
+        return _limits_at(d, k, n, quick, seed)
+
+
+def _limits_at(d: int, k: int, n: int, quick: bool, seed: int) -> dict:
     shape = dict(d=d, k=k, n=n)
     eps_grid = _eps_grid(quick)
     seeds = 4 if quick else 16
