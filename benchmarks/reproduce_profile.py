@@ -90,14 +90,34 @@ def per_figure(quick: bool = False, only=()) -> list[dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def yardstick() -> float:
+    """The machine's speed at compiling, measured as the latency section measures it: diffrax's first Kvaerno5
+    solve of the Robertson problem in a fresh process (seconds). The main job is compile-bound, so its wall time
+    scales with this across machines and days, which a time measured on another day can be set against."""
+    from .latency import _fresh
+
+    return float(_fresh("yardstick", (40, 2, 10))["robertson"])
+
+
 def measure(quick: bool = False, only=()) -> dict:
     """The measurements of the module docstring: {"readme": cli_run(cache=True), "cli": cli_run(...) (no cache),
-    "figures": per_figure(...)}."""
-    return {"readme": cli_run(quick, only, cache=True), "cli": cli_run(quick, only), "figures": per_figure(quick, only)}
+    "figures": per_figure(...), "robertson_s": yardstick()}."""
+    return {"readme": cli_run(quick, only, cache=True), "cli": cli_run(quick, only), "figures": per_figure(quick, only),
+            "robertson_s": yardstick()}  # fmt: skip
 
 
-def table(prof: dict | None) -> list[str]:
-    """The reproduce section of RESULTS.md."""
+def at_yardstick(prof: dict, robertson_s: float | None) -> float | None:
+    """The main job's wall time scaled to a machine whose Robertson yardstick took `robertson_s` (the latency
+    section's), or None where either yardstick is missing: an estimate, since compiling is most but not all of
+    the job."""
+    how = "readme" if "readme" in prof else "cli"
+    if not robertson_s or not prof.get("robertson_s"):
+        return None
+    return prof[how]["wall_s"] * robertson_s / prof["robertson_s"]
+
+
+def table(prof: dict | None, robertson_s: float | None = None) -> list[str]:
+    """The reproduce section of RESULTS.md; `robertson_s`: the latency section's yardstick, to scale to."""
     if not prof:
         return []
     cli, figs = prof["cli"], prof["figures"]
@@ -125,7 +145,7 @@ def table(prof: dict | None) -> list[str]:
         f"computed one after the other in one fresh process: {total['compute_s']:.0f} s computing, of which "
         f"{total['trace_s']:.0f} s tracing, {total['lower_s']:.0f} s lowering and {total['compile_s']:.0f} s XLA "
         f"compilation of {total['programs']} programs, {run_s:.0f} s running (and the Python around it); drawing "
-        f"{total['draw_s']:.0f} s.",
+        f"{total['draw_s']:.0f} s." + _scaled(prof, robertson_s),
         "",
         "| figure | compute (s) | draw (s) | trace (s) | lower (s) | XLA compile (s) | programs |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -135,12 +155,27 @@ def table(prof: dict | None) -> list[str]:
         "",
         "Compilation is most of the work: each figure's problems have their own shapes, so its batches compile their "
         "own programs (the stress search: six shapes, each a batch draw, a batched FT solve in one or two solver "
-        "plans, and the slack program; the n/d sweep: six shapes, FT and LP each). XLA compiles a program on more "
-        "than one thread, so the two worker processes share the two cores rather than halving the wall time: the "
-        "60 s target needs the CPU time near 120 s on 2 cores. With the cache on, a program one worker compiled is "
-        "loaded by the other.",
+        "plans, and the slack program; the n/d sweep: six shapes, FT and LP each). So the figures compile light "
+        "(`linnet.light_compile`: XLA's backend optimisation level 0, about half the compile time for slower runs), "
+        "except the n/d sweep's columns at n > 40, whose long stiff solves run faster fully optimised; measured in "
+        "alternating runs on one machine, the main job took 136 and 136 s before and 103 and 100 s after (CPU time "
+        "261 → 189–194 s; the yardstick's scaling above maps that machine's 136 s for the earlier code to 62 s, "
+        "against the 64 s measured for it on the latency section's day). The sweeps run on two host threads, so a "
+        "worker uses more than one core at times and the two workers do not quite halve the wall time. With the "
+        "cache on, a program one worker compiled is loaded by the other.",
         "",
     ]
+
+
+def _scaled(prof: dict, robertson_s: float | None) -> str:
+    est = at_yardstick(prof, robertson_s)
+    if est is None:
+        return ""
+    return (
+        f" The machine's yardstick in this run (diffrax's first Robertson solve, fresh process): "
+        f"{prof['robertson_s']:.2f} s, against {robertson_s:.2f} s in the latency section's run; scaled by their "
+        f"ratio, the main job would take about {est:.0f} s there (an estimate: compiling is most, not all, of it)."
+    )
 
 
 if __name__ == "__main__":

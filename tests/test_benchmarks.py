@@ -34,3 +34,17 @@ def test_the_gpu_benchmark_runs_on_cpu_alone(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "| cpu | single FT solve" in text and "| cpu | sweep of 8 (map) |" in text
+
+
+def test_the_reproduce_target_is_scaled_by_the_machines_yardstick():
+    """`reproduce_profile.at_yardstick`: the main job's wall time times the ratio of two Robertson yardsticks
+    (100 s where the yardstick took 3 s is 50 s where it took 1.5 s, by hand), None without both; the README's
+    run (`readme`) is the one scaled where present."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.reproduce_profile import at_yardstick
+
+    prof = {"readme": {"wall_s": 100.0}, "cli": {"wall_s": 80.0}, "robertson_s": 3.0}
+    assert at_yardstick(prof, 1.5) == pytest.approx(50.0, rel=1e-12)
+    assert at_yardstick({"cli": {"wall_s": 80.0}, "robertson_s": 2.0}, 1.0) == pytest.approx(40.0, rel=1e-12)
+    assert at_yardstick(prof, None) is None
+    assert at_yardstick({"readme": {"wall_s": 100.0}}, 1.5) is None
