@@ -1,5 +1,6 @@
 """Figures (quick mode), the command line, and its errors."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -139,6 +140,33 @@ def test_run_prints_and_saves(tmp_path, capsys):
     assert "OOD error" in text and "inf" in text
     data = json.loads(out.read_text())
     assert len(data["ood_error"]) == len(data["times"])
+
+
+@pytest.mark.parametrize("command", ["compare", "run"])
+def test_one_off_commands_compile_light_for_small_problems(command, monkeypatch, capsys):
+    """`linnet compare` and `linnet run` solve inside `linnet.light_compile()` for n up to `ONE_OFF_LIGHT_N` (a spy on
+    the library call they make records the switch), and outside it above."""
+    import linnet
+    from linnet._context import LIGHT
+
+    seen = []
+    name = "fine_tune" if command == "compare" else "simulate"
+    original = getattr(linnet, name)
+
+    def spy(*args, **kwargs):
+        seen.append(LIGHT.get())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(linnet, name, spy)
+    argv = [command, "--d", "20", "--k", "2", "--n", "6"] + (
+        ["--method", "ft", "--num-times", "3"] if command == "run" else []
+    )
+    assert cli.main(["--no-cache", *argv]) == 0
+    assert seen == [True]
+    assert not LIGHT.get()
+    for n, light in ((cli.ONE_OFF_LIGHT_N, True), (cli.ONE_OFF_LIGHT_N + 1, False)):
+        with cli._one_off(argparse.Namespace(n=n)):
+            assert LIGHT.get() is light
 
 
 @pytest.mark.parametrize("method", ["two_lr", "l2_sp", "lp_features_only", "gd", "lora", "deep"])
