@@ -1,4 +1,5 @@
-"""The command line's argument types and checks, and the methods' options generated from their declarations."""
+"""The command line's argument types and checks, the methods' options generated from their declarations, and how a
+one-off command compiles."""
 
 from __future__ import annotations
 
@@ -160,3 +161,18 @@ def as_flags(message: str, parser, args) -> str:
         return "--" + name.replace("_", "-") if name in options else m.group(0)
 
     return re.sub(r"`(\w+)`", swap, message)
+
+
+# A command that runs each program once compiles it light (`linnet.light_compile`) up to this n: measured on 2 cores,
+# `compare`'s three methods at d = 200, n = 40: 3.1 → 1.5 s; d = 2 000, n = 800: 3.4 → 3.1 s on the default
+# (stiff) generator, 3.4 → 1.5 s on Gaussian inputs; d = 4 000, n = 2 000 (stiff): 3.5 → 4.7 s, a loss, as the
+# slower run of a large, long solve outweighs the compile time saved.
+ONE_OFF_LIGHT_N = 800
+
+
+def one_off(args):
+    """The context a one-off command (`compare`, `run`) solves in: `linnet.light_compile()` for n up to
+    `ONE_OFF_LIGHT_N`."""
+    from ._config import light_compile
+
+    return light_compile(args.n <= ONE_OFF_LIGHT_N)

@@ -16,6 +16,7 @@ from ._cli_args import (
     fmt,
     method_options,
     non_negative_int,
+    one_off,
     positive_int,
     seed_arg,
     table,
@@ -70,12 +71,9 @@ def cmd_compare(args):
     problem, v0 = _build_problem(args)
     times = np.array([0.0, 0.1, 1.0, 10.0, np.inf])
     t0 = time.perf_counter()
-    with _one_off(args):
-        trajs = {
-            "LP": linnet.linear_probe(problem, v0, times),
-            "FT": linnet.fine_tune(problem, v0, times),
-            "LP-FT": linnet.lp_ft(problem, v0, times),
-        }
+    with one_off(args):
+        runs = {"LP": linnet.linear_probe, "FT": linnet.fine_tune, "LP-FT": linnet.lp_ft}
+        trajs = {name: run(problem, v0, times) for name, run in runs.items()}
     elapsed = time.perf_counter() - t0
     print(
         f"subspace shift: d={args.d} k={args.k} n={args.n} eps={args.eps} ood={args.ood} "
@@ -100,19 +98,6 @@ def cmd_compare(args):
     return 0
 
 
-# A command that runs each program once compiles it light (`linnet.light_compile`) up to this n: measured on 2 cores,
-# `compare`'s three methods at d = 200, n = 40: 3.1 → 1.5 s; d = 2 000, n = 800: 3.4 → 3.1 s on the default
-# (stiff) generator, 3.4 → 1.5 s on Gaussian inputs; d = 4 000, n = 2 000 (stiff): 3.5 → 4.7 s, a loss, as the
-# slower run of a large, long solve outweighs the compile time saved.
-ONE_OFF_LIGHT_N = 800
-
-
-def _one_off(args):
-    from ._config import light_compile
-
-    return light_compile(args.n <= ONE_OFF_LIGHT_N)
-
-
 def cmd_run(args):
     """One method, one problem: a table over time, optionally saved as JSON."""
 
@@ -127,7 +112,7 @@ def cmd_run(args):
     else:
         times = np.concatenate([[0.0], np.logspace(-2, 3, args.num_times - 1), [np.inf]])
         head = ["t", "train loss", "ID error", "OOD error"]
-    with _one_off(args):
+    with one_off(args):
         tr = _run_method(args, problem, v0, times)
     rows = [
         [fmt(t), fmt(float(a)), fmt(float(b)), fmt(float(c))]

@@ -147,6 +147,7 @@ def test_one_off_commands_compile_light_for_small_problems(command, monkeypatch,
     """`linnet compare` and `linnet run` solve inside `linnet.light_compile()` for n up to `ONE_OFF_LIGHT_N` (a spy on
     the library call they make records the switch), and outside it above."""
     import linnet
+    from linnet._cli_args import ONE_OFF_LIGHT_N, one_off
     from linnet._context import LIGHT
 
     seen = []
@@ -164,8 +165,8 @@ def test_one_off_commands_compile_light_for_small_problems(command, monkeypatch,
     assert cli.main(["--no-cache", *argv]) == 0
     assert seen == [True]
     assert not LIGHT.get()
-    for n, light in ((cli.ONE_OFF_LIGHT_N, True), (cli.ONE_OFF_LIGHT_N + 1, False)):
-        with cli._one_off(argparse.Namespace(n=n)):
+    for n, light in ((ONE_OFF_LIGHT_N, True), (ONE_OFF_LIGHT_N + 1, False)):
+        with one_off(argparse.Namespace(n=n)):
             assert LIGHT.get() is light
 
 
