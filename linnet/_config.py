@@ -205,8 +205,10 @@ def light_compile(on: bool = True) -> Iterator[None]:
     """A context in which linnet's programs first compiled here are compiled as set-up programs (`SETUP_OPTIONS`:
     XLA's backend optimisation level 0), for work that runs each program once or a few times, where compiling
     is most of the wait: a figure, a first look at a new shape. Compilation takes about half as long, and the
-    compiled integrations run slower (by up to ~2× on large or long solves), so a program that is run many times
-    or on large problems is better compiled outside it. `light_compile(False)` restores the default inside an
+    compiled integrations run slower (measured: the small stiff problem's warm solve 2.5–3× slower; a batch of
+    long stiff solves up to 2×), so a program that is run many times or on large problems is better compiled
+    outside it. A program built by the caller's own `jax.jit` or `jax.grad` around linnet's functions is
+    compiled with the caller's options, inside the context or not. `light_compile(False)` restores the default inside an
     outer `light_compile()`.
 
     It changes no JAX or XLA setting: each of linnet's programs keeps one compiled form per choice, and a
