@@ -187,27 +187,44 @@ def _jaxlib_verified() -> bool:
 # sets for a whole process, here for linnet's programs only, so no global setting changes. The FT flow's
 # integration program (d = 200, k = 3, n = 40, 2 CPU cores) compiles in 1.42 s against 2.00 s and runs in 7.9 ms
 # against 9.3 ms. GPUs and TPUs ignore a CPU option; on a jaxlib the flag is not verified for, none is set.
-COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False} if _jaxlib_verified() else {}
+_CALLER_FLAGS = os.environ.get("XLA_FLAGS", "")
+# At backend optimisation level 0, the classic emitters with the machine code split into parts (LLVM compiles them
+# on several threads; XLA's default) miscompile the FT flow's integration program (jaxlib 0.10.2, CPU): its
+# Rosenbrock steps' Newton solves came out with residuals of order 1 (1e-11 compiled whole or at the default
+# level), so the step met its error test only with 4–25 × the steps and the state never reached the stationary
+# point (‖f‖ stuck near 1e-10, where the default reaches 3e-14; a sweep of L2-SP failed to converge in 100 000
+# steps). Compiled whole (one part, `_SERIAL_CODEGEN_FLAG` for one program; with XLA's concurrency-optimised
+# scheduler off it also came out right) it integrates as the default does:
+# `tests/test_config.py::test_light_and_set_up_programs_integrate_the_ft_flow_as_the_default_does`. So every
+# program linnet compiles at level 0 is compiled whole, also when the caller's XLA_FLAGS choose level 0.
+_WHOLE = {"xla_cpu_parallel_codegen_split_count": 1}
+_CALLER_LEVEL_0 = "--xla_backend_optimization_level=0" in _CALLER_FLAGS.split()
+COMPILER_OPTIONS = (
+    {"xla_cpu_use_fusion_emitters": False, **(_WHOLE if _CALLER_LEVEL_0 else {})} if _jaxlib_verified() else {}
+)
 # The options of a set-up program (`jit(..., setup=True)`): one whose run is short next to its compilation, run
 # once or a few times per shape (a batch's draw, a closed form over a batch, the steps around an integration).
 # XLA's backend optimisation level 0 compiles them 2–3 × faster (a batch of 250 subspace shifts: 0.62 s against
-# 1.5–1.9 s); the integration programs, whose run is what a user waits for, keep the default level. A level the
-# caller sets in XLA_FLAGS is left to apply.
+# 1.5–1.9 s; level 1 saves nothing over the default: with the CLI's settings the two_lr, lora and error_vs_time
+# figures' data took 6.6,
+# 7.0 and 5.3 s of XLA compile at the default level, 7.4, 6.6 and 4.2 s at level 1, 3.4, 2.5 and 2.2 s at level
+# 0), compiled whole (above); the integration programs, whose run is what a user waits for, keep the default
+# level. A level the caller sets in XLA_FLAGS is left to apply.
 SETUP_OPTIONS = (
-    {**COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
-    if COMPILER_OPTIONS and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")
+    {**COMPILER_OPTIONS, "xla_backend_optimization_level": 0, **_WHOLE}
+    if COMPILER_OPTIONS and "xla_backend_optimization_level" not in _CALLER_FLAGS
     else COMPILER_OPTIONS
 )
 
 
 @contextlib.contextmanager
 def light_compile(on: bool = True) -> Iterator[None]:
-    """A context in which linnet's programs first compiled here are compiled as set-up programs (`SETUP_OPTIONS`:
-    XLA's backend optimisation level 0), for work that runs each program once or a few times, where compiling
-    is most of the wait: a figure, a first look at a new shape. Compilation takes about half as long, and the
-    compiled integrations run slower (measured: the small stiff problem's warm solve 2.5–3× slower; a batch of
-    long stiff solves up to 2×), so a program that is run many times or on large problems is better compiled
-    outside it. A program built by the caller's own `jax.jit` or `jax.grad` around linnet's functions is
+    """A context in which linnet's programs first compiled here are compiled as set-up programs (`SETUP_OPTIONS`: XLA's
+    backend optimisation level 0, each program's machine code generated whole), for work that runs each program once or
+    a few times, where compiling is most of the wait: a figure, a first look at a new shape. Compilation takes about
+    half as long, and the compiled integrations run slower (measured: the small stiff problem's warm solve 2.5–3×
+    slower; a batch of long stiff solves up to 2×), so a program that is run many times or on large problems is better
+    compiled outside it. A program built by the caller's own `jax.jit` or `jax.grad` around linnet's functions is
     compiled with the caller's options, inside the context or not. `light_compile(False)` restores the default inside an
     outer `light_compile()`.
 

@@ -162,6 +162,7 @@ def test_linnet_jit_with_its_compiler_options_composes_like_jax_jit():
     a caller's `jax.jit` (traced or closed-over concrete arguments), under `grad` and under `vmap`, and with
     `static_argnames` through `functools.partial`, it returns what a plain `jax.jit` returns (the reference): the
     option changes XLA's code generator, not the computation; 1e-15 relative allows rounding."""
+    import os
     from functools import partial
 
     import jax
@@ -178,7 +179,10 @@ def test_linnet_jit_with_its_compiler_options_composes_like_jax_jit():
     import jaxlib
 
     if (0, 7) <= tuple(int(a) for a in jaxlib.__version__.split(".")[:2]) <= (0, 10):  # the verified releases
-        assert COMPILER_OPTIONS == {"xla_cpu_use_fusion_emitters": False}
+        # under a caller's level 0 (the suite's XLA_FLAGS) each program is also compiled whole (`_config._WHOLE`)
+        level_0 = "--xla_backend_optimization_level=0" in os.environ.get("XLA_FLAGS", "").split()
+        whole = {"xla_cpu_parallel_codegen_split_count": 1} if level_0 else {}
+        assert COMPILER_OPTIONS == {"xla_cpu_use_fusion_emitters": False, **whole}
     cases = {
         "top": (lambda: ours(x, p=2), lambda: ref(x, p=2)),
         "jit, traced": (lambda: jax.jit(lambda y: ours(y, p=2))(x), lambda: ref(x, p=2)),
@@ -211,10 +215,11 @@ print(json.dumps(dict(setup=SETUP_OPTIONS, default=COMPILER_OPTIONS, err=err)))
 @pytest.mark.parametrize("level", [None, "2"])
 def test_set_up_programs_compile_at_level_0_unless_the_caller_chose_a_level(level):
     """`jit(..., setup=True)` (the programs whose run is short next to their compilation) adds XLA's backend
-    optimisation level 0 to linnet's compiler options, except when the caller's XLA_FLAGS set a level (which then
-    applies). Top level, nested in `jax.jit`, under `grad` and `vmap`, it returns what a plain `jax.jit` returns
-    (the reference) to 1e-14 relative: the level changes the machine code's rounding (the order of a vectorised
-    sum), not the computation. Run in a fresh process: the suite itself sets a level in XLA_FLAGS."""
+    optimisation level 0, compiled whole (one code-generation part), to linnet's compiler options, except when the
+    caller's XLA_FLAGS set a level (which then applies). Top level, nested in `jax.jit`, under `grad` and `vmap`, it
+    returns what a plain `jax.jit` returns (the reference) to 1e-14 relative: compiled whole, the level changes the
+    machine code's rounding (the order of a vectorised sum), not the computation (see the regression test below). Run in
+    a fresh process: the suite itself sets a level in XLA_FLAGS."""
     import json
     import os
     import subprocess
@@ -227,7 +232,8 @@ def test_set_up_programs_compile_at_level_0_unless_the_caller_chose_a_level(leve
                           env={**os.environ, "XLA_FLAGS": flags}, check=True)  # fmt: skip
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     if out["default"]:  # a verified jaxlib: linnet sets options at all
-        want = out["default"] if level is not None else {**out["default"], "xla_backend_optimization_level": 0}
+        whole = {"xla_cpu_parallel_codegen_split_count": 1}
+        want = out["default"] if level is not None else {**out["default"], "xla_backend_optimization_level": 0, **whole}
         assert out["setup"] == want
     assert out["err"] <= 1e-14, out["err"]
 
@@ -291,3 +297,67 @@ def test_light_compile_routes_programs_to_their_light_form_in_its_context_and_th
     assert out["threads"] == [True, True]
     assert out["after"] is False
     assert out["err"] <= 1e-14, out["err"]
+
+
+_LEVEL_SCRIPT = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+import linnet
+from linnet._config import COMPILER_OPTIONS, SETUP_OPTIONS
+from linnet._methods import ft_flow
+from linnet._solver.integrate import integrate
+key = jax.random.PRNGKey(0)
+probs = linnet.subspace_shifts(jax.random.split(key, 6), jnp.full(6, 0.1), inputs="isotropic", d=60, k=3, n=15)
+heads = jax.random.normal(jax.random.fold_in(key, 1), (6, 3))
+times = jnp.asarray(np.geomspace(1e3, 1e6, 4))
+def run(y0, args):
+    return integrate(ft_flow.general_field, y0, args, times, steady=None, solver=ft_flow.batch_solver(), rtol=1e-8,
+                     atol=1e-10, max_steps=20_000)
+out = {}
+for label, options in (("default", COMPILER_OPTIONS), ("setup", SETUP_OPTIONS)):
+    compiled = None
+    for lam in ((0.0, 0.0), (1e-3, 0.005)):
+        for i in range(6):
+            red = jax.tree_util.tree_map(lambda a: a[i], probs).reduced
+            args = (red.s, red.Uty, red.G0, jnp.array([1.0, 1.0, *lam]))
+            y0 = (heads[i], red.G0)
+            compiled = compiled or jax.jit(run).lower(y0, args).compile(compiler_options=options)
+            ys, result, steps, _ = compiled(y0, args)
+            f = ft_flow.general_field(0.0, (ys[0][-1], ys[1][-1]), args)
+            out.setdefault(label, []).append([int(steps), float(jnp.sqrt(sum(jnp.sum(x**2) for x in f)))])
+p5 = jax.tree_util.tree_map(lambda a: a[5], probs)
+with linnet.light_compile():
+    tr = linnet.sweep(jax.tree_util.tree_map(lambda a: a[5:], probs), heads[5:], [np.inf],
+                      methods=[{"name": "l2_sp", "lam_B": 0.00517947, "lam_v": 1e-3}], progress=False)
+out["sweep_light_steps"] = int(tr.num_steps.ravel()[0])
+out["single_steps"] = int(linnet.l2_sp(p5, heads[5], [np.inf], lam_B=0.00517947, lam_v=1e-3).num_steps)
+print(json.dumps(out))
+"""
+
+
+def test_light_and_set_up_programs_integrate_the_ft_flow_as_the_default_does():
+    """Regression (jaxlib 0.10.2, CPU): with the classic emitters, XLA's backend optimisation level 0 with the
+    machine code split into parts (XLA's default) miscompiled the FT flow's Rosenbrock step in some programs: its Newton
+    solves had residuals of order 1, the step met its error test with 4–25 × the steps and the state never reached the
+    stationary point (‖f‖ stayed near 1e-10; a sweep of L2-SP under `light_compile()` failed to converge in 100 000
+    steps). The integration program compiled with the set-up options (those of `light_compile`) must integrate as the
+    default-compiled one: on 12 flows (FT and L2-SP, six instances, the batch solver, to t = 10⁶ with no steady-state
+    stop) it ends at a stationary point, ‖f(θ(10⁶))‖ ≤ 1e-12 (the independent criterion: the gradient vanishes there;
+    the default reaches 3e-14, the miscompiled program 3e-11–3e-10), in at most 1.25 × the default's steps (rounding
+    moves a step count by a few per cent); and the L2-SP sweep that failed converges in as many steps (± 10 %) as the
+    single call. A fresh process with no XLA_FLAGS, as a library user's (the suite's own flags compile every program
+    whole, which hid the miscompilation from it)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _LEVEL_SCRIPT], capture_output=True, text=True,
+                          env={**os.environ, "XLA_FLAGS": ""}, check=True)  # fmt: skip
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for (steps, f), (ref_steps, ref_f) in zip(out["setup"], out["default"], strict=True):
+        assert ref_f <= 1e-12, ref_f
+        assert f <= 1e-12, (f, steps, ref_steps)
+        assert steps <= 1.25 * ref_steps, (steps, ref_steps)
+    assert abs(out["sweep_light_steps"] - out["single_steps"]) <= 0.1 * out["single_steps"], out
