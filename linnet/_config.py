@@ -206,10 +206,9 @@ COMPILER_OPTIONS = (
 # once or a few times per shape (a batch's draw, a closed form over a batch, the steps around an integration).
 # XLA's backend optimisation level 0 compiles them 2–3 × faster (a batch of 250 subspace shifts: 0.62 s against
 # 1.5–1.9 s; level 1 saves nothing over the default: with the CLI's settings the two_lr, lora and error_vs_time
-# figures' data took 6.6,
-# 7.0 and 5.3 s of XLA compile at the default level, 7.4, 6.6 and 4.2 s at level 1, 3.4, 2.5 and 2.2 s at level
-# 0), compiled whole (above); the integration programs, whose run is what a user waits for, keep the default
-# level. A level the caller sets in XLA_FLAGS is left to apply.
+# figures' data took 6.6, 7.0 and 5.3 s of XLA compile at the default level, 7.4, 6.6 and 4.2 s at level 1, and
+# 3.4, 2.5 and 2.2 s at level 0), compiled whole (above); the integration programs, whose run is what a user waits
+# for, keep the default level. A level the caller sets in XLA_FLAGS is left to apply.
 SETUP_OPTIONS = (
     {**COMPILER_OPTIONS, "xla_backend_optimization_level": 0, **_WHOLE}
     if COMPILER_OPTIONS and "xla_backend_optimization_level" not in _CALLER_FLAGS
