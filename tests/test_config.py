@@ -300,7 +300,7 @@ def test_light_compile_routes_programs_to_their_light_form_in_its_context_and_th
 
 
 _LEVEL_SCRIPT = """
-import json, sys
+import json
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
 import linnet
