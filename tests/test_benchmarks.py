@@ -36,6 +36,22 @@ def test_the_gpu_benchmark_runs_on_cpu_alone(tmp_path):
     assert "| cpu | single FT solve" in text and "| cpu | sweep of 8 (map) |" in text
 
 
+@pytest.mark.slow  # compiles a single solve and the two batched programs (about 30 s)
+def test_the_gpu_rows_sweep_settings_run(tmp_path):
+    """The GPU rows' sweeps (every member of a batch vmapped, and the batch as one stacked ODE, each pinned to its
+    device), run on a CPU through `--settings-of gpu`: a GPU machine's one lent run must not be the first time
+    this code runs."""
+    out = tmp_path / "GPU.md"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--sizes", "4", "8", "--budget", "120", "--out",
+                           str(out), "--settings-of", "gpu"], cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    for label in ("vmap", "stacked"):
+        for size in (4, 8):
+            row = next(line for line in text.splitlines() if f"| cpu | sweep of {size} ({label}) |" in line)
+            assert float(row.split("|")[3]) > 0, row
+
+
 def test_the_reproduce_target_is_scaled_by_the_machines_yardstick():
     """`reproduce_profile.at_yardstick`: the main job's wall time times the ratio of two Robertson yardsticks
     (100 s where the yardstick took 3 s is 50 s where it took 1.5 s, by hand), None without both; the README's
