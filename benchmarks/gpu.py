@@ -107,8 +107,12 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).with_name("GPU.md")))
     ap.add_argument("--budget", type=float, default=360.0, help="seconds for the sweeps, all devices together")
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 4096, 65536])
-    ap.add_argument("--settings-of", choices=sorted(SWEEPS), default=None,
-                    help="run this platform's sweep settings on every device found (a check of the script)")
+    ap.add_argument(
+        "--settings-of",
+        choices=sorted(SWEEPS),
+        default=None,
+        help="run this platform's sweep settings on every device found (a check of the script)",
+    )
     args = ap.parse_args()
     print(run(Path(args.out), args.budget, tuple(args.sizes), args.settings_of))
 

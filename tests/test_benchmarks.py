@@ -42,8 +42,9 @@ def test_the_gpu_rows_sweep_settings_run(tmp_path):
     device), run on a CPU through `--settings-of gpu`: a GPU machine's one lent run must not be the first time
     this code runs."""
     out = tmp_path / "GPU.md"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--sizes", "4", "8", "--budget", "120", "--out",
-                           str(out), "--settings-of", "gpu"], cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    args = ["--sizes", "4", "8", "--budget", "120", "--out", str(out), "--settings-of", "gpu"]
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     for label in ("vmap", "stacked"):
