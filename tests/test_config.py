@@ -361,3 +361,28 @@ def test_light_and_set_up_programs_integrate_the_ft_flow_as_the_default_does():
         assert f <= 1e-12, (f, steps, ref_steps)
         assert steps <= 1.25 * ref_steps, (steps, ref_steps)
     assert abs(out["sweep_light_steps"] - out["single_steps"]) <= 0.1 * out["single_steps"], out
+
+
+def test_the_dependency_floors_are_the_oldest_versions_tested():
+    """Every floor in pyproject.toml's dependencies is the version `.ci/oldest.txt` pins (the oldest set the suite
+    was run with), and every pin there is a declared dependency: a floor lowered or raised without the other is
+    a claim nobody tested."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    root = Path(__file__).parent.parent
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {}
+    for dep in deps:
+        req = Requirement(dep)
+        (spec,) = [s for s in req.specifier if s.operator == ">="]
+        floors[req.name] = Version(spec.version)
+    pins = {}
+    for line in (root / ".ci" / "oldest.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.strip()] = Version(version.strip())
+    assert floors == pins
