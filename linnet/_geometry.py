@@ -72,7 +72,8 @@ def principal_cosines(A: jax.Array, B: jax.Array) -> jax.Array:
 
 def procrustes_rotation(B: jax.Array, B_star: jax.Array) -> jax.Array:
     """The orthogonal U (k, k) that aligns B_star to B: the polar factor W Zᵀ of B B_starᵀ = W Σ Zᵀ."""
-    W, _, Zt = jnp.linalg.svd(B @ B_star.T)
+    # thin (the same factors for this square k × k matrix): jax 0.7 differentiates only the thin SVD
+    W, _, Zt = jnp.linalg.svd(B @ B_star.T, full_matrices=False)
     return W @ Zt
 
 
