@@ -56,10 +56,9 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> str:
 # the classic emitters compile about twice as fast (measured on 2 CPU cores: FT + L2-SP + a gradient program
 # 15.9 s → 8.6 s of XLA compile time) and run as fast; float64 results agree to the last bit or two.
 _FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
-# XLA aborts the process on a flag it does not know, so the flag is only set for jaxlib releases known to have it:
-# checked in the binaries of jaxlib 0.7.0 (linnet's oldest supported) and 0.10.2 (the newest at the time of writing),
-# for this flag and for `_SEQUENTIAL_FLAG` and `_SERIAL_CODEGEN_FLAG` below
-_FLAG_VERIFIED = ((0, 7), (0, 10))
+# XLA aborts the process on a flag it does not know, so each flag is only set for the jaxlib releases known to have
+# it (`_FLAG_RELEASES` below): this one was checked in jaxlib 0.7.0, 0.7.2 and 0.10.2; jaxlib 0.11 removed the
+# classic emitters, and with them the flag (0.11.2 and 0.12.1 abort on it)
 
 
 def fast_compile() -> bool:
@@ -69,10 +68,11 @@ def fast_compile() -> bool:
     compiling), so the CLI and the test suite turn it on; it changes no other JAX setting, and GPUs and TPUs
     ignore it.
 
-    The flag is set only for the jaxlib releases it was verified in (0.7 to 0.10; XLA aborts on a flag it does not
-    know); on others it warns and does nothing. XLA reads `XLA_FLAGS` once, when JAX first creates its CPU
-    backend. Call this before any JAX computation; a call after that has no effect on the running process (it
-    still sets the variable, which processes started from this one inherit) and warns.
+    The flag is set only for the jaxlib releases it was verified in (0.7 to 0.10; jaxlib 0.11 removed the classic
+    emitters, and XLA aborts on a flag it does not know); on others it warns and does nothing. XLA reads `XLA_FLAGS`
+    once, when JAX first creates its CPU backend. Call this before any JAX computation; a call after that has no
+    effect on the running process (it still sets the variable, which processes started from this one inherit) and
+    warns.
 
     **Returns:** whether the flag is in effect for this process.
     """
@@ -99,8 +99,9 @@ def sequential_runtime() -> bool:
     a large operation's own threads are unaffected. The CLI, the notebooks and the test suite turn it on; it
     changes no other setting, and GPUs and TPUs ignore it.
 
-    Verified jaxlib releases, timing and the return value as for `fast_compile`: call it before any JAX
-    computation. **Returns:** whether the flag is in effect for this process.
+    Set for jaxlib 0.7 to 0.12 (the releases it was verified in; on others it warns and does nothing); timing and
+    the return value as for `fast_compile`: call it before any JAX computation. **Returns:** whether the flag is in
+    effect for this process.
     """
     return _add_xla_flag(_SEQUENTIAL_FLAG, "sequential_runtime")
 
@@ -112,11 +113,22 @@ def sequential_runtime() -> bool:
 # the CLI and the test suite, not a library default. Code generated whole or in parts may round differently.
 _SERIAL_CODEGEN_FLAG = "--xla_cpu_parallel_codegen_split_count=1"
 
+# The jaxlib releases (major, minor) each flag was checked in, first to last: XLA aborts on a flag it does not know,
+# so a flag is set only in these. Checked by starting XLA with the flag in XLA_FLAGS in jaxlib 0.7.0, 0.7.2, 0.10.2,
+# 0.11.2 and 0.12.1 (the newest at the time of writing), and, as per-program compiler options, the optimisation
+# level and the code-generation split in 0.10.2 and 0.12.1.
+_FLAG_RELEASES = {
+    _FAST_COMPILE_FLAG: ((0, 7), (0, 10)),
+    _SEQUENTIAL_FLAG: ((0, 7), (0, 12)),
+    _SERIAL_CODEGEN_FLAG: ((0, 7), (0, 12)),
+}
+
 
 def shared_cores_flags() -> None:
     """The XLA settings of linnet's own applications (the CLI and the test suite), whose processes share the cores:
     `fast_compile()`, `sequential_runtime()` and one code-generation thread per program (`_SERIAL_CODEGEN_FLAG`),
-    each before the first JAX computation and only on a jaxlib it was verified for (as `fast_compile`)."""
+    each before the first JAX computation and only on a jaxlib it was verified for (`_FLAG_RELEASES`; from jaxlib
+    0.11 on, the last two only: the classic emitters are gone)."""
     fast_compile()
     sequential_runtime()
     _add_xla_flag(_SERIAL_CODEGEN_FLAG, "shared_cores_flags")
@@ -131,16 +143,14 @@ def _add_xla_flag(flag: str, caller: str) -> bool:
     flags = os.environ.get("XLA_FLAGS", "")
     if flag.split("=")[0] in flags:  # the caller's own choice (e.g. set at launch) stands
         return flag in flags.split()
-    import jaxlib
-
-    release = str(getattr(jaxlib, "__version__", "0.0"))  # getattr: typing stubs do not re-export __version__
-    if not _jaxlib_verified():
-        warnings.warn(
-            f"linnet.{caller}(): not verified for jaxlib {release} (XLA aborts on an unknown flag), "
-            "so XLA_FLAGS is left as it is",
-            RuntimeWarning,
-            stacklevel=3,
+    if not _jaxlib_verified(flag):
+        release = _jaxlib_release()
+        why = (
+            "XLA's classic CPU emitters, which it selects, were removed in jaxlib 0.11"
+            if flag == _FAST_COMPILE_FLAG and (0, 11) <= release <= _FLAG_RELEASES[_SERIAL_CODEGEN_FLAG][1]
+            else f"not verified for jaxlib {_jaxlib_version()} (XLA aborts on an unknown flag)"
         )
+        warnings.warn(f"linnet.{caller}(): {why}, so XLA_FLAGS is left as it is", RuntimeWarning, stacklevel=3)
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
     if _backends_started():
@@ -172,21 +182,32 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _jaxlib_verified() -> bool:
+def _jaxlib_version() -> str:
     import jaxlib
 
-    release = str(getattr(jaxlib, "__version__", "0.0"))  # getattr: typing stubs do not re-export __version__
+    return str(getattr(jaxlib, "__version__", "0.0"))  # getattr: typing stubs do not re-export __version__
+
+
+def _jaxlib_release() -> tuple[int, ...]:
+    """jaxlib's (major, minor), or (0, 0) if it cannot be read."""
     try:
-        version = tuple(int(x) for x in release.split(".")[:2])
+        return tuple(int(x) for x in _jaxlib_version().split(".")[:2])
     except ValueError:
-        return False
-    return _FLAG_VERIFIED[0] <= version <= _FLAG_VERIFIED[1]
+        return (0, 0)
+
+
+def _jaxlib_verified(flag: str) -> bool:
+    """Whether `flag` (one of `_FLAG_RELEASES`; its per-program option alike) was verified in this jaxlib."""
+    first, last = _FLAG_RELEASES[flag]
+    return first <= _jaxlib_release() <= last
 
 
 # The XLA options of linnet's own compiled programs (each `jit` below): the classic CPU emitters, as `fast_compile`
 # sets for a whole process, here for linnet's programs only, so no global setting changes. The FT flow's
 # integration program (d = 200, k = 3, n = 40, 2 CPU cores) compiles in 1.42 s against 2.00 s and runs in 7.9 ms
-# against 9.3 ms. GPUs and TPUs ignore a CPU option; on a jaxlib the flag is not verified for, none is set.
+# against 9.3 ms. GPUs and TPUs ignore a CPU option; each option is set only on the jaxlib releases its flag was
+# verified in (`_FLAG_RELEASES`: from jaxlib 0.11 on, XLA's fusion emitters are the only ones, and a program's
+# default options are empty).
 _CALLER_FLAGS = os.environ.get("XLA_FLAGS", "")
 # At backend optimisation level 0, the classic emitters with the machine code split into parts (LLVM compiles them
 # on several threads; XLA's default) miscompile the FT flow's integration program (jaxlib 0.10.2, CPU): its
@@ -197,21 +218,22 @@ _CALLER_FLAGS = os.environ.get("XLA_FLAGS", "")
 # scheduler off it also came out right) it integrates as the default does:
 # `tests/test_config.py::test_light_and_set_up_programs_integrate_the_ft_flow_as_the_default_does`. So every
 # program linnet compiles at level 0 is compiled whole, also when the caller's XLA_FLAGS choose level 0.
-_WHOLE = {"xla_cpu_parallel_codegen_split_count": 1}
+_WHOLE = {"xla_cpu_parallel_codegen_split_count": 1} if _jaxlib_verified(_SERIAL_CODEGEN_FLAG) else {}
+_CLASSIC = {"xla_cpu_use_fusion_emitters": False} if _jaxlib_verified(_FAST_COMPILE_FLAG) else {}
 _CALLER_LEVEL_0 = "--xla_backend_optimization_level=0" in _CALLER_FLAGS.split()
-COMPILER_OPTIONS = (
-    {"xla_cpu_use_fusion_emitters": False, **(_WHOLE if _CALLER_LEVEL_0 else {})} if _jaxlib_verified() else {}
-)
+COMPILER_OPTIONS = {**_CLASSIC, **(_WHOLE if _CALLER_LEVEL_0 else {})}
 # The options of a set-up program (`jit(..., setup=True)`): one whose run is short next to its compilation, run
 # once or a few times per shape (a batch's draw, a closed form over a batch, the steps around an integration).
 # XLA's backend optimisation level 0 compiles them 2–3 × faster (a batch of 250 subspace shifts: 0.62 s against
 # 1.5–1.9 s; level 1 saves nothing over the default: with the CLI's settings the two_lr, lora and error_vs_time
 # figures' data took 6.6, 7.0 and 5.3 s of XLA compile at the default level, 7.4, 6.6 and 4.2 s at level 1, and
 # 3.4, 2.5 and 2.2 s at level 0), compiled whole (above); the integration programs, whose run is what a user waits
-# for, keep the default level. A level the caller sets in XLA_FLAGS is left to apply.
+# for, keep the default level. A level the caller sets in XLA_FLAGS is left to apply. On jaxlib 0.12.1 (fusion
+# emitters) the same options cut a first draw's set-up from 2.7–3.2 s to 1.8–2.0 s and a first `fine_tune` on a
+# new shape in a compiled bucket from 0.46–0.50 to 0.29–0.34 s, and the regression test above passes there.
 SETUP_OPTIONS = (
     {**COMPILER_OPTIONS, "xla_backend_optimization_level": 0, **_WHOLE}
-    if COMPILER_OPTIONS and "xla_backend_optimization_level" not in _CALLER_FLAGS
+    if _WHOLE and "xla_backend_optimization_level" not in _CALLER_FLAGS
     else COMPILER_OPTIONS
 )
 
@@ -248,7 +270,7 @@ def jit(fun: Callable | None = None, *, setup: bool = False, **kwargs) -> Any:
     if fun is None:
         return lambda f: jit(f, setup=setup, **kwargs)
     options = SETUP_OPTIONS if setup else COMPILER_OPTIONS
-    if not options:
+    if not options and not SETUP_OPTIONS:  # no options in either form (a jaxlib linnet sets none for)
         return jax.jit(fun, **kwargs)
     return _Jit(fun, kwargs, options, SETUP_OPTIONS)
 
