@@ -100,8 +100,10 @@ def sequential_runtime() -> bool:
     changes no other setting, and GPUs and TPUs ignore it.
 
     Set for jaxlib 0.7 to 0.12 (the releases it was verified in; on others it warns and does nothing); timing and
-    the return value as for `fast_compile`: call it before any JAX computation. **Returns:** whether the flag is in
-    effect for this process.
+    the return value as for `fast_compile`: call it before any JAX computation. The gain is jaxlib 0.10's: on
+    0.12.1 the warm solve took the same time with and without it (17–18 ms, and as much CPU time: that runtime
+    already runs this program's operations one after another; 0.10.2 on the same machine: 23–25 ms and 37–40 ms
+    of CPU time by default, 19–21 ms with it). **Returns:** whether the flag is in effect for this process.
     """
     return _add_xla_flag(_SEQUENTIAL_FLAG, "sequential_runtime")
 
