@@ -188,7 +188,7 @@ def data_feature_change(quick: bool = False, seed: int = 0) -> dict:
     v0 = random_head(jax.random.fold_in(key, 1), shape["k"], 1.0)
     times = _times(quick)
     PS = np.asarray(p.sigma_id)
-    data = dict(times=times, params=dict(eps=0.1, seed=seed, **shape))
+    data: dict[str, Any] = dict(times=times, params=dict(eps=0.1, seed=seed, **shape))
     for name, tr in (("FT", fine_tune(p, v0, times)), ("LP-FT", lp_ft(p, v0, times))):
         dB = np.asarray(tr.B) - np.asarray(p.B0)
         perp = np.linalg.norm(dB - dB @ PS, axis=(1, 2))
