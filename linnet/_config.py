@@ -124,6 +124,8 @@ _FLAG_RELEASES = {
     _SEQUENTIAL_FLAG: ((0, 7), (0, 12)),
     _SERIAL_CODEGEN_FLAG: ((0, 7), (0, 12)),
 }
+# the releases checked to lack the classic emitters' flag (the emitters were removed in jaxlib 0.11)
+_CLASSIC_REMOVED = ((0, 11), (0, 12))
 
 
 def shared_cores_flags() -> None:
@@ -149,7 +151,7 @@ def _add_xla_flag(flag: str, caller: str) -> bool:
         release = _jaxlib_release()
         why = (
             "XLA's classic CPU emitters, which it selects, were removed in jaxlib 0.11"
-            if flag == _FAST_COMPILE_FLAG and (0, 11) <= release <= _FLAG_RELEASES[_SERIAL_CODEGEN_FLAG][1]
+            if flag == _FAST_COMPILE_FLAG and _CLASSIC_REMOVED[0] <= release <= _CLASSIC_REMOVED[1]
             else f"not verified for jaxlib {_jaxlib_version()} (XLA aborts on an unknown flag)"
         )
         warnings.warn(f"linnet.{caller}(): {why}, so XLA_FLAGS is left as it is", RuntimeWarning, stacklevel=3)
